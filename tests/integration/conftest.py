@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from integration.service import RunningService, cpu_pool, start_service
+
+
+@pytest.fixture(scope="session")
+def cpu_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    """The real service on the CPU default: llama.cpp + SmolLM2, private Redis, local Ray."""
+    workdir = tmp_path_factory.mktemp("cpu-service")
+    config = {
+        "server": {"default_max_tokens": 64},
+        "pools": [cpu_pool()],
+        "ray": {"num_cpus": 2},
+    }
+    service = start_service(config, workdir)
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]

@@ -1,0 +1,3 @@
+from tts_orchestrator.cli import app
+
+app()

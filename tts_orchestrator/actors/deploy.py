@@ -1,0 +1,150 @@
+"""Build the Ray side of a deployment from validated config.
+
+`ray.remote` is applied here, at build time, so `PoolRunner` and `WorkerProcess` stay plain
+classes. The API process talks to pool actors only through `PoolHandle`, which awaits Ray
+object refs (never `ray.get` in async code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import RayError, RayTaskError
+
+from tts_orchestrator.actors.jobs import BranchChunk, GenerationJob
+from tts_orchestrator.actors.pool import PoolRunner
+from tts_orchestrator.actors.worker_process import WorkerProcess
+from tts_orchestrator.config import PoolConfig, RayConfig, Settings
+from tts_orchestrator.exceptions import NoWorkerAvailable, TTSError, WorkerError
+
+log = logging.getLogger(__name__)
+
+
+def connect_ray(cfg: RayConfig) -> None:
+    """Join the configured cluster, or start a private local Ray."""
+    if ray.is_initialized():
+        return
+    ray.init(
+        address=cfg.address,
+        namespace=cfg.namespace,
+        num_cpus=cfg.num_cpus if cfg.address is None else None,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """Turn a Ray task error into the exception raised inside the actor."""
+    if isinstance(exc, RayTaskError) and exc.cause is not None:
+        return exc.cause
+    return exc
+
+
+async def call(ref: Any) -> Any:
+    """Await an actor call, re-raising our own errors and mapping Ray failures."""
+    try:
+        return await ref
+    except RayError as exc:
+        inner = unwrap(exc)
+        if isinstance(inner, TTSError):
+            raise inner from None
+        raise WorkerError(f"pool actor failed: {inner!r}") from exc
+
+
+@dataclass
+class PoolHandle:
+    """The API process's view of one pool actor."""
+
+    config: PoolConfig
+    actor: Any
+    workers: list[Any] = field(default_factory=list)
+
+    async def render(self, messages: list[dict[str, str]], template_kwargs: dict[str, Any]) -> str:
+        return str(await call(self.actor.render.remote(messages, template_kwargs)))
+
+    async def count_tokens(self, text: str) -> int:
+        return int(await call(self.actor.count_tokens.remote(text)))
+
+    async def status(self) -> dict[str, Any]:
+        status = dict(await call(self.actor.status.remote()))
+        if self.workers:
+            status["processes"] = list(
+                await asyncio.gather(*(call(w.status.remote()) for w in self.workers))
+            )
+        return status
+
+    async def abort(self, request_id: str, branches: list[int] | None = None) -> int:
+        return int(await call(self.actor.abort.remote(request_id, branches)))
+
+    async def generate(self, job: GenerationJob) -> AsyncIterator[BranchChunk]:
+        gen = self.actor.generate.options(num_returns="streaming").remote(job)
+        finished = False
+        try:
+            async for ref in gen:
+                yield await call(ref)
+            finished = True
+        finally:
+            if not finished:  # cancelled or failed: release every engine request now
+                with contextlib.suppress(Exception):
+                    ray.cancel(gen)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.abort(job.request_id))
+
+
+async def start_pool(pool: PoolConfig, settings: Settings) -> PoolHandle:
+    """Start (or attach to) one pool: its worker processes, then its pool actor."""
+    shared = settings.ray.address is not None
+    lifetime = "detached" if shared else None
+    workers: list[Any] = []
+    urls = list(pool.urls)
+    if pool.launch is not None:
+        spec = pool.launch
+        worker_cls = ray.remote(WorkerProcess)
+        for i in range(spec.replicas):
+            w = worker_cls.options(
+                name=f"worker:{pool.name}:{i}",
+                get_if_exists=True,
+                lifetime=lifetime,
+                num_cpus=spec.num_cpus,
+                num_gpus=spec.num_gpus,
+            ).remote(pool, i, settings.models.dir)
+            workers.append(w)
+        urls = list(await asyncio.gather(*(call(w.start.remote()) for w in workers)))
+    actor = (
+        ray.remote(PoolRunner)
+        .options(
+            name=f"pool:{pool.name}",
+            get_if_exists=True,
+            lifetime=lifetime,
+            num_cpus=0,
+            max_concurrency=10_000,
+        )
+        .remote(pool, urls)
+    )
+    try:
+        await call(actor.start.remote())
+    except TTSError:
+        raise
+    except Exception as exc:
+        raise NoWorkerAvailable(f"pool {pool.name} failed to start: {exc}") from exc
+    log.info("pool %s ready with workers %s", pool.name, urls)
+    return PoolHandle(config=pool, actor=actor, workers=workers)
+
+
+async def stop_pool(handle: PoolHandle, *, kill: bool) -> None:
+    with contextlib.suppress(Exception):
+        await call(handle.actor.stop.remote())
+    for w in handle.workers:
+        with contextlib.suppress(Exception):
+            await call(w.stop.remote())
+    if kill:
+        for a in [handle.actor, *handle.workers]:
+            with contextlib.suppress(Exception):
+                ray.kill(a)

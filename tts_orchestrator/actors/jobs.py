@@ -1,0 +1,29 @@
+"""What the API process asks a pool actor to run, and what streams back (Ray-serialisable)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from tts_orchestrator.backends.base import CompletionChunk, SamplingParams
+
+
+class BranchSpec(BaseModel):
+    """One branch: a raw prompt and its sampling params (the seed differs per branch)."""
+
+    index: int
+    prompt: str
+    params: SamplingParams
+
+
+class GenerationJob(BaseModel):
+    request_id: str
+    branches: list[BranchSpec] = Field(min_length=1)
+
+
+class BranchChunk(BaseModel):
+    """A piece of one branch's stream; `error` set means the branch failed."""
+
+    branch: int
+    chunk: CompletionChunk | None = None
+    error: str | None = None
+    worker: str | None = None

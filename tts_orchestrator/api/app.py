@@ -1,0 +1,91 @@
+"""App factory and lifespan: build Redis, Ray pools and the orchestrator; close in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import ray
+from fastapi import FastAPI
+
+from tts_orchestrator.actors.deploy import PoolHandle, connect_ray, start_pool, stop_pool
+from tts_orchestrator.api.deps import Services
+from tts_orchestrator.api.errors import install_error_handlers
+from tts_orchestrator.api.limits import BodySizeLimit
+from tts_orchestrator.api.routes import router
+from tts_orchestrator.config import Settings
+from tts_orchestrator.metrics import ServiceMetrics
+from tts_orchestrator.orchestrator import Orchestrator
+from tts_orchestrator.state.base import StateStore
+from tts_orchestrator.state.embedded import EmbeddedRedis
+from tts_orchestrator.state.redis_store import RedisStateStore
+
+log = logging.getLogger(__name__)
+
+
+async def _listen_for_cancels(store: StateStore, orchestrator: Orchestrator) -> None:
+    async with store.cancel_listener() as listener:
+        orchestrator.cancel_listener = listener
+        async for event in listener:
+            orchestrator.cancel_local(event.request_id, event.reason)
+
+
+@contextlib.asynccontextmanager
+async def _redis_url(settings: Settings) -> AsyncIterator[str]:
+    if settings.redis.url is not None:
+        yield settings.redis.url
+        return
+    async with EmbeddedRedis() as embedded:
+        yield embedded.url
+
+
+def build_app(settings: Settings) -> FastAPI:
+    """The ASGI app for `settings`; nothing is started until its lifespan runs."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            url = await stack.enter_async_context(_redis_url(settings))
+            store = RedisStateStore(url, config=settings.redis)
+            stack.push_async_callback(store.aclose)
+            await store.ping()
+            started_ray = not ray.is_initialized()
+            connect_ray(settings.ray)
+            if started_ray and settings.ray.address is None:
+                stack.callback(ray.shutdown)
+            handles: list[PoolHandle] = list(
+                await asyncio.gather(*(start_pool(p, settings) for p in settings.pools))
+            )
+            for h in handles:
+                stack.push_async_callback(stop_pool, h, kill=settings.ray.address is None)
+            metrics = ServiceMetrics()
+            orchestrator = Orchestrator(
+                settings=settings,
+                pools={h.config.name: h for h in handles},
+                store=store,
+                metrics=metrics,
+                replica_id=uuid.uuid4().hex[:12],
+            )
+            listener = asyncio.create_task(_listen_for_cancels(store, orchestrator))
+            stack.push_async_callback(_cancel_task, listener)
+            app.state.services = Services(
+                settings=settings, orchestrator=orchestrator, store=store, metrics=metrics
+            )
+            log.info("tts-orchestrator ready on pools %s", [h.config.name for h in handles])
+            yield
+            await orchestrator.shutdown()
+
+    app = FastAPI(title="tts-orchestrator", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(router)
+    return app
+
+
+async def _cancel_task(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task

@@ -1,0 +1,46 @@
+"""Typed dependencies: routes ask for what they use, not for `app.state`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from tts_orchestrator.config import Settings
+from tts_orchestrator.metrics import ServiceMetrics
+from tts_orchestrator.orchestrator import Orchestrator
+from tts_orchestrator.state.base import StateStore
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything the lifespan builds, as one typed object."""
+
+    settings: Settings
+    orchestrator: Orchestrator
+    store: StateStore
+    metrics: ServiceMetrics
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def get_orchestrator(services: Annotated[Services, Depends(get_services)]) -> Orchestrator:
+    return services.orchestrator
+
+
+def get_store(services: Annotated[Services, Depends(get_services)]) -> StateStore:
+    return services.store
+
+
+def get_metrics(services: Annotated[Services, Depends(get_services)]) -> ServiceMetrics:
+    return services.metrics
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+OrchestratorDep = Annotated[Orchestrator, Depends(get_orchestrator)]
+StoreDep = Annotated[StateStore, Depends(get_store)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]

@@ -1,0 +1,130 @@
+"""HTTP routes: OpenAI-compatible endpoints plus request records, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from tts_orchestrator.api.deps import MetricsDep, OrchestratorDep, ServicesDep, StoreDep
+from tts_orchestrator.api.streaming import collect, sse_stream
+from tts_orchestrator.exceptions import RequestError, TTSError
+from tts_orchestrator.protocol import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+    ModelCard,
+    ModelList,
+)
+from tts_orchestrator.state.keys import is_valid_request_id
+from tts_orchestrator.state.records import Endpoint, RequestRecord
+
+router = APIRouter()
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def _serve(
+    orchestrator: OrchestratorDep,
+    body: ChatCompletionRequest | CompletionRequest,
+    endpoint: Endpoint,
+) -> Response | ChatCompletionResponse | CompletionResponse:
+    try:
+        prepared = await orchestrator.prepare(body, endpoint)
+    except TTSError as exc:
+        orchestrator.metrics.errors.labels(exc.error_type).inc()
+        raise
+    if body.stream:
+        return StreamingResponse(
+            sse_stream(orchestrator, prepared, include_usage=body.include_usage),
+            media_type="text/event-stream",
+            headers=_SSE_HEADERS,
+        )
+    try:
+        return await collect(orchestrator, prepared)
+    except TTSError as exc:
+        orchestrator.metrics.errors.labels(exc.error_type).inc()
+        raise
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest, orchestrator: OrchestratorDep
+) -> Response | ChatCompletionResponse | CompletionResponse:
+    return await _serve(orchestrator, body, Endpoint.CHAT)
+
+
+@router.post("/v1/completions", response_model=None)
+async def completions(
+    body: CompletionRequest, orchestrator: OrchestratorDep
+) -> Response | ChatCompletionResponse | CompletionResponse:
+    return await _serve(orchestrator, body, Endpoint.COMPLETIONS)
+
+
+@router.get("/v1/models")
+async def list_models(orchestrator: OrchestratorDep) -> ModelList:
+    return ModelList(
+        data=[ModelCard(id=model, pools=pools) for model, pools in orchestrator.models().items()]
+    )
+
+
+@router.get("/v1/pools")
+async def list_pools(orchestrator: OrchestratorDep) -> dict[str, object]:
+    """Pools with their workers' health, load and processes (an operator's view)."""
+    handles = list(orchestrator.pools.values())
+    statuses = await asyncio.gather(*(h.status() for h in handles))
+    return {"object": "list", "data": [
+        {"name": h.config.name, "model": h.config.model, "engine": h.config.engine,
+         "speculative": h.config.speculative.model_dump(), **s}
+        for h, s in zip(handles, statuses, strict=True)
+    ]}
+
+
+def _checked_id(request_id: str) -> str:
+    if not is_valid_request_id(request_id):
+        raise RequestError(f"malformed request id {request_id[:80]!r}", param="request_id")
+    return request_id
+
+
+@router.get("/v1/requests/{request_id}")
+async def get_request(request_id: str, store: StoreDep) -> RequestRecord:
+    return await store.get_request(_checked_id(request_id))
+
+
+@router.delete("/v1/requests/{request_id}")
+async def cancel_request(request_id: str, store: StoreDep) -> dict[str, object]:
+    record = await store.get_request(_checked_id(request_id))
+    if not record.status.terminal:
+        await store.publish_cancel(request_id, "cancelled by DELETE /v1/requests")
+    return {"id": request_id, "object": "request.cancel", "status": record.status.value,
+            "cancelled": not record.status.terminal}
+
+
+@router.get("/health")
+async def health(services: ServicesDep) -> JSONResponse:
+    checks: dict[str, object] = {}
+    ok = True
+    try:
+        await services.store.ping()
+        checks["redis"] = "ok"
+    except TTSError as exc:
+        ok, checks["redis"] = False, exc.message
+    pools = services.orchestrator.pools
+    statuses = await asyncio.gather(*(h.status() for h in pools.values()), return_exceptions=True)
+    for name, status in zip(pools, statuses, strict=True):
+        if isinstance(status, BaseException):
+            ok, checks[f"pool:{name}"] = False, repr(status)
+            continue
+        healthy = sum(1 for w in status["workers"] if w["healthy"])
+        checks[f"pool:{name}"] = f"{healthy}/{len(status['workers'])} workers healthy"
+        ok = ok and healthy > 0
+    return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks},
+                        status_code=200 if ok else 503)
+
+
+@router.get("/metrics")
+async def metrics(metrics: MetricsDep) -> Response:
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,122 @@
+"""Turn orchestrator events into OpenAI responses: one object, or SSE chunks."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from tts_orchestrator.api.errors import sse_error
+from tts_orchestrator.exceptions import TTSError
+from tts_orchestrator.orchestrator import Orchestrator, PreparedRequest
+from tts_orchestrator.orchestrator_events import OutputEvent
+from tts_orchestrator.protocol import (
+    ChatChoice,
+    ChatCompletionResponse,
+    ChatResponseMessage,
+    CompletionChoice,
+    CompletionResponse,
+    UsageInfo,
+)
+from tts_orchestrator.state.records import Endpoint, RecordUsage
+
+
+def usage_info(u: RecordUsage | None) -> UsageInfo:
+    if u is None:
+        return UsageInfo()
+    details = {"cached_tokens": u.cached_prompt_tokens} if u.cached_prompt_tokens else None
+    return UsageInfo(
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        total_tokens=u.total_tokens,
+        prompt_tokens_details=details,
+    )
+
+
+async def collect(
+    orchestrator: Orchestrator, p: PreparedRequest
+) -> ChatCompletionResponse | CompletionResponse:
+    reasoning: list[str] = []
+    content: list[str] = []
+    last = OutputEvent()
+    async for event in orchestrator.run(p):
+        reasoning.append(event.reasoning)
+        content.append(event.content)
+        last = event
+    text = "".join(content)
+    if p.endpoint is Endpoint.CHAT:
+        message = ChatResponseMessage(content=text, reasoning_content="".join(reasoning) or None)
+        return ChatCompletionResponse(
+            id=p.id,
+            model=p.model,
+            choices=[ChatChoice(message=message, finish_reason=last.finish_reason)],
+            usage=usage_info(last.usage),
+            tts=last.tts,
+        )
+    return CompletionResponse(
+        id=p.id,
+        model=p.model,
+        choices=[CompletionChoice(text="".join(reasoning) + text, finish_reason=last.finish_reason)],
+        usage=usage_info(last.usage),
+        tts=last.tts,
+    )
+
+
+class _ChunkWriter:
+    def __init__(self, p: PreparedRequest) -> None:
+        self.p = p
+        self.created = int(time.time())
+        self.chat = p.endpoint is Endpoint.CHAT
+        self.obj = "chat.completion.chunk" if self.chat else "text_completion"
+
+    def _frame(self, choices: list[dict[str, Any]], **extra: Any) -> str:
+        body = {"id": self.p.id, "object": self.obj, "created": self.created, "model": self.p.model}
+        body["choices"] = choices
+        body.update(extra)
+        return f"data: {json.dumps(body, separators=(',', ':'))}\n\n"
+
+    def delta(self, event: OutputEvent, *, first: bool = False) -> str:
+        if self.chat:
+            d: dict[str, Any] = {"role": "assistant"} if first else {}
+            if event.reasoning:
+                d["reasoning_content"] = event.reasoning
+            if event.content:
+                d["content"] = event.content
+            return self._frame([{"index": 0, "delta": d, "finish_reason": None}])
+        return self._frame(
+            [{"index": 0, "text": event.reasoning + event.content, "finish_reason": None}]
+        )
+
+    def finish(self, event: OutputEvent) -> str:
+        extra = {"tts": event.tts} if event.tts else {}
+        if self.chat:
+            choice: dict[str, Any] = {"index": 0, "delta": {}, "finish_reason": event.finish_reason}
+        else:
+            choice = {"index": 0, "text": "", "finish_reason": event.finish_reason}
+        return self._frame([choice], **extra)
+
+    def usage(self, event: OutputEvent) -> str:
+        return self._frame([], usage=usage_info(event.usage).model_dump(exclude_none=True))
+
+
+async def sse_stream(
+    orchestrator: Orchestrator, p: PreparedRequest, *, include_usage: bool
+) -> AsyncIterator[str]:
+    writer = _ChunkWriter(p)
+    first = True
+    try:
+        async for event in orchestrator.run(p):
+            if event.finish_reason is not None:
+                if event.reasoning or event.content:
+                    yield writer.delta(event, first=first)
+                yield writer.finish(event)
+                if include_usage:
+                    yield writer.usage(event)
+                continue
+            yield writer.delta(event, first=first)
+            first = False
+    except TTSError as exc:
+        orchestrator.metrics.errors.labels(exc.error_type).inc()
+        yield sse_error(exc)
+    yield "data: [DONE]\n\n"

@@ -1,0 +1,52 @@
+"""llama.cpp `llama-server` adapter (the embedded CPU default, via xllamacpp)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tts_orchestrator.backends.base import SamplingParams, WorkerMetrics
+from tts_orchestrator.backends.openai_http import OpenAIHTTPBackend
+from tts_orchestrator.chat_template import ChatTemplateInfo
+
+_METRIC_NAMES = {
+    "requests_running": "llamacpp:requests_processing",
+    "requests_waiting": "llamacpp:requests_deferred",
+    "prompt_tokens_total": "llamacpp:prompt_tokens_total",
+    "prompt_tokens_cached_total": "llamacpp:prompt_tokens_cached_total",
+    "generation_tokens_total": "llamacpp:tokens_predicted_total",
+    "spec_draft_tokens_total": "llamacpp:spec_decode_num_draft_tokens_total",
+    "spec_accepted_tokens_total": "llamacpp:spec_decode_num_accepted_tokens_total",
+    "spec_drafts_total": "llamacpp:spec_decode_num_drafts_total",
+}
+
+
+class LlamaCppBackend(OpenAIHTTPBackend):
+    """Parallel slots with continuous batching; closing a stream frees its slot."""
+
+    def completion_body(self, prompt: str, params: SamplingParams) -> dict[str, Any]:
+        body = super().completion_body(prompt, params)
+        body["cache_prompt"] = True  # prefix reuse makes continuations cheap
+        if params.grammar is not None:
+            body["grammar"] = params.grammar
+        return body
+
+    def normalise_metrics(self, raw: dict[str, float]) -> WorkerMetrics:
+        values = {field: raw.get(name, 0.0) for field, name in _METRIC_NAMES.items()}
+        return WorkerMetrics(raw=raw, **values)
+
+    async def tokenize(self, text: str) -> list[int]:
+        data = await self._post_json("/tokenize", {"content": text, "add_special": False})
+        return [int(t) for t in data["tokens"]]
+
+    async def chat_template_info(self) -> ChatTemplateInfo:
+        props = await self._get_json("/props")
+        return ChatTemplateInfo(
+            template=props.get("chat_template") or "",
+            bos_token=props.get("bos_token") or "",
+            eos_token=props.get("eos_token") or "",
+        )
+
+    async def busy_slots(self) -> int:
+        """Slots currently processing (used to confirm an abort freed the engine)."""
+        slots = await self._get_json("/slots")
+        return sum(1 for s in slots if s.get("is_processing"))

@@ -1,0 +1,308 @@
+"""One request's life: resolve the pool → render → admit → fan out → observe → answer → record.
+
+The API layer calls `prepare` (every check that can fail with a clean HTTP status happens
+here, before a stream starts) and then iterates `run`, which yields `OutputEvent`s that the
+routes turn into OpenAI responses or SSE chunks. Errors are raised as `TTSError`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tts_orchestrator.actors.deploy import PoolHandle
+from tts_orchestrator.actors.jobs import BranchSpec, GenerationJob
+from tts_orchestrator.backends.base import SamplingParams
+from tts_orchestrator.branches import BranchTracker
+from tts_orchestrator.config import Settings
+from tts_orchestrator.exceptions import (
+    DeadlineExceeded,
+    ModelNotFound,
+    PayloadTooLarge,
+    RequestError,
+    TTSError,
+)
+from tts_orchestrator.metrics import ServiceMetrics
+from tts_orchestrator.orchestrator_events import OutputEvent
+from tts_orchestrator.protocol import ChatCompletionRequest, CompletionRequest, TtsOptions
+from tts_orchestrator.state.base import CancelListener, StateStore
+from tts_orchestrator.state.records import (
+    BranchRecord,
+    Endpoint,
+    RecordError,
+    RecordStatus,
+    RequestRecord,
+)
+from verifiers.families import ModelFamily, get_family
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedRequest:
+    id: str
+    endpoint: Endpoint
+    model: str
+    pool: PoolHandle
+    family: ModelFamily
+    prompt: str
+    params: SamplingParams
+    tts: TtsOptions
+    n_branches: int
+    deadline: float
+    created: float = field(default_factory=time.monotonic)
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel_reason: str | None = None
+
+
+class Orchestrator:
+    """Runs requests against the pools; owns nothing but references to shared services."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        pools: dict[str, PoolHandle],
+        store: StateStore,
+        metrics: ServiceMetrics,
+        replica_id: str,
+    ) -> None:
+        self.settings = settings
+        self.pools = pools
+        self.store = store
+        self.metrics = metrics
+        self.replica_id = replica_id
+        self._running: dict[str, PreparedRequest] = {}
+        #: Set by the API lifespan once the cross-replica cancel subscription is up.
+        self.cancel_listener: CancelListener | None = None
+
+    # -- admission ---------------------------------------------------------------------------
+    def models(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for name, handle in self.pools.items():
+            out.setdefault(handle.config.model, []).append(name)
+        return out
+
+    def resolve_pool(self, model: str, tts: TtsOptions) -> PoolHandle:
+        if tts.pool is not None:
+            handle = self.pools.get(tts.pool)
+            if handle is None:
+                raise RequestError(
+                    f"unknown pool {tts.pool!r}; pools: {sorted(self.pools)}", param="tts.pool"
+                )
+            if handle.config.model != model:
+                raise RequestError(f"pool {tts.pool!r} serves {handle.config.model!r}", param="model")
+            return handle
+        candidates = [h for h in self.pools.values() if h.config.model == model]
+        if not candidates:
+            raise ModelNotFound(
+                f"The model `{model}` does not exist; available: {sorted(self.models())}",
+                param="model",
+                code="model_not_found",
+            )
+        return candidates[0]
+
+    async def prepare(
+        self, request: ChatCompletionRequest | CompletionRequest, endpoint: Endpoint
+    ) -> PreparedRequest:
+        tts = request.tts or TtsOptions()
+        pool = self.resolve_pool(request.model, tts)
+        family = get_family(pool.config.model_family)
+        if isinstance(request, ChatCompletionRequest):
+            prompt = await pool.render(request.message_dicts(), request.chat_template_kwargs or {})
+        else:
+            prompt = request.prompt
+        await self._check_size(pool, prompt)
+        server = self.settings.server
+        requested = request.requested_max_tokens()
+        if requested is not None and requested > server.max_tokens_cap:
+            raise RequestError(
+                f"max_tokens {requested} exceeds the cap {server.max_tokens_cap}", param="max_tokens"
+            )
+        params = request.to_sampling_params(
+            default_max_tokens=server.default_max_tokens, max_tokens_cap=server.max_tokens_cap
+        )
+        n = tts.n_branches or self.settings.tts.n_branches
+        if n > self.settings.tts.max_branches:
+            raise RequestError(
+                f"n_branches {n} exceeds the cap {self.settings.tts.max_branches}",
+                param="tts.n_branches",
+            )
+        prefix = "chatcmpl" if endpoint is Endpoint.CHAT else "cmpl"
+        prepared = PreparedRequest(
+            id=f"{prefix}-{uuid.uuid4().hex}",
+            endpoint=endpoint,
+            model=request.model,
+            pool=pool,
+            family=family,
+            prompt=prompt,
+            params=params,
+            tts=tts,
+            n_branches=n,
+            deadline=time.monotonic() + server.request_timeout_s,
+        )
+        await self.store.create_request(self._new_record(prepared))
+        return prepared
+
+    async def _check_size(self, pool: PoolHandle, prompt: str) -> None:
+        limit = self.settings.server.max_prompt_tokens
+        # Every token covers at least one byte, so short prompts need no tokenizer round trip.
+        if len(prompt.encode()) <= limit:
+            return
+        n = await pool.count_tokens(prompt)
+        if n > limit:
+            raise PayloadTooLarge(
+                f"prompt has {n} tokens; the limit is {limit}", param="messages", code="too_large"
+            )
+
+    def _new_record(self, p: PreparedRequest) -> RequestRecord:
+        base_seed = p.tts.seed if p.tts.seed is not None else p.params.seed
+        return RequestRecord(
+            id=p.id,
+            model=p.model,
+            pool=p.pool.config.name,
+            endpoint=p.endpoint,
+            params={"sampling": p.params.model_dump(), "tts": p.tts.model_dump(exclude_none=True)},
+            status=RecordStatus.RUNNING,
+            replica_id=self.replica_id,
+            branches=[
+                BranchRecord(index=i, seed=None if base_seed is None else base_seed + i)
+                for i in range(p.n_branches)
+            ],
+        )
+
+    # -- cancellation ------------------------------------------------------------------------
+    def cancel_local(self, request_id: str, reason: str) -> bool:
+        """Cancel a request running on this replica (called by the cancel listener)."""
+        p = self._running.get(request_id)
+        if p is None:
+            return False
+        p.cancel_reason = reason
+        p.cancel.set()
+        return True
+
+    async def shutdown(self) -> None:
+        """Graceful stop: cancel what still runs so every engine request is released."""
+        for request_id in list(self._running):
+            self.cancel_local(request_id, "server shutting down")
+        for _ in range(100):
+            if not self._running:
+                return
+            await asyncio.sleep(0.05)
+
+    # -- execution ---------------------------------------------------------------------------
+    def _job(self, p: PreparedRequest) -> GenerationJob:
+        base_seed = p.tts.seed if p.tts.seed is not None else p.params.seed
+        branches = []
+        for i in range(p.n_branches):
+            seed = None if base_seed is None else base_seed + i
+            if seed is None and p.n_branches > 1:
+                seed = uuid.uuid4().int % (2**31) + i
+            branches.append(
+                BranchSpec(index=i, prompt=p.prompt, params=p.params.model_copy(update={"seed": seed}))
+            )
+        return GenerationJob(request_id=p.id, branches=branches)
+
+    async def run(self, p: PreparedRequest) -> AsyncIterator[OutputEvent]:
+        """Generate, stream and record one prepared request."""
+        self._running[p.id] = p
+        if self.cancel_listener is not None:
+            self.cancel_listener.watch(p.id)
+        tracker = BranchTracker(p.n_branches, family=p.family)
+        start = time.monotonic()
+        ttft: float | None = None
+        status, error = RecordStatus.FINISHED, None
+        self.metrics.inflight.inc()
+        try:
+            async for event in self._generate(p, tracker):
+                if ttft is None and (event.reasoning or event.content):
+                    ttft = time.monotonic() - start
+                    self.metrics.ttft.observe(ttft)
+                yield event
+        except TTSError as exc:
+            status, error = RecordStatus.FAILED, exc
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            status = RecordStatus.CANCELLED
+            raise
+        finally:
+            self.metrics.inflight.dec()
+            self._running.pop(p.id, None)
+            if self.cancel_listener is not None:
+                self.cancel_listener.unwatch(p.id)
+            if p.cancel.is_set():
+                status = RecordStatus.CANCELLED
+            total = time.monotonic() - start
+            self.metrics.observe_request(p.endpoint.value, status.value, total, tracker.usage())
+            await self._finish_record(p, tracker, status, error, ttft, total)
+
+    async def _generate(self, p: PreparedRequest, tracker: BranchTracker) -> AsyncIterator[OutputEvent]:
+        cancel_wait = asyncio.create_task(p.cancel.wait())
+        stream = p.pool.generate(self._job(p)).__aiter__()
+        try:
+            async with asyncio.timeout_at(self._loop_deadline(p)):
+                while True:
+                    nxt = asyncio.ensure_future(stream.__anext__())
+                    done, _ = await asyncio.wait({nxt, cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
+                    if nxt not in done:
+                        nxt.cancel()
+                        with contextlib.suppress(BaseException):
+                            await nxt
+                        raise RequestError(f"request cancelled: {p.cancel_reason}", code="cancelled")
+                    try:
+                        item = nxt.result()
+                    except StopAsyncIteration:
+                        break
+                    for event in tracker.observe(item):
+                        yield event
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"request exceeded its deadline of {self.settings.server.request_timeout_s:.0f}s"
+            ) from None
+        finally:
+            cancel_wait.cancel()
+            with contextlib.suppress(BaseException):
+                await stream.aclose()  # type: ignore[attr-defined]
+        yield tracker.final_event()
+
+    def _loop_deadline(self, p: PreparedRequest) -> float:
+        loop = asyncio.get_running_loop()
+        return loop.time() + max(0.0, p.deadline - time.monotonic())
+
+    async def _finish_record(
+        self,
+        p: PreparedRequest,
+        tracker: BranchTracker,
+        status: RecordStatus,
+        error: TTSError | None,
+        ttft: float | None,
+        total: float,
+    ) -> None:
+        timings = {"total_s": round(total, 6)}
+        if ttft is not None:
+            timings["ttft_s"] = round(ttft, 6)
+        fields: dict[str, Any] = {
+            "status": status,
+            "timings": timings,
+            "usage": tracker.usage(),
+            "finish_reason": tracker.finish_reason,
+            "answer": tracker.answer_text(),
+        }
+        if error is not None:
+            fields["error"] = RecordError(message=error.message, type=error.error_type)
+        elif status is RecordStatus.CANCELLED:
+            fields["error"] = RecordError(
+                message=f"cancelled: {p.cancel_reason or 'client disconnected'}", type="cancelled"
+            )
+        try:
+            await asyncio.shield(self.store.update_request(p.id, **fields))
+            for b in tracker.branch_records():
+                await asyncio.shield(self.store.update_branch(p.id, b.index, **b.model_dump(exclude={"index"})))
+        except TTSError:
+            log.warning("could not record the end of %s", p.id)

@@ -1,0 +1,435 @@
+"""Candidate answers of closed thoughts, graded by how surely they *conclude* the problem.
+
+The hard part is not finding a number at the end of a thought but telling a concluding answer
+(one that answers the question) from an intermediate quantity: consecutive thoughts restate
+sub-results ("so f(3) = 8", "the discriminant is 4a(a-3)") as often as they restate the answer.
+A naive "last number after = or is" judge trims on those and loses 10-25 accuracy points on the
+development traces. The extractor therefore grades each candidate:
+
+* ``BOXED``  - a ``\\boxed{...}`` in the thought's last sentences;
+* ``STATED`` - an explicit answer statement: "the answer is X", "X is the correct answer";
+* ``TARGET`` - a concluding sentence ("so", "therefore", "thus", "which matches", ...) whose
+  subject is what the question asks for: the asked symbol or expression (``a``, ``f(5)``,
+  ``\\sqrt{242}``) or the asked noun ("the remainder is 9", "the product is 52_8");
+* ``EXPRESSION`` - a concluding sentence ending in "= X" / "is X" about anything else.
+
+Judges accept candidates from a configurable minimum grade upward (``TARGET`` by default).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from enum import IntEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from verifiers.answers import extract_final_answer
+
+__all__ = [
+    "AnswerExtractorConfig",
+    "AnswerStrength",
+    "IntermediateAnswer",
+    "IntermediateAnswerExtractor",
+    "QuestionTarget",
+    "split_sentences",
+]
+
+
+class AnswerStrength(IntEnum):
+    """How surely a candidate answers the question (higher is surer)."""
+
+    NONE = 0
+    EXPRESSION = 1
+    TARGET = 2
+    STATED = 3
+    BOXED = 4
+
+
+class IntermediateAnswer(BaseModel):
+    """The candidate answer of one thought and the evidence for it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    answer: str = Field(description="The candidate answer (LaTeX, delimiters stripped).")
+    strength: AnswerStrength = Field(description="How surely it concludes the problem.")
+    cue: str = Field(description="Which feature produced it (for logs and evaluation).")
+    sentence: str = Field(description="The sentence it was read from.")
+
+
+class AnswerExtractorConfig(BaseModel):
+    """Knobs of the candidate-answer extractor."""
+
+    model_config = ConfigDict(frozen=True)
+
+    window_sentences: int = Field(
+        default=3, ge=1, description="How many of the thought's last sentences are searched."
+    )
+    max_answer_chars: int = Field(
+        default=80, ge=1, description="Longer candidates are treated as prose, not answers."
+    )
+
+
+class QuestionTarget(BaseModel):
+    """What the question asks for, read from the problem text."""
+
+    model_config = ConfigDict(frozen=True)
+
+    symbols: tuple[str, ...] = Field(
+        default=(), description="Asked symbols / expressions, whitespace-free LaTeX."
+    )
+    nouns: tuple[str, ...] = Field(
+        default=(), description="Content words of the asked noun phrase (lower case)."
+    )
+
+    @classmethod
+    def from_problem(cls, problem: str) -> QuestionTarget:
+        symbols: list[str] = []
+        nouns: list[str] = []
+        for clause in _asked_clauses(problem):
+            for span in _MATH_SPAN.finditer(clause):
+                symbol = _squash(_math_body(span.group(0)))
+                if symbol and len(symbol) <= 40 and symbol not in symbols:
+                    symbols.append(symbol)
+            phrase = _ASKED_NOUN.match(clause)
+            if phrase is not None:
+                for word in re.findall(r"[a-z]+", phrase.group("np").lower()):
+                    if word not in _GENERIC_WORDS and len(word) > 2 and word not in nouns:
+                        nouns.append(word)
+        return cls(symbols=tuple(symbols), nouns=tuple(nouns))
+
+
+# -- text helpers ---------------------------------------------------------------------------
+
+_MATH_SPAN = re.compile(
+    r"\\\((?:.|\n)+?\\\)|\\\[(?:.|\n)+?\\\]|\$\$(?:.|\n)+?\$\$|\$[^$]+?\$",
+)
+_DISPLAY_BLOCK = re.compile(r"\\\[(?:.|\n)*?\\\]|\$\$(?:.|\n)*?\$\$")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\(])")
+_ASKING = re.compile(
+    r"\b(?:find|compute|evaluate|simplify|determine|solve for|calculate|what|how|which|convert"
+    r"|expand|factor|rationalize|write)\b",
+    re.IGNORECASE,
+)
+_CLAUSE_END = re.compile(r"[.?!](?=\s|$)|\n\s*\n")
+_ASKED_NOUN = re.compile(
+    r"(?:find|compute|determine|calculate|what\s+(?:is|was|are|were)|how many|how much|which)"
+    r"\s+(?:is\s+|are\s+)?(?:the\s+)?(?P<np>[a-z][a-z\s'-]{2,60}?)(?=\s+(?:of|in|for|that|when|if"
+    r"|is|are|was|does|do|can|will|to|such|where|$)|[?.,$\\]|$)",
+    re.IGNORECASE,
+)
+_GENERIC_WORDS = frozenset(
+    {
+        "the",
+        "value",
+        "values",
+        "number",
+        "numbers",
+        "answer",
+        "expression",
+        "result",
+        "all",
+        "possible",
+        "many",
+        "much",
+        "following",
+        "your",
+        "form",
+        "and",
+        "positive",
+        "real",
+        "integer",
+        "integers",
+        "total",
+        "exact",
+    }
+)
+_CONCLUSION_CUE = re.compile(
+    r"^(?:and\s+)?(?:so|thus|therefore|hence|consequently|in conclusion|in summary|overall"
+    r"|finally|that means|this means|which means|this gives|that gives|putting it all together"
+    r"|in (?:either|both|any|all) cases?)\b|\b(?:therefore|thus|hence|so)\b"
+    r"|\b(?:which|this|that|it) (?:matches|confirms|agrees|checks out|is consistent)",
+    re.IGNORECASE,
+)
+_STATED_AFTER = re.compile(
+    r"\b(?:final|correct|right)?\s*answer\s*(?:is|should be|would be|must be|will be|=|:)\s*"
+    r"(?:indeed\s+|still\s+|just\s+)?(?P<a>.+)$",
+    re.IGNORECASE,
+)
+_STATED_BEFORE_P = re.compile(
+    r"\s+(?:is|are|should be|must be|seems to be)\s+(?:indeed\s+|definitely\s+|still\s+"
+    r"|probably\s+)?(?:the|my|our)\s+(?:correct\s+|final\s+|right\s+|only\s+|unique\s+)"
+    r"(?:valid\s+)?(?:answer|solution)\b",
+    re.IGNORECASE,
+)
+_HEDGE = re.compile(
+    r"\b(?:maybe|perhaps|might|could|suppose|assume|assuming|if i|let's say|not sure|seems? wrong"
+    r"|is not|isn't|can't be|cannot be|doesn't|wrong|mistake|contradiction|approximately)\b|\?",
+    re.IGNORECASE,
+)
+
+
+def _math_body(span: str) -> str:
+    for opener, closer in (("\\(", "\\)"), ("\\[", "\\]"), ("$$", "$$"), ("$", "$")):
+        if span.startswith(opener) and span.endswith(closer) and len(span) >= len(opener) * 2:
+            return span[len(opener) : len(span) - len(closer)]
+    return span
+
+
+def _squash(latex: str) -> str:
+    """Whitespace-free LaTeX without sizing commands or trailing punctuation."""
+    text = re.sub(r"\\(?:left|right|displaystyle|,|;|!|quad)", "", latex)
+    text = re.sub(r"\s+", "", text)
+    return text.rstrip(".,;:")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a thought; display math and "...:" lead-ins join the sentence they close."""
+    flat = _DISPLAY_BLOCK.sub(lambda m: " " + " ".join(m.group(0).split()) + " ", text)
+    units: list[str] = []
+    for raw_line in flat.split("\n"):
+        line = raw_line.strip()
+        if not line:
+            continue
+        if units and (units[-1].endswith(":") or line.startswith(("\\[", "$$"))):
+            units[-1] = f"{units[-1]} {line}"
+        else:
+            units.append(line)
+    sentences: list[str] = []
+    for unit in units:
+        sentences.extend(part.strip() for part in _SENTENCE_END.split(unit) if part.strip())
+    return sentences
+
+
+def _asked_clauses(problem: str) -> Iterable[str]:
+    """Each asking verb with the rest of its sentence ("Find $p(5).$", "what is $r$?")."""
+    prose, spans = _protect_math(problem)
+    for verb in _ASKING.finditer(prose):
+        end = _CLAUSE_END.search(prose, verb.end())
+        yield _restore(prose[verb.start() : end.start() if end else len(prose)], spans)
+
+
+# -- extraction -----------------------------------------------------------------------------
+
+_COPULA = re.compile(
+    r"\s(?:is|are|was|equals|=|would be|should be|must be|will be|seems to be|comes out to"
+    r"|works out to|simplifies to|reduces to|evaluates to|becomes|gives|yields):?\s",
+    re.IGNORECASE,
+)
+_PLACEHOLDER = re.compile(r"\x00(\d+)\x00")
+_NUMBER_WORDS = {
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+    "eleven": "11",
+    "twelve": "12",
+}
+_MATHY_WORD = re.compile(r"^(?:[A-Za-z]|\\?[a-z]+\{?.*|sqrt.*|pi|infinity|and|or|i)$")
+_ARTICLE_START = re.compile(
+    r"^(?:indeed\s+|definitely\s+|also\s+|still\s+|clearly\s+)?(?:the|a|an|my|our)\s",
+    re.IGNORECASE,
+)
+
+
+def _protect_math(sentence: str) -> tuple[str, list[str]]:
+    spans: list[str] = []
+
+    def keep(match: re.Match[str]) -> str:
+        spans.append(match.group(0))
+        return f"\x00{len(spans) - 1}\x00"
+
+    return _MATH_SPAN.sub(keep, sentence), spans
+
+
+def _restore(text: str, spans: list[str]) -> str:
+    return _PLACEHOLDER.sub(lambda m: spans[int(m.group(1))], text)
+
+
+def _leading_value(text: str, spans: list[str]) -> str | None:
+    """The answer-shaped run at the start of `text` (math span, number, short expression)."""
+    text = text.strip()
+    placeholder = _PLACEHOLDER.match(text)
+    if placeholder is not None:
+        return _math_body(spans[int(placeholder.group(1))])
+    out: list[str] = []
+    depth = 0
+    words = text.split()
+    for position, word in enumerate(words):
+        bare = word.rstrip(".,;:!")
+        lowered = bare.lower()
+        mathy = (
+            bool(re.search(r"[\d+\-*/^()\[\]{}=√π∞°\\]", bare))
+            or lowered in _NUMBER_WORDS
+            or (len(bare) == 1 and bare.isalpha() and lowered not in {"a", "i"})
+            or (lowered in {"a", "i"} and position == len(words) - 1)
+        )
+        if depth == 0 and not mathy:
+            break
+        ends_clause = word != bare and word[len(bare)] in ".,;:"
+        if depth == 0 and not out and lowered in _NUMBER_WORDS:
+            word = word.replace(bare, _NUMBER_WORDS[lowered])
+        out.append(word)
+        depth += word.count("(") + word.count("[") - word.count(")") - word.count("]")
+        depth = max(depth, 0)
+        if depth == 0 and ends_clause:
+            break
+    value = " ".join(out).strip().rstrip(".,;:!")
+    if not value or not re.search(r"[\dA-Za-z]", value):
+        return None
+    return value
+
+
+def _trailing_value(text: str, spans: list[str]) -> str | None:
+    """The answer-shaped run at the end of `text` ("So, 27" -> "27")."""
+    words = text.strip().split()
+    out: list[str] = []
+    for word in reversed(words):
+        if _PLACEHOLDER.fullmatch(word):
+            out.insert(0, _math_body(spans[int(_PLACEHOLDER.fullmatch(word).group(1))]))  # type: ignore[union-attr]
+            break
+        if re.fullmatch(r"[-+]?[\d.,/]+|[\d+\-*/^()]+", word):
+            out.insert(0, word)
+            continue
+        break
+    value = " ".join(out).strip(" ,")
+    return value or None
+
+
+def _clean_answer(raw: str) -> str:
+    """Strip delimiters, "x =" prefixes and trailing punctuation from a candidate."""
+    body = raw.strip()
+    span = _MATH_SPAN.fullmatch(body)
+    if span is not None:
+        body = _math_body(body)
+    body = re.sub(r"\\(?:boxed|displaystyle)\s*", "", body).strip()
+    return _top_level_rhs(body).strip().rstrip(".,;: ")
+
+
+def _top_level_rhs(body: str) -> str:
+    """What follows the last top-level "=" ("a = 3" -> "3"; "\\sum_{n=1}" is left alone)."""
+    if re.search(r"[<>≤≥]|\\(?:le|ge|neq|leq|geq|lt|gt)\b", body):
+        return body
+    depth = 0
+    cut = -1
+    for index, char in enumerate(body):
+        if char in "{([":
+            depth += 1
+        elif char in "})]":
+            depth -= 1
+        elif char == "=" and depth == 0:
+            cut = index
+    return body[cut + 1 :] if cut >= 0 else body
+
+
+class IntermediateAnswerExtractor:
+    """Reads the candidate answer of a thought from its last sentences."""
+
+    def __init__(self, config: AnswerExtractorConfig | None = None) -> None:
+        self._config = config or AnswerExtractorConfig()
+
+    @property
+    def config(self) -> AnswerExtractorConfig:
+        return self._config
+
+    def extract(self, text: str, *, target: QuestionTarget | None = None) -> IntermediateAnswer | None:
+        """Best candidate in the window: strongest grade, the latest one on ties."""
+        window = split_sentences(text)[-self._config.window_sentences :]
+        best: IntermediateAnswer | None = None
+        for sentence in window:
+            found = self.grade(sentence, target=target or QuestionTarget())
+            if found is not None and (best is None or found.strength >= best.strength):
+                best = found
+        return best
+
+    def grade(self, sentence: str, *, target: QuestionTarget) -> IntermediateAnswer | None:
+        """The candidate of one sentence, or None when it states no answer."""
+        boxed = extract_final_answer(sentence) if "\\boxed" in sentence else None
+        if boxed:
+            return self._make(boxed, AnswerStrength.BOXED, "boxed", sentence)
+        if _HEDGE.search(sentence):
+            return None
+        prose, spans = _protect_math(sentence)
+        stated = _STATED_AFTER.search(prose)
+        if stated is not None:
+            value = _leading_value(stated.group("a"), spans)
+            made = self._make(value, AnswerStrength.STATED, "stated", sentence)
+            if made is not None:
+                return made
+        stated = _STATED_BEFORE_P.search(prose)
+        if stated is not None:
+            value = _trailing_value(prose[: stated.start()], spans)
+            made = self._make(value, AnswerStrength.STATED, "stated-before", sentence)
+            if made is not None:
+                return made
+        if not _CONCLUSION_CUE.search(prose):
+            return None
+        return self._conclusion(prose, spans, target, sentence)
+
+    def _conclusion(
+        self, prose: str, spans: list[str], target: QuestionTarget, sentence: str
+    ) -> IntermediateAnswer | None:
+        copulas = list(_COPULA.finditer(prose))
+        if copulas:
+            last = copulas[-1]
+            value = _leading_value(prose[last.end() :], spans)
+            if value is not None:
+                subject = _restore(prose[: last.start()], spans)
+                strength = self._subject_strength(subject, target)
+                return self._make(value, strength, "subject-is", sentence)
+            first = copulas[0]
+            after = prose[first.end() :]
+            if _ARTICLE_START.match(after):
+                value = _trailing_value(prose[: first.start()], spans)
+                strength = self._subject_strength(_restore(after, spans), target)
+                made = self._make(value, strength, "is-the", sentence)
+                if made is not None:
+                    return made
+        for index in range(len(spans) - 1, -1, -1):
+            body = _math_body(spans[index])
+            rhs = _top_level_rhs(body)
+            if rhs is not body:
+                lhs = body[: len(body) - len(rhs) - 1]
+                strength = self._subject_strength(lhs, target, math_only=True)
+                return self._make(body, strength, "equation", sentence)
+        return None
+
+    @staticmethod
+    def _subject_strength(
+        subject: str, target: QuestionTarget, *, math_only: bool = False
+    ) -> AnswerStrength:
+        squashed = _squash(re.sub(r"\\[()\[\]]|\$", " ", subject))
+        if any(symbol and symbol in squashed for symbol in target.symbols if len(symbol) > 1):
+            return AnswerStrength.TARGET
+        if math_only or not target.nouns:
+            single = [s for s in target.symbols if len(s) == 1]
+            if single and squashed.strip() in single:
+                return AnswerStrength.TARGET
+            return AnswerStrength.EXPRESSION
+        words = set(re.findall(r"[a-z]+", subject.lower()))
+        if words & set(target.nouns):
+            return AnswerStrength.TARGET
+        single = [s for s in target.symbols if len(s) == 1]
+        tail = squashed[-1:] if squashed else ""
+        if single and tail in single and not squashed[-2:-1].isalnum():
+            return AnswerStrength.TARGET
+        return AnswerStrength.EXPRESSION
+
+    def _make(
+        self, raw: str | None, strength: AnswerStrength, cue: str, sentence: str
+    ) -> IntermediateAnswer | None:
+        if raw is None:
+            return None
+        answer = _clean_answer(raw)
+        if not answer or len(answer) > self._config.max_answer_chars:
+            return None
+        if strength < AnswerStrength.BOXED and len(answer.split()) > 8:
+            return None
+        return IntermediateAnswer(answer=answer, strength=strength, cue=cue, sentence=sentence)
