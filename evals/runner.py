@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,7 +35,7 @@ from rich.text import Text
 from evals.client import ChatClient, ChatRequestError, ChatResult
 from evals.datasets import Problem, dataset_label
 from evals.presets import PROMPT_PRESETS, PromptPresetName, SamplingPreset
-from evals.records import RunStore, SampleKey, SampleRecord, dump_json, split_tokens
+from evals.records import RunStore, SampleRecord, dump_json, split_tokens
 
 __all__ = [
     "EvalError",
@@ -175,7 +176,6 @@ class EvalRunner:
         self.run_path = settings.out_dir / f"{stem}.jsonl"
         self.meta_path = settings.out_dir / f"{stem}.meta.json"
         self._store = RunStore(self.run_path)
-        self._write_lock = asyncio.Lock()
 
     def _http_client(self) -> httpx.AsyncClient:
         headers = {}
@@ -266,62 +266,31 @@ class EvalRunner:
         grade = await self._grader.grade(result.content, problem.answer)
         return self._record(problem, index, result, grade)
 
-    async def _append(self, record: SampleRecord) -> None:
-        async with self._write_lock:
-            await asyncio.to_thread(self._store.append, [record])
+    async def _append(self, writer: ThreadPoolExecutor, record: SampleRecord) -> None:
+        # One writer thread keeps appends ordered; the shield lets a finished sample reach the
+        # file even when the run is cancelled (Ctrl-C) while its write is queued.
+        future = writer.submit(self._store.append, [record])
+        await asyncio.shield(asyncio.wrap_future(future))
 
     async def run(self, problems: Sequence[Problem], *, show_progress: bool = True) -> RunResult:
         """Request every unfinished (problem, sample) pair and return all selected records."""
-        existing = {r.key: r for r in self._store.load()}
-        todo: list[tuple[Problem, int]] = [
-            (p, i)
-            for p in problems
-            for i in range(self.config.n)
-            if (p.id, i) not in existing or existing[(p.id, i)].error is not None
-        ]
-        wanted: set[SampleKey] = {(p.id, i) for p in problems for i in range(self.config.n)}
-        reused = [r for k, r in existing.items() if k in wanted and r.error is None]
-        semaphore = asyncio.Semaphore(self.settings.concurrency)
-        label = dataset_label(self.config.dataset)
-        async with self._http_client() as client:
-            server = await self._server_info(client)
-            self._write_meta(server, selected=len(problems))
-            chat = ChatClient(client)
-            with _progress(self._console, enabled=show_progress) as progress:
-                task_id = progress.add_task(
-                    f"{label} {self.config.config_hash()[:8]}",
-                    total=len(wanted),
-                    completed=len(reused),
-                    graded=len(reused),
-                    correct=sum(r.correct for r in reused),
-                    errors=0,
-                )
-
-                counts = {"graded": len(reused), "correct": sum(r.correct for r in reused)}
-                counts["errors"] = 0
-
-                async def one(problem: Problem, index: int) -> None:
-                    async with semaphore:
-                        record = await self._sample(chat, problem, index)
-                    await self._append(record)
-                    if record.error is None:
-                        counts["graded"] += 1
-                        counts["correct"] += int(record.correct)
-                    else:
-                        counts["errors"] += 1
-                    progress.update(
-                        task_id,
-                        advance=1,
-                        graded=counts["graded"],
-                        correct=counts["correct"],
-                        errors=counts["errors"],
-                    )
-
-                async with asyncio.TaskGroup() as group:
-                    for problem, index in todo:
-                        group.create_task(one(problem, index))
-        final = {r.key: r for r in self._store.load()}
         order = [(p.id, i) for p in problems for i in range(self.config.n)]
+        existing = {r.key: r for r in self._store.load()}
+        reused = [existing[k] for k in order if k in existing and existing[k].error is None]
+        done = {r.key for r in reused}
+        todo = [(p, i) for p in problems for i in range(self.config.n) if (p.id, i) not in done]
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-writer")
+        try:
+            async with self._http_client() as client:
+                self._write_meta(await self._server_info(client), selected=len(problems))
+                with _progress(self._console, enabled=show_progress) as progress:
+                    await self._request_all(
+                        ChatClient(client), writer, progress, todo=todo, reused=reused
+                    )
+        finally:
+            # Flush the records already produced, also on cancellation (a few fsyncs at most).
+            await asyncio.shield(asyncio.to_thread(writer.shutdown, wait=True))
+        final = {r.key: r for r in self._store.load()}
         return RunResult(
             records=[final[k] for k in order if k in final],
             run_path=self.run_path,
@@ -329,3 +298,39 @@ class EvalRunner:
             reused=len(reused),
             completed=len(todo),
         )
+
+    async def _request_all(
+        self,
+        chat: ChatClient,
+        writer: ThreadPoolExecutor,
+        progress: Progress,
+        *,
+        todo: Sequence[tuple[Problem, int]],
+        reused: Sequence[SampleRecord],
+    ) -> None:
+        semaphore = asyncio.Semaphore(self.settings.concurrency)
+        graded, correct, errors = len(reused), sum(r.correct for r in reused), 0
+        task_id = progress.add_task(
+            f"{dataset_label(self.config.dataset)} {self.config.config_hash()[:8]}",
+            total=len(reused) + len(todo),
+            completed=len(reused),
+            graded=graded,
+            correct=correct,
+            errors=errors,
+        )
+
+        async def one(problem: Problem, index: int) -> None:
+            nonlocal graded, correct, errors
+            async with semaphore:
+                record = await self._sample(chat, problem, index)
+            await self._append(writer, record)
+            if record.error is None:
+                graded += 1
+                correct += int(record.correct)
+            else:
+                errors += 1
+            progress.update(task_id, advance=1, graded=graded, correct=correct, errors=errors)
+
+        async with asyncio.TaskGroup() as group:
+            for problem, index in todo:
+                group.create_task(one(problem, index))

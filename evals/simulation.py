@@ -4,6 +4,9 @@ Simulation model (an approximation; read before trusting a number):
 
 * Inputs are trace files in the ``../shared/traces`` format: per problem one or more recorded
   generations with the source's own correctness label (``is_correct``) and extracted answer.
+  Labels are trusted as recorded, including on traces cut off by the token cap (Sky-T1: 85 of
+  its 300 correct MATH-500 rows); ``cut_off_counts_as_wrong`` makes those unanswered instead.
+  A trace without an extracted answer never counts as correct.
 * Tokens are estimated from characters (``chars_per_token``); no tokenizer is run.
 * Each of the N branches replays one recorded trace of the problem, drawn without replacement
   while unused traces remain and with replacement after that. With one trace per problem
@@ -110,6 +113,11 @@ class SimulationModel(BaseModel):
     )
     fast_thinking_budget: int = Field(default=1024, ge=0, description="Budget for mode=fast.")
     forced_answer_tokens: int = Field(default=32, ge=0, description="Cost of a forced answer.")
+    cut_off_counts_as_wrong: bool = Field(
+        default=False,
+        description="Treat traces that hit the token cap as unanswered instead of trusting the "
+        "source's label (its harness still extracted an answer from the cut-off text).",
+    )
     seed: int = Field(default=0, description="Seeds the trace draw per problem and sample.")
 
 
@@ -156,14 +164,16 @@ def _level(value: Any) -> int | None:
     return None
 
 
-def _trace_from_row(row: dict[str, Any], *, chars_per_token: float) -> RecordedTrace:
+def _trace_from_row(row: dict[str, Any], *, model: SimulationModel) -> RecordedTrace:
     output: str = row["output"]
     end_marker = (row.get("thinking_delimiters") or [None, None])[1]
     end = output.find(end_marker) if end_marker and row.get("has_thinking_end") else -1
     thinking, answer_part = (output[:end], output[end:]) if end >= 0 else (output, "")
     answer = row.get("final_answer") or None
-    complete = bool(row.get("complete", True))
-    offset = _first_answer_offset(thinking, str(answer)) if answer and complete else None
+    if model.cut_off_counts_as_wrong and not row.get("complete", True):
+        answer = None
+    offset = _first_answer_offset(thinking, str(answer)) if answer else None
+    chars_per_token = model.chars_per_token
     return RecordedTrace(
         problem_key=str(row["id"]).split(":", 1)[0],
         dataset=str(row.get("dataset", "")),
@@ -171,8 +181,8 @@ def _trace_from_row(row: dict[str, Any], *, chars_per_token: float) -> RecordedT
         gold=str(row.get("ground_truth", "")),
         level=_level(row.get("level")),
         subject=row.get("subject"),
-        correct=bool(row["is_correct"]),
-        answer=str(answer) if answer is not None and complete else None,
+        correct=bool(row["is_correct"]) and answer is not None,
+        answer=None if answer is None else str(answer),
         thinking_tokens=round(len(thinking) / chars_per_token),
         answer_tokens=round(len(answer_part) / chars_per_token),
         first_answer_token=None if offset is None else round(offset / chars_per_token),
@@ -186,14 +196,14 @@ def load_traces(
     model: SimulationModel | None = None,
 ) -> dict[str, list[RecordedTrace]]:
     """Traces grouped by problem, optionally keeping only some source datasets."""
-    chars_per_token = (model or SimulationModel()).chars_per_token
+    model = model or SimulationModel()
     grouped: dict[str, list[RecordedTrace]] = defaultdict(list)
     for path in paths:
         with path.open(encoding="utf-8") as handle:
             for line in handle:
                 if not line.strip():
                     continue
-                trace = _trace_from_row(json.loads(line), chars_per_token=chars_per_token)
+                trace = _trace_from_row(json.loads(line), model=model)
                 if not datasets or trace.dataset in datasets:
                     grouped[trace.problem_key].append(trace)
     return dict(grouped)

@@ -42,7 +42,9 @@ class BranchSample(BaseModel):
 
     answer: str | None = Field(..., description="Canonical answer key; None: no answer found.")
     correct: bool
-    length: int | None = Field(None, ge=0, description="Generated tokens (thinking + answer).")
+    length: int | None = Field(
+        default=None, ge=0, description="Generated tokens (thinking + answer)."
+    )
 
 
 class ProblemSamples(BaseModel):
@@ -52,7 +54,7 @@ class ProblemSamples(BaseModel):
 
     problem_id: str
     dataset: str = "default"
-    difficulty: str | None = Field(None, description="e.g. 'level-3'; None when unknown.")
+    difficulty: str | None = Field(default=None, description="e.g. 'level-3'; None when unknown.")
     mode: ThinkingMode = ThinkingMode.SLOW
     samples: tuple[BranchSample, ...] = Field(..., min_length=1)
 
@@ -82,7 +84,9 @@ class SaturatingCurve(BaseModel):
     a_inf: float = Field(..., ge=0.0, le=1.0, description="Limit of majority voting.")
     alpha: float = Field(..., gt=0.0, description="How fast voting saturates.")
     budget_scale_tokens: float | None = Field(
-        None, gt=0.0, description="Budget at which 63% of the budget-free accuracy is reached."
+        default=None,
+        gt=0.0,
+        description="Budget at which 63% of the budget-free accuracy is reached.",
     )
 
     @model_validator(mode="after")
@@ -100,7 +104,9 @@ class SaturatingCurve(BaseModel):
 
 def _placeholder_curves() -> dict[ThinkingMode, SaturatingCurve]:
     return {
-        ThinkingMode.SLOW: SaturatingCurve(a_1=0.60, a_inf=0.72, alpha=0.6, budget_scale_tokens=1500),
+        ThinkingMode.SLOW: SaturatingCurve(
+            a_1=0.60, a_inf=0.72, alpha=0.6, budget_scale_tokens=1500
+        ),
         ThinkingMode.FAST: SaturatingCurve(a_1=0.45, a_inf=0.52, alpha=0.6),
     }
 
@@ -145,7 +151,7 @@ class AccuracyCurve(BaseModel):
     mode: ThinkingMode
     problems: int = Field(..., ge=1)
     unlimited_from: int | None = Field(
-        None, description="Longest recorded branch: budgets from here on truncate nothing."
+        default=None, description="Longest recorded branch: budgets from here on truncate nothing."
     )
     points: tuple[CurvePoint, ...] = Field(..., min_length=1)
 
@@ -232,8 +238,8 @@ def _problem_accuracies(
 class AccuracyModel(BaseModel, AccuracyEstimator):
     """Accuracy curves bootstrapped from eval logs, with the default curve as the fallback.
 
-    Lookup order: (dataset, difficulty, mode) → (dataset, all difficulties, mode) → (all
-    datasets, mode) → ``fallback``.
+    Lookup order: (dataset, difficulty) → (dataset, all difficulties) → (all datasets,
+    difficulty) → (all datasets, all difficulties), all in the requested mode → ``fallback``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -267,7 +273,12 @@ class AccuracyModel(BaseModel, AccuracyEstimator):
         ]
         groups: dict[tuple[str | None, str | None, ThinkingMode], list[int]] = defaultdict(list)
         for i, r in enumerate(records):
-            keys = ((r.dataset, r.difficulty, r.mode), (r.dataset, None, r.mode), (None, None, r.mode))
+            keys = (
+                (r.dataset, r.difficulty, r.mode),
+                (r.dataset, None, r.mode),
+                (None, r.difficulty, r.mode),
+                (None, None, r.mode),
+            )
             for key in dict.fromkeys(keys):  # a record without difficulty joins its group once
                 groups[key].append(i)
         curves = []
@@ -308,7 +319,12 @@ class AccuracyModel(BaseModel, AccuracyEstimator):
         self, *, mode: ThinkingMode, dataset: str | None, difficulty: str | None
     ) -> AccuracyCurve | None:
         by_key = {(c.dataset, c.difficulty, c.mode): c for c in self.curves}
-        for key in ((dataset, difficulty, mode), (dataset, None, mode), (None, None, mode)):
+        for key in (
+            (dataset, difficulty, mode),
+            (dataset, None, mode),
+            (None, difficulty, mode),
+            (None, None, mode),
+        ):
             if key in by_key:
                 return by_key[key]
         return None

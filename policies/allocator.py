@@ -13,13 +13,19 @@ whose measured acceptance does not pay for its slower steps is simply never the 
 Two searches over the (N, budget) grid:
 
 * **exhaustive** — every (pool, N, budget); the reference.
-* **greedy** — after the seed paper (arXiv:2505.19634), which grows branches and speculative
-  depth step by step from the cheapest configuration: start at the smallest N and budget, and
-  repeatedly take the neighbouring step (one more N grid value, or one more budget grid value)
-  with the best accuracy gain per second of predicted latency; when neither step gains, take
-  the cheaper one (majority voting often gains nothing from 1 to 2 branches, then gains at 4).
-  The walk does not depend on the budget; the answer is the best point of the walk that fits.
-  So a larger budget can only add feasible points: predicted accuracy is monotone in budget.
+* **greedy** — after the seed paper (arXiv:2505.19634), which grows concurrency step by step
+  from the cheapest configuration while the latency stays within the budget: start at the
+  smallest N and thinking budget, add branches while the next N still fits; then raise the
+  thinking budget one grid step, shed branches until it fits again, add branches while they fit,
+  and so on (a walk along the boundary of what fits, O(#N + #budgets) cells). The most accurate
+  visited cell that fits wins. With a target accuracy the walk keeps, per thinking budget, the
+  fewest branches that reach it. Because latency grows with N and with the budget, the walk
+  finds every budget's largest N that fits; when accuracy also grows with N it equals the
+  exhaustive answer, and it is then monotone in the latency budget. The exhaustive search is
+  monotone unconditionally (a larger budget only adds feasible cells).
+
+One allocator serves one thinking mode: fast mode has its own branch-length distribution (build
+its :class:`LatencyModel` from fast-mode lengths) and a grid whose thinking budgets are ``(None,)``.
 """
 
 from __future__ import annotations
@@ -57,11 +63,13 @@ class AllocationGrid(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    n_branches: tuple[int, ...] = Field((1, 2, 4, 8, 16), min_length=1)
+    n_branches: tuple[int, ...] = Field(default=(1, 2, 4, 8, 16), min_length=1)
     thinking_budgets: tuple[int | None, ...] = Field(
-        (None,), min_length=1, description="Thinking budgets in tokens; None: unlimited."
+        default=(None,), min_length=1, description="Thinking budgets in tokens; None: unlimited."
     )
-    pools: tuple[str, ...] | None = Field(None, description="Pools to consider (None: all).")
+    pools: tuple[str, ...] | None = Field(
+        default=None, description="Pools to consider (None: all)."
+    )
 
     @field_validator("n_branches")
     @classmethod
@@ -84,13 +92,13 @@ class AllocationRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     prompt_tokens: int = Field(..., ge=0)
-    latency_budget_s: float | None = Field(None, gt=0)
-    target_accuracy: float | None = Field(None, gt=0, le=1)
-    n_branches: int | None = Field(None, ge=1, description="The user's explicit N (wins).")
+    latency_budget_s: float | None = Field(default=None, gt=0)
+    target_accuracy: float | None = Field(default=None, gt=0, le=1)
+    n_branches: int | None = Field(default=None, ge=1, description="The user's explicit N (wins).")
     mode: ThinkingMode = ThinkingMode.SLOW
     dataset: str | None = None
     difficulty: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
     pool_loads: dict[str, int] = Field(default_factory=dict, description="Running sequences.")
 
     @model_validator(mode="after")
@@ -179,9 +187,17 @@ class Allocator:
         path: list[Candidate] = []
         if method is SearchMethod.EXHAUSTIVE:
             pool_names = sorted(self._profiles)
-            considered = [evaluate((p, n, b)) for p in pool_names for n in n_values for b in budgets]
+            considered = [
+                evaluate((p, n, b)) for p in pool_names for n in n_values for b in budgets
+            ]
         else:
-            path = _greedy_walk(evaluate.best_pool, n_values, budgets)
+            if request.latency_budget_s is not None:
+                path += _budget_walk(evaluate.best_pool, n_values, budgets, _fits(request))
+            if request.target_accuracy is not None:
+                path += _target_walk(
+                    evaluate.best_pool, n_values, budgets, request.target_accuracy - _GAIN_EPS
+                )
+            path = list({_key(c): c for c in path}.values())
             considered = path
         chosen, met = _choose(considered, request)
         table = _annotate(evaluate.all(), chosen, request, evaluate.fastest_pool)
@@ -217,7 +233,8 @@ class Allocator:
         accuracy = self.accuracy.accuracy(
             n,
             mode=request.mode,
-            thinking_budget=budget,
+            # max_tokens cuts a branch just like a thinking budget does
+            thinking_budget=budget if budget is not None else request.max_tokens,
             dataset=request.dataset,
             difficulty=request.difficulty,
         )
@@ -305,36 +322,62 @@ def _key(c: Candidate) -> _Config:
     return (c.pool, c.n_branches, c.thinking_budget)
 
 
-def _greedy_walk(
+def _fits(request: AllocationRequest) -> Callable[[Candidate], bool]:
+    return lambda c: request.fits(c.predicted_latency_s)
+
+
+def _budget_walk(
     best: Callable[[int, int | None], Candidate],
     n_values: tuple[int, ...],
     budgets: tuple[int | None, ...],
+    fits: Callable[[Candidate], bool],
 ) -> list[Candidate]:
-    """The budget-independent walk described in the module docstring."""
-    i = j = 0
-    path = [best(n_values[0], budgets[0])]
-    while True:
-        moves = []
-        if i + 1 < len(n_values):
-            moves.append((i + 1, j))
-        if j + 1 < len(budgets):
-            moves.append((i, j + 1))
-        if not moves:
-            return path
-        here = path[-1]
-        options = [(m, best(n_values[m[0]], budgets[m[1]])) for m in moves]
+    """Staircase walk of the latency budget's boundary (see the module docstring)."""
+    visited: list[Candidate] = []
+    i = 0
+    for budget in budgets:
+        here = best(n_values[i], budget)
+        visited.append(here)
+        while not fits(here) and i > 0:  # shed branches until the larger budget fits
+            i -= 1
+            here = best(n_values[i], budget)
+            visited.append(here)
+        if not fits(here):  # one branch is over: every larger budget is slower still
+            break
+        while i + 1 < len(n_values):  # grow branches while the next one fits
+            step = best(n_values[i + 1], budget)
+            visited.append(step)
+            if not fits(step):
+                break
+            i += 1
+    return visited
 
-        def gain_rate(option: tuple[tuple[int, int], Candidate], here: Candidate = here) -> float:
-            gain = option[1].predicted_accuracy - here.predicted_accuracy
-            cost = option[1].predicted_latency_s - here.predicted_latency_s
-            return math.inf if cost <= 0 else gain / cost
 
-        improving = [o for o in options if o[1].predicted_accuracy > here.predicted_accuracy + _GAIN_EPS]
-        if improving:
-            (i, j), step = max(improving, key=lambda o: (gain_rate(o), o[1].predicted_accuracy))
+def _target_walk(
+    best: Callable[[int, int | None], Candidate],
+    n_values: tuple[int, ...],
+    budgets: tuple[int | None, ...],
+    target: float,
+) -> list[Candidate]:
+    """Per budget, the fewest branches that reach ``target``, found by moving from the last."""
+    visited: list[Candidate] = []
+    i = 0
+    for budget in budgets:
+        here = best(n_values[i], budget)
+        visited.append(here)
+        if here.predicted_accuracy >= target:
+            while i > 0:  # drop branches while the target still holds
+                fewer = best(n_values[i - 1], budget)
+                visited.append(fewer)
+                if fewer.predicted_accuracy < target:
+                    break
+                i -= 1
         else:
-            (i, j), step = min(options, key=lambda o: o[1].predicted_latency_s)
-        path.append(step)
+            while i + 1 < len(n_values) and here.predicted_accuracy < target:
+                i += 1
+                here = best(n_values[i], budget)
+                visited.append(here)
+    return visited
 
 
 def _choose(considered: list[Candidate], request: AllocationRequest) -> tuple[Candidate, bool]:
@@ -367,16 +410,14 @@ def _annotate(
         if _key(c) == _key(chosen):
             why = "chosen"
         elif not c.feasible and request.latency_budget_s is not None:
-            why = f"over the latency budget by {c.predicted_latency_s - request.latency_budget_s:.2f} s"
+            excess = c.predicted_latency_s - request.latency_budget_s
+            why = f"over the latency budget by {excess:.2f} s"
         elif fastest_pool(c.n_branches, c.thinking_budget) != c.pool:
             why = (
                 f"pool {fastest_pool(c.n_branches, c.thinking_budget)} is faster "
                 "for the same N and budget"
             )
-        elif (
-            request.target_accuracy is not None
-            and c.predicted_accuracy < request.target_accuracy
-        ):
+        elif request.target_accuracy is not None and c.predicted_accuracy < request.target_accuracy:
             why = "below the target accuracy"
         elif c.predicted_accuracy <= chosen.predicted_accuracy:
             why = "fits, but no more accurate than the chosen one"

@@ -49,7 +49,9 @@ def _order_statistic_weights(edges: _FloatArray, n: int) -> _FloatArray:
     """Matrix W (n x cells): W[j-1, i] = P(j-th smallest of n uniforms lies in cell i)."""
     u = np.clip(edges, 0.0, 1.0)
     t = np.arange(n + 1)
-    log_comb = np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in t])
+    log_comb = np.array(
+        [math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in t]
+    )
     with np.errstate(divide="ignore", invalid="ignore"):
         log_u = np.log(u)[:, None]
         log_1mu = np.log1p(-u)[:, None]
@@ -70,6 +72,7 @@ class BranchLengthModel(BaseModel, abc.ABC):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     _weights: dict[int, _FloatArray] = PrivateAttr(default_factory=dict)
+    _results: dict[tuple[int, float | None, float], _FloatArray] = PrivateAttr(default_factory=dict)
     _table: tuple[_FloatArray, _FloatArray] | None = PrivateAttr(default=None)
 
     @abc.abstractmethod
@@ -87,13 +90,19 @@ class BranchLengthModel(BaseModel, abc.ABC):
         """E[j-th shortest of ``n`` draws of ``min(scale · Y, cap)``] for j = 1..n."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        edges, values = self._quantile_table()
-        if n not in self._weights:
-            self._weights[n] = _order_statistic_weights(edges, n)
-        lengths = values * scale
-        if cap is not None:
-            lengths = np.minimum(lengths, cap)
-        return self._weights[n] @ lengths
+        key = (n, cap, scale)
+        cached = self._results.get(key)
+        if cached is None:
+            edges, values = self._quantile_table()
+            if n not in self._weights:
+                self._weights[n] = _order_statistic_weights(edges, n)
+            lengths = values * scale
+            if cap is not None:
+                lengths = np.minimum(lengths, cap)
+            cached = self._weights[n] @ lengths
+            cached.setflags(write=False)
+            self._results[key] = cached
+        return cached
 
     def expected_max(self, n: int, *, cap: float | None = None, scale: float = 1.0) -> float:
         return float(self.expected_order_statistics(n, cap=cap, scale=scale)[-1])
@@ -186,15 +195,18 @@ class LatencyModel(BaseModel):
 
     lengths: BranchLengths
     answer_tokens_after_cut: int = Field(
-        64, ge=0, description="Tokens written after thinking is cut at the budget."
+        default=64, ge=0, description="Tokens written after thinking is cut at the budget."
     )
     finish_fraction: float = Field(
-        1.0, gt=0.0, le=1.0, description="Early consensus: done when this share has finished."
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="Early consensus: done when this share has finished.",
     )
     trim_factor: float = Field(
-        1.0, gt=0.0, le=1.0, description="Trimming shortens each branch to this fraction."
+        default=1.0, gt=0.0, le=1.0, description="Trimming shortens each branch to this fraction."
     )
-    overhead_s: float = Field(0.0, ge=0.0, description="Fixed per-request cost.")
+    overhead_s: float = Field(default=0.0, ge=0.0, description="Fixed per-request cost.")
 
     def branch_cap(self, thinking_budget: int | None, max_tokens: int | None) -> float | None:
         """Longest a branch can get: the budget plus the answer after the cut, and max_tokens."""
@@ -214,7 +226,9 @@ class LatencyModel(BaseModel):
         finished = expected[:k]
         running = load + n - np.arange(k)  # while the j-th branch is the next to finish
         steps = profile.step_times_s(running)
-        seconds = float(np.diff(finished, prepend=0.0) @ steps) / profile.accepted_tokens_per_step
+        increments = finished.copy()
+        increments[1:] -= finished[:-1]
+        seconds = float(increments @ steps) / profile.accepted_tokens_per_step
         last = float(finished[-1])
         return seconds, last, float(finished.sum()) + (n - k) * last
 

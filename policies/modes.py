@@ -37,7 +37,7 @@ class ModeSetting(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     mode: ThinkingMode
-    thinking_budget: int | None = Field(None, ge=0, description="Thinking tokens allowed.")
+    thinking_budget: int | None = Field(default=None, ge=0, description="Thinking tokens allowed.")
 
 
 def _default_effort_table() -> dict[ReasoningEffort, ModeSetting]:

@@ -26,7 +26,6 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
@@ -58,22 +57,27 @@ class PoolProfile(BaseModel):
     pool: str = Field(..., min_length=1, description="Pool name in the config.")
     engine: str = Field(..., description="Engine kind, e.g. llama_cpp or vllm.")
     model: str = Field(..., description="Target model the pool serves.")
-    machine: str = Field("", description="Where it was measured (host, CPU/GPU, threads).")
+    machine: str = Field(default="", description="Where it was measured (host, CPU/GPU, threads).")
     measured_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     speculative_method: SpeculativeMethod = SpeculativeMethod.NONE
-    speculative_depth: int = Field(0, ge=0, description="Draft tokens per step (k).")
+    speculative_depth: int = Field(default=0, ge=0, description="Draft tokens per step (k).")
     step_times: tuple[StepTimePoint, ...] = Field(
-        ..., min_length=1, description="Decode step time by concurrency, sorted by concurrency."
+        default=...,
+        min_length=1,
+        description="Decode step time by concurrency, sorted by concurrency.",
     )
     prefill_tokens_per_s: float = Field(..., gt=0, description="Prompt processing rate.")
     accepted_tokens_per_step: float = Field(
-        1.0, ge=1.0, description="Mean tokens gained per sequence per step (1.0: no speculation)."
+        default=1.0,
+        ge=1.0,
+        description="Mean tokens gained per sequence per step (1.0: no speculation).",
     )
     max_concurrency: int = Field(..., ge=1, description="Slots / max concurrent sequences.")
     prefix_cache_shared: bool = Field(
-        True, description="Concurrent branches of one prompt prefill it once (prefix cache)."
+        default=True,
+        description="Concurrent branches of one prompt prefill it once (prefix cache).",
     )
-    observations: int = Field(0, ge=0, description="Live observations folded in so far.")
+    observations: int = Field(default=0, ge=0, description="Live observations folded in so far.")
 
     @field_validator("step_times")
     @classmethod
@@ -109,8 +113,11 @@ class PoolProfile(BaseModel):
         """Vectorised :meth:`step_time_s`."""
         xs, ys, slope = self._curve
         c = np.asarray(concurrencies, dtype=float)
-        inside = np.interp(c, xs, ys)  # clamps to the first value below the first point
-        return np.where(c > xs[-1], ys[-1] + slope * (c - xs[-1]), inside)
+        out = np.interp(c, xs, ys)  # clamps to the first value below the first point
+        beyond = c > xs[-1]
+        if beyond.any():
+            out[beyond] = ys[-1] + slope * (c[beyond] - xs[-1])
+        return out
 
     def step_time_s(self, concurrency: float) -> float:
         """Decode step time at ``concurrency`` (interpolated / extrapolated, see module doc)."""

@@ -55,4 +55,6 @@ class ChatTemplate:
                 **dict(template_kwargs or {}),
             )
         except TemplateError as exc:
-            raise RequestError(f"chat template rejected the messages: {exc}", param="messages") from exc
+            raise RequestError(
+                f"chat template rejected the messages: {exc}", param="messages"
+            ) from exc

@@ -36,7 +36,9 @@ def serve(
     from tts_orchestrator.api.app import build_app
     from tts_orchestrator.config import load_settings
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     overrides: dict[str, dict[str, object]] = {"server": {}}
     if host is not None:
         overrides["server"]["host"] = host

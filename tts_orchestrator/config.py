@@ -7,6 +7,8 @@ This module is the only reader of the environment; everything else receives conf
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -130,9 +132,7 @@ class TtsDefaults(_Section):
 class Settings(BaseSettings):
     """The whole configuration of one orchestrator deployment."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="TTS_", env_nested_delimiter="__", extra="forbid", validate_default=True
-    )
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True)
 
     server: ServerConfig = Field(default_factory=ServerConfig)
     pools: list[PoolConfig] = Field(default_factory=list)
@@ -163,7 +163,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings)
+        # `load_settings` layers YAML < environment < overrides itself and passes the result.
+        return (init_settings,)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -176,8 +177,29 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def env_overrides(environ: Mapping[str, str], prefix: str = "TTS_") -> dict[str, Any]:
+    """`TTS_SERVER__PORT=9000` → {"server": {"port": 9000}}; values are parsed as YAML."""
+    out: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(prefix) or len(key) == len(prefix):
+            continue
+        path = key[len(prefix) :].lower().split("__")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
-    """Load settings from a YAML file (+ env + overrides); raise ConfigError naming the field."""
+    """Load settings: YAML file < `TTS_*` environment < keyword overrides.
+
+    Raises ConfigError naming the first invalid field.
+    """
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -187,7 +209,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         if not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must be a mapping at the top level")
         data = loaded
-    data = _merge(data, overrides)
+    data = _merge(_merge(data, env_overrides(os.environ)), overrides)
     try:
         return Settings(**data)
     except ValidationError as exc:

@@ -1,16 +1,16 @@
 """One error tree, raised anywhere inside and translated to HTTP only at the API edge.
 
-    TTSError
-    ├── ConfigError                 invalid configuration (startup, CLI)
-    ├── ModelFetchError             a catalog model cannot be installed or fails its checksum
-    ├── RequestError (400)          malformed or invalid request
-    │   ├── PayloadTooLarge (413)
-    │   └── ModelNotFound (404)
-    ├── RequestNotFound (404)       unknown request id
-    ├── WorkerError (502)           a worker failed mid-request
-    ├── NoWorkerAvailable (503)     no healthy worker for the pool
-    ├── StateUnavailable (503)      Redis unreachable
-    └── DeadlineExceeded (504)      the request deadline passed
+TTSError
+├── ConfigError                 invalid configuration (startup, CLI)
+├── ModelFetchError             a catalog model cannot be installed or fails its checksum
+├── RequestError (400)          malformed or invalid request
+│   ├── PayloadTooLarge (413)
+│   └── ModelNotFound (404)
+├── RequestNotFound (404)       unknown request id
+├── WorkerError (502)           a worker failed mid-request
+├── NoWorkerAvailable (503)     no healthy worker for the pool
+├── StateUnavailable (503)      Redis unreachable
+└── DeadlineExceeded (504)      the request deadline passed
 """
 
 from __future__ import annotations

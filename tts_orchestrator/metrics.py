@@ -18,13 +18,21 @@ class ServiceMetrics:
         )
         self.errors = Counter("tts_errors", "Errors returned, by type", ["type"], registry=r)
         self.latency = Histogram(
-            "tts_request_seconds", "End-to-end request latency", buckets=_LATENCY_BUCKETS, registry=r
+            "tts_request_seconds",
+            "End-to-end request latency",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.ttft = Histogram(
-            "tts_time_to_first_token_seconds", "Time to first token", buckets=_LATENCY_BUCKETS, registry=r
+            "tts_time_to_first_token_seconds",
+            "Time to first token",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.inflight = Gauge("tts_requests_inflight", "Requests being served", registry=r)
-        self.prompt_tokens = Counter("tts_prompt_tokens", "Prompt tokens (all branches)", registry=r)
+        self.prompt_tokens = Counter(
+            "tts_prompt_tokens", "Prompt tokens (all branches)", registry=r
+        )
         self.completion_tokens = Counter(
             "tts_completion_tokens", "Generated tokens (all branches)", registry=r
         )
@@ -32,9 +40,13 @@ class ServiceMetrics:
         self.branches_aborted = Counter(
             "tts_branches_aborted", "Branches aborted, by reason", ["reason"], registry=r
         )
-        self.early_stops = Counter("tts_early_stops", "Early consensus stops, by rule", ["rule"], registry=r)
+        self.early_stops = Counter(
+            "tts_early_stops", "Early consensus stops, by rule", ["rule"], registry=r
+        )
 
-    def observe_request(self, endpoint: str, status: str, seconds: float, usage: RecordUsage) -> None:
+    def observe_request(
+        self, endpoint: str, status: str, seconds: float, usage: RecordUsage
+    ) -> None:
         self.requests.labels(endpoint, status).inc()
         self.latency.observe(seconds)
         self.prompt_tokens.inc(usage.prompt_tokens)

@@ -97,7 +97,9 @@ class Orchestrator:
                     f"unknown pool {tts.pool!r}; pools: {sorted(self.pools)}", param="tts.pool"
                 )
             if handle.config.model != model:
-                raise RequestError(f"pool {tts.pool!r} serves {handle.config.model!r}", param="model")
+                raise RequestError(
+                    f"pool {tts.pool!r} serves {handle.config.model!r}", param="model"
+                )
             return handle
         candidates = [h for h in self.pools.values() if h.config.model == model]
         if not candidates:
@@ -123,7 +125,8 @@ class Orchestrator:
         requested = request.requested_max_tokens()
         if requested is not None and requested > server.max_tokens_cap:
             raise RequestError(
-                f"max_tokens {requested} exceeds the cap {server.max_tokens_cap}", param="max_tokens"
+                f"max_tokens {requested} exceeds the cap {server.max_tokens_cap}",
+                param="max_tokens",
             )
         params = request.to_sampling_params(
             default_max_tokens=server.default_max_tokens, max_tokens_cap=server.max_tokens_cap
@@ -205,7 +208,9 @@ class Orchestrator:
             if seed is None and p.n_branches > 1:
                 seed = uuid.uuid4().int % (2**31) + i
             branches.append(
-                BranchSpec(index=i, prompt=p.prompt, params=p.params.model_copy(update={"seed": seed}))
+                BranchSpec(
+                    index=i, prompt=p.prompt, params=p.params.model_copy(update={"seed": seed})
+                )
             )
         return GenerationJob(request_id=p.id, branches=branches)
 
@@ -242,19 +247,25 @@ class Orchestrator:
             self.metrics.observe_request(p.endpoint.value, status.value, total, tracker.usage())
             await self._finish_record(p, tracker, status, error, ttft, total)
 
-    async def _generate(self, p: PreparedRequest, tracker: BranchTracker) -> AsyncIterator[OutputEvent]:
+    async def _generate(
+        self, p: PreparedRequest, tracker: BranchTracker
+    ) -> AsyncIterator[OutputEvent]:
         cancel_wait = asyncio.create_task(p.cancel.wait())
         stream = p.pool.generate(self._job(p)).__aiter__()
         try:
             async with asyncio.timeout_at(self._loop_deadline(p)):
                 while True:
                     nxt = asyncio.ensure_future(stream.__anext__())
-                    done, _ = await asyncio.wait({nxt, cancel_wait}, return_when=asyncio.FIRST_COMPLETED)
+                    done, _ = await asyncio.wait(
+                        {nxt, cancel_wait}, return_when=asyncio.FIRST_COMPLETED
+                    )
                     if nxt not in done:
                         nxt.cancel()
                         with contextlib.suppress(BaseException):
                             await nxt
-                        raise RequestError(f"request cancelled: {p.cancel_reason}", code="cancelled")
+                        raise RequestError(
+                            f"request cancelled: {p.cancel_reason}", code="cancelled"
+                        )
                     try:
                         item = nxt.result()
                     except StopAsyncIteration:
@@ -303,6 +314,8 @@ class Orchestrator:
         try:
             await asyncio.shield(self.store.update_request(p.id, **fields))
             for b in tracker.branch_records():
-                await asyncio.shield(self.store.update_branch(p.id, b.index, **b.model_dump(exclude={"index"})))
+                await asyncio.shield(
+                    self.store.update_branch(p.id, b.index, **b.model_dump(exclude={"index"}))
+                )
         except TTSError:
             log.warning("could not record the end of %s", p.id)

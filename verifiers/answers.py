@@ -40,9 +40,12 @@ _CHOICE_PHRASE = re.compile(
     re.IGNORECASE,
 )
 _CHOICE_ONLY = re.compile(r"^(?:\\text(?:bf)?\{\s*)?\(?([A-E])\)?\s*\}?(?:[.):]|\s|$)")
-_SENTENCE_END = re.compile(r"\.(?=\s|$)|\n")
+_SENTENCE_END = re.compile(r"\.(?=\s|$)|\n|,?\s+(?:because|since|which|where)\b", re.IGNORECASE)
 _MAX_PHRASE_ANSWER = 200
 _OPERATORS = frozenset("=+-*/^<>")
+_PROSE_STARTS = frozenset(
+    "not that to because the a an in as being also still clearly simply this it we".split()
+)
 
 _MATH_SPANS: tuple[tuple[str, str], ...] = (
     ("$$", "$$"),
@@ -158,9 +161,17 @@ def _phrase_content(rest: str) -> str | None:
     end = _SENTENCE_END.search(rest)
     content = rest[: end.start()] if end else rest
     content = content.strip().rstrip(".,;:").strip()
-    if not content or len(content) > _MAX_PHRASE_ANSWER:
+    if not content or len(content) > _MAX_PHRASE_ANSWER or not _looks_like_answer(content):
         return None
     return strip_math_delimiters(content) or None
+
+
+def _looks_like_answer(content: str) -> bool:
+    """Reject prose after "the answer is" ("not obvious yet", "the sum of the roots")."""
+    if any(ch.isdigit() for ch in content) or any(ch in content for ch in "\\$^_=+-*/()[]{}"):
+        return True
+    words = content.split()
+    return len(words) == 1 or (len(words) <= 3 and words[0].lower() not in _PROSE_STARTS)
 
 
 def _as_choice(answer: str) -> str:
@@ -198,7 +209,8 @@ def extract_final_answer(text: str) -> str | None:
 _TEXT_WRAPPERS = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mbox)\s*\{")
 _LEFT_RIGHT = re.compile(r"\\(?:left|right)(?![A-Za-z])\s*\.?")
 _DEGREES = re.compile(r"\s*(?:\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\degree(?![A-Za-z])|°)")
-_SPACING = re.compile(r"\\[!,;: ]|\\q?quad(?![A-Za-z])|~|\\displaystyle(?![A-Za-z])")
+# `\\` (a row break) is matched first so that its second backslash is never read as `\ `.
+_SPACING = re.compile(r"\\\\|\\[!,;: ]|\\q?quad(?![A-Za-z])|~|\\displaystyle(?![A-Za-z])")
 _FRAC_FIRST = re.compile(r"\\([dt]?frac)\s*([0-9A-Za-z])")
 _FRAC_SECOND = re.compile(r"\\frac(\{[^{}]*\})\s*([0-9A-Za-z])")
 _SQRT_SHORT = re.compile(r"\\sqrt\s*([0-9A-Za-z])")
@@ -247,7 +259,7 @@ def normalize_answer(s: str) -> str:
     s = _SQRT_SHORT.sub(r"\\sqrt{\1}", s)
     s = _LEFT_RIGHT.sub("", s)
     s = _DEGREES.sub("", s)
-    s = _SPACING.sub(" ", s)
+    s = _SPACING.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else " ", s)
     s = s.replace("\\$", "")
     s = _drop_spaces(s.strip())
     s = s.rstrip(".") if not s.endswith("..") else s

@@ -24,7 +24,7 @@ from enum import IntEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from verifiers.answers import extract_final_answer
+from verifiers.answers import last_boxed
 
 __all__ = [
     "AnswerExtractorConfig",
@@ -351,7 +351,7 @@ class IntermediateAnswerExtractor:
 
     def grade(self, sentence: str, *, target: QuestionTarget) -> IntermediateAnswer | None:
         """The candidate of one sentence, or None when it states no answer."""
-        boxed = extract_final_answer(sentence) if "\\boxed" in sentence else None
+        boxed = last_boxed(sentence) if "\\boxed" in sentence else None
         if boxed:
             return self._make(boxed, AnswerStrength.BOXED, "boxed", sentence)
         if _HEDGE.search(sentence):

@@ -11,6 +11,8 @@ known ways that the tests pin down:
 * `50` = `0.5` and `0.5` = `50` (x100 rule);
 * intervals and tuples compare element-wise, ignoring bracket types, so `(1,2]` = `[1,2)`.
 
+Bare comma lists (`1,-2`) compare as unordered collections, matrices element-wise.
+
 Like `verify_pair`, `qwen_style_equal` is blocking (sympy) and belongs in the equivalence worker
 pool: `EquivalenceChecker(verify_fn=qwen_style_equal)`.
 """
@@ -28,8 +30,11 @@ __all__ = ["REL_TOL", "canonical_text", "parse_number", "qwen_style_equal"]
 REL_TOL = 1e-4
 """The harness's numeric tolerance (relative)."""
 
-_TRAILING_UNIT = re.compile(r"(?<=[\d}])\s*\\(?:text|mbox|mathrm)\s*\{\s*[A-Za-z][A-Za-z ]*\}\s*$")
-_ASSIGNMENT = re.compile(r"^[a-z]\s*=\s*(?=[^=])")
+_TRAILING_UNIT = re.compile(
+    r"(?<=[\d}])\s*\\(?:text|mbox|mathrm)\s*\{\s*[A-Za-z][A-Za-z ]*\}\s*(?:\^\s*\{?\d\}?)?\s*$"
+)
+_ASSIGNMENT = re.compile(r"^[a-z]\s*(?:=|\\in(?![a-z]))\s*(?=[^=])")
+_MATRIX = re.compile(r"^\\begin\{[pbv]?matrix\}(.*)\\end\{[pbv]?matrix\}$", re.DOTALL)
 _DECIMAL = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?$")
 _FRACTION = re.compile(r"^([-+]?)\\frac\{([-+]?[\d.]+)\}\{([-+]?[\d.]+)\}$")
 _SLASH = re.compile(r"^([-+]?[\d.]+)/([-+]?[\d.]+)$")
@@ -47,7 +52,6 @@ def canonical_text(s: str) -> str:
 
 def parse_number(s: str) -> float | None:
     """A plain number (`-3`, `2.50`, `1e3`, `\\frac{1}{2}`, `3/4`) as float, else None."""
-    s = s.replace(",", "")
     try:
         if _DECIMAL.match(s):
             return float(s)
@@ -83,10 +87,32 @@ def _split_top_level(s: str) -> list[str]:
 
 
 def _as_sequence(s: str) -> list[str] | None:
+    """Items of a bracketed tuple / interval (bracket types ignored) or of a matrix."""
+    matrix = _MATRIX.match(s)
+    if matrix:
+        return [cell for row in matrix.group(1).split("\\\\") for cell in row.split("&")]
     if len(s) >= 2 and s[0] in "([" and s[-1] in ")]":
         items = _split_top_level(s[1:-1])
         return items if len(items) > 1 else None
     return None
+
+
+def _as_bare_list(s: str) -> list[str] | None:
+    """Items of an unbracketed comma list such as `1,-2` (an unordered set of solutions)."""
+    items = _split_top_level(s)
+    return items if len(items) > 1 else None
+
+
+def _multiset_equal(gold: list[str], pred: list[str]) -> bool:
+    if len(gold) != len(pred):
+        return False
+    unused = list(pred)
+    for g in gold:
+        match = next((p for p in unused if _equal(g, p, percent=False)), None)
+        if match is None:
+            return False
+        unused.remove(match)
+    return True
 
 
 def _sympy_value(s: str) -> Any | None:
@@ -134,6 +160,9 @@ def _equal(gold: str, pred: str, *, percent: bool) -> bool:
         return len(g_seq) == len(p_seq) and all(
             _equal(g, p, percent=False) for g, p in zip(g_seq, p_seq, strict=True)
         )
+    g_list, p_list = _as_bare_list(gold), _as_bare_list(pred)
+    if g_list is not None and p_list is not None:
+        return _multiset_equal(g_list, p_list)
     return _symbolic_equal(gold, pred)
 
 

@@ -4,7 +4,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from integration.service import RunningService, cpu_pool, start_service
+
+from benchmarks.service import RunningService, cpu_pool, start_service
 
 
 @pytest.fixture(scope="session")

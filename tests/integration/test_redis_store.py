@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -23,9 +24,16 @@ from redis.asyncio import Redis
 from tts_orchestrator.config import RedisConfig
 from tts_orchestrator.exceptions import RequestNotFound, StateUnavailable, TTSError
 from tts_orchestrator.state import redis_store
+from tts_orchestrator.state.base import CancelEvent, CancelListener
 from tts_orchestrator.state.embedded import EmbeddedRedis
 from tts_orchestrator.state.keys import KeySchema
-from tts_orchestrator.state.records import BranchRecord, RecordStatus, RecordUsage, RequestRecord
+from tts_orchestrator.state.records import (
+    BranchRecord,
+    Endpoint,
+    RecordStatus,
+    RecordUsage,
+    RequestRecord,
+)
 from tts_orchestrator.state.redis_store import RedisStateStore, open_state_store
 
 pytestmark = pytest.mark.integration
@@ -34,8 +42,15 @@ SOCKET_TIMEOUT_S = 0.5
 RECORD_TTL_S = 120
 
 
-def _config(url: str) -> RedisConfig:
-    return RedisConfig(url=url, record_ttl_s=RECORD_TTL_S, socket_timeout_s=SOCKET_TIMEOUT_S)
+def _config(url: str | None) -> RedisConfig:
+    return RedisConfig.model_validate(
+        {"url": url, "record_ttl_s": RECORD_TTL_S, "socket_timeout_s": SOCKET_TIMEOUT_S}
+    )
+
+
+async def _next_event(listener: CancelListener, within_s: float = 2.0) -> CancelEvent:
+    async with asyncio.timeout(within_s):
+        return await anext(listener)
 
 
 def _record(request_id: str, *, n_branches: int = 2) -> RequestRecord:
@@ -43,7 +58,7 @@ def _record(request_id: str, *, n_branches: int = 2) -> RequestRecord:
         id=request_id,
         model="smollm2-135m-instruct",
         pool="cpu",
-        endpoint="chat",
+        endpoint=Endpoint.CHAT,
         params={"temperature": 0.7, "max_tokens": 64, "tts": {"n_branches": n_branches}},
         replica_id="replica-a",
         branches=[BranchRecord(index=i, seed=100 + i) for i in range(n_branches)],
@@ -85,6 +100,12 @@ async def test_record_round_trips_with_branches(store: RedisStateStore) -> None:
     record = _record("req-roundtrip", n_branches=3)
     await store.create_request(record)
     assert await store.get_request("req-roundtrip") == record
+
+
+async def test_a_record_with_the_maximum_fan_out_round_trips(store: RedisStateStore) -> None:
+    record = _record("req-wide", n_branches=256)  # TtsDefaults.max_branches caps at 256
+    await store.create_request(record)
+    assert await store.get_request("req-wide") == record
 
 
 async def test_update_request_changes_only_the_given_fields(store: RedisStateStore) -> None:
@@ -250,8 +271,7 @@ async def test_cancel_on_one_replica_reaches_listeners_on_every_replica(
         await replica_b.publish_cancel("req-cancel", "client disconnected")
         expected = ("req-cancel", "client disconnected")
         for listener in (on_a, on_b):
-            event = await listener.next_event(timeout=2)
-            assert event is not None
+            event = await _next_event(listener)
             assert (event.request_id, event.reason) == expected
     assert await store.is_cancelled("req-cancel")
 
@@ -331,18 +351,42 @@ async def test_cancel_listener_survives_a_redis_restart(
         await own_server.start()
         await replica_b.create_request(_record("req-missed"))
         await replica_b.publish_cancel("req-missed", "cancelled during the outage")
-        assert not await listener.wait_ready(0) or listener.subscriptions == 1
-        event = await listener.next_event(timeout=5)
-        assert event is not None
+        assert listener.subscriptions == 1  # published before the listener re-subscribed
+        event = await _next_event(listener, within_s=5)
         assert (event.request_id, event.reason) == ("req-missed", "cancelled during the outage")
-        assert listener.watched == frozenset()
+        assert listener.watched == frozenset()  # delivered, hence no longer watched
 
         # ...and live events flow again on the new subscription.
         await replica_b.create_request(_record("req-after"))
         await replica_b.publish_cancel("req-after", "user")
-        event = await listener.next_event(timeout=2)
-        assert event is not None and event.request_id == "req-after"
+        assert (await _next_event(listener)).request_id == "req-after"
         assert listener.subscriptions == 2
+
+
+async def test_cancel_listener_notices_a_silent_server_and_resubscribes(
+    own_server: EmbeddedRedis,
+) -> None:
+    config = _config(own_server.url)
+    async with (
+        RedisStateStore(own_server.url, config=config) as replica_a,
+        RedisStateStore(own_server.url, config=config) as replica_b,
+        replica_a.cancel_listener() as listener,
+    ):
+        assert own_server.pid is not None
+        os.kill(own_server.pid, signal.SIGSTOP)  # connections stay open, nothing answers
+        try:
+            deadline = time.monotonic() + 5
+            while listener.ready and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            assert not listener.ready  # its own pings found the server dead
+        finally:
+            os.kill(own_server.pid, signal.SIGCONT)
+        async with asyncio.timeout(5):
+            await listener.wait_ready()
+        assert listener.subscriptions == 2
+        await replica_b.create_request(_record("req-silent"))
+        await replica_b.publish_cancel("req-silent", "user")
+        assert (await _next_event(listener)).request_id == "req-silent"
 
 
 async def test_cancel_listener_needs_redis_to_start(own_server: EmbeddedRedis) -> None:
@@ -357,11 +401,12 @@ async def test_cancel_listener_needs_redis_to_start(own_server: EmbeddedRedis) -
 
 
 async def test_open_state_store_without_url_runs_a_private_server() -> None:
-    async with open_state_store(RedisConfig(url=None, socket_timeout_s=SOCKET_TIMEOUT_S)) as store:
+    async with open_state_store(_config(None)) as store:
         await store.create_request(_record("req-embedded"))
         assert (await store.get_request("req-embedded")).id == "req-embedded"
-        server_url = str(store.client.get_connection_kwargs()["port"])
-    assert server_url.isdigit()
+        port = int(store.client.get_connection_kwargs()["port"])
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
 async def test_embedded_server_stops_and_cleans_up() -> None:
@@ -369,9 +414,16 @@ async def test_embedded_server_stops_and_cleans_up() -> None:
     async with server:
         pid = server.pid
         assert pid is not None and _alive(pid)
-        workdir = server._dir
+        workdir = server.workdir
         assert workdir is not None and workdir.is_dir()
     assert not server.running and not _alive(pid) and not workdir.exists()
+
+
+async def test_embedded_server_on_a_taken_port_reports_why(redis_server: EmbeddedRedis) -> None:
+    with pytest.raises(StateUnavailable, match="did not start") as info:
+        async with EmbeddedRedis(port=redis_server.port):
+            pass
+    assert "in use" in str(info.value) or "bind" in str(info.value).lower()
 
 
 _ORPHAN_PARENT = textwrap.dedent(

@@ -12,7 +12,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from integration.service import RunningService
+from benchmarks.service import RunningService
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,9 @@ QUESTION = [{"role": "user", "content": "What is 2 + 3? Answer with a number."}]
 
 @pytest.fixture(scope="module")
 def client(cpu_service: RunningService) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{cpu_service.url}/v1", api_key="unused", max_retries=0, timeout=60)
+    return openai.OpenAI(
+        base_url=f"{cpu_service.url}/v1", api_key="unused", max_retries=0, timeout=60
+    )
 
 
 def test_chat_completion_answers_with_usage(client: openai.OpenAI) -> None:
@@ -34,10 +36,16 @@ def test_chat_completion_answers_with_usage(client: openai.OpenAI) -> None:
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
 
-def test_streamed_chat_yields_chunks_then_done(cpu_service: RunningService, client: openai.OpenAI) -> None:
+def test_streamed_chat_yields_chunks_then_done(
+    cpu_service: RunningService, client: openai.OpenAI
+) -> None:
     chunks = list(
         client.chat.completions.create(
-            model=MODEL, messages=QUESTION, max_tokens=24, seed=2, stream=True,
+            model=MODEL,
+            messages=QUESTION,
+            max_tokens=24,
+            seed=2,
+            stream=True,
             stream_options={"include_usage": True},
         )
     )
@@ -54,7 +62,9 @@ def test_streamed_chat_yields_chunks_then_done(cpu_service: RunningService, clie
 
 
 def test_completions_endpoint(client: openai.OpenAI) -> None:
-    r = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=8, seed=3)
+    r = client.completions.create(
+        model=MODEL, prompt="The capital of France is", max_tokens=8, seed=3
+    )
     assert r.choices[0].text
     stream = client.completions.create(model=MODEL, prompt="One, two,", max_tokens=8, stream=True)
     assert "".join(c.choices[0].text for c in stream if c.choices)
@@ -78,16 +88,39 @@ def test_metrics_is_prometheus_text(cpu_service: RunningService, client: openai.
     [
         pytest.param(b"{not json", 400, None, id="malformed-json"),
         pytest.param({"model": MODEL}, 400, "messages", id="missing-messages"),
-        pytest.param({"model": MODEL, "messages": QUESTION, "max_tokens": -1}, 400, "max_tokens", id="negative-max-tokens"),
-        pytest.param({"model": MODEL, "messages": QUESTION, "tts": {"n_branchez": 2}}, 400, "tts.n_branchez", id="unknown-tts-field"),
-        pytest.param({"model": "no-such-model", "messages": QUESTION}, 404, "model", id="unknown-model"),
-        pytest.param({"model": MODEL, "messages": [{"role": "user", "content": "x" * 5_000_000}]}, 413, None, id="too-large"),
+        pytest.param(
+            {"model": MODEL, "messages": QUESTION, "max_tokens": -1},
+            400,
+            "max_tokens",
+            id="negative-max-tokens",
+        ),
+        pytest.param(
+            {"model": MODEL, "messages": QUESTION, "tts": {"n_branchez": 2}},
+            400,
+            "tts.n_branchez",
+            id="unknown-tts-field",
+        ),
+        pytest.param(
+            {"model": "no-such-model", "messages": QUESTION}, 404, "model", id="unknown-model"
+        ),
+        pytest.param(
+            {"model": MODEL, "messages": [{"role": "user", "content": "x" * 5_000_000}]},
+            413,
+            None,
+            id="too-large",
+        ),
     ],
 )
-def test_bad_input_gets_openai_errors(cpu_service: RunningService, body: object, status: int, param: str | None) -> None:
+def test_bad_input_gets_openai_errors(
+    cpu_service: RunningService, body: object, status: int, param: str | None
+) -> None:
     kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
-    r = httpx.post(f"{cpu_service.url}/v1/chat/completions", timeout=30,
-                   headers={"content-type": "application/json"}, **kwargs)  # type: ignore[arg-type]
+    r = httpx.post(
+        f"{cpu_service.url}/v1/chat/completions",
+        timeout=30,
+        headers={"content-type": "application/json"},
+        **kwargs,
+    )  # type: ignore[arg-type]
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert err["message"] and err["type"]
@@ -125,16 +158,20 @@ def _wait_healthy(service: RunningService, timeout_s: float = 90) -> None:
     raise AssertionError(f"service did not recover:\n{service.log_tail()}")
 
 
-def test_worker_killed_mid_stream_fails_fast_and_recovers(cpu_service: RunningService, client: openai.OpenAI) -> None:
+def test_worker_killed_mid_stream_fails_fast_and_recovers(
+    cpu_service: RunningService, client: openai.OpenAI
+) -> None:
     pid = _worker_pid(cpu_service)
     stream = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Write a long story about a dragon."}],
-        max_tokens=2000, stream=True,
+        model=MODEL,
+        messages=[{"role": "user", "content": "Write a long story about a dragon."}],
+        max_tokens=2000,
+        stream=True,
     )
     got = 0
     started = None
     with pytest.raises(openai.APIError) as info:
-        for chunk in stream:
+        for _chunk in stream:
             got += 1
             if got == 3:
                 os.kill(pid, signal.SIGKILL)

@@ -17,6 +17,8 @@ import httpx
 from tts_orchestrator.actors.jobs import BranchChunk, BranchSpec, GenerationJob
 from tts_orchestrator.backends.base import WorkerBackend, WorkerMetrics
 from tts_orchestrator.backends.llamacpp import LlamaCppBackend
+from tts_orchestrator.backends.openai_http import OpenAIHTTPBackend
+from tts_orchestrator.chat_template import ChatTemplateInfo
 from tts_orchestrator.config import EngineKind, PoolConfig
 from tts_orchestrator.exceptions import NoWorkerAvailable, TTSError
 
@@ -96,6 +98,13 @@ class PoolRunner:
     async def render(self, messages: list[dict[str, str]], template_kwargs: dict[str, Any]) -> str:
         return await self._pick().apply_chat_template(messages, template_kwargs=template_kwargs)
 
+    async def chat_template_info(self) -> ChatTemplateInfo | None:
+        """The workers' chat template, so callers can render locally (None: render here)."""
+        backend = self._pick()
+        if isinstance(backend, OpenAIHTTPBackend):
+            return await backend.chat_template_info()
+        return None
+
     async def count_tokens(self, text: str) -> int:
         return await self._pick().count_tokens(text)
 
@@ -139,7 +148,9 @@ class PoolRunner:
         try:
             backend = self._pick()
             self._load[backend.name] += 1
-            async for chunk in backend.stream_completion(spec.prompt, spec.params, request_id=engine_id):
+            async for chunk in backend.stream_completion(
+                spec.prompt, spec.params, request_id=engine_id
+            ):
                 await queue.put(BranchChunk(branch=spec.index, chunk=chunk, worker=backend.name))
         except asyncio.CancelledError:
             if backend is not None:

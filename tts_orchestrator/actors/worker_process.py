@@ -44,7 +44,9 @@ class WorkerProcess:
         # Pulling may pip-install and hash a GGUF: keep it off the actor's event loop.
         model = await asyncio.to_thread(_resolve, spec.model_path, self.models_dir)
         draft_name = self.pool.speculative.draft_model
-        draft = await asyncio.to_thread(_resolve, draft_name, self.models_dir) if draft_name else None
+        draft = (
+            await asyncio.to_thread(_resolve, draft_name, self.models_dir) if draft_name else None
+        )
         port = free_port()
         self.worker = ManagedWorker(
             builder(self.pool, spec, model, port, draft),

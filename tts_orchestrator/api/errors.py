@@ -16,8 +16,12 @@ from tts_orchestrator.protocol import ErrorDetail, ErrorResponse
 log = logging.getLogger(__name__)
 
 
-def error_body(message: str, error_type: str, *, param: str | None = None, code: str | None = None) -> dict[str, object]:
-    return ErrorResponse(error=ErrorDetail(message=message, type=error_type, param=param, code=code)).model_dump()
+def error_body(
+    message: str, error_type: str, *, param: str | None = None, code: str | None = None
+) -> dict[str, object]:
+    return ErrorResponse(
+        error=ErrorDetail(message=message, type=error_type, param=param, code=code)
+    ).model_dump()
 
 
 def tts_error_body(exc: TTSError) -> dict[str, object]:
@@ -37,7 +41,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TTSError)
     async def _tts(request: Request, exc: TTSError) -> JSONResponse:
         if exc.status_code >= 500:
-            log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message)
+            log.warning(
+                "%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message
+            )
         return JSONResponse(tts_error_body(exc), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)

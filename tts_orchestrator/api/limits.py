@@ -52,14 +52,19 @@ class BodySizeLimit:
     async def _reject(self, send: Send) -> None:
         body = json.dumps(
             error_body(
-                f"request body exceeds {self.max_bytes} bytes", "invalid_request_error", code="too_large"
+                f"request body exceeds {self.max_bytes} bytes",
+                "invalid_request_error",
+                code="too_large",
             )
         ).encode()
         await send(
             {
                 "type": "http.response.start",
                 "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})

@@ -76,11 +76,19 @@ async def list_pools(orchestrator: OrchestratorDep) -> dict[str, object]:
     """Pools with their workers' health, load and processes (an operator's view)."""
     handles = list(orchestrator.pools.values())
     statuses = await asyncio.gather(*(h.status() for h in handles))
-    return {"object": "list", "data": [
-        {"name": h.config.name, "model": h.config.model, "engine": h.config.engine,
-         "speculative": h.config.speculative.model_dump(), **s}
-        for h, s in zip(handles, statuses, strict=True)
-    ]}
+    return {
+        "object": "list",
+        "data": [
+            {
+                "name": h.config.name,
+                "model": h.config.model,
+                "engine": h.config.engine,
+                "speculative": h.config.speculative.model_dump(),
+                **s,
+            }
+            for h, s in zip(handles, statuses, strict=True)
+        ],
+    }
 
 
 def _checked_id(request_id: str) -> str:
@@ -99,8 +107,12 @@ async def cancel_request(request_id: str, store: StoreDep) -> dict[str, object]:
     record = await store.get_request(_checked_id(request_id))
     if not record.status.terminal:
         await store.publish_cancel(request_id, "cancelled by DELETE /v1/requests")
-    return {"id": request_id, "object": "request.cancel", "status": record.status.value,
-            "cancelled": not record.status.terminal}
+    return {
+        "id": request_id,
+        "object": "request.cancel",
+        "status": record.status.value,
+        "cancelled": not record.status.terminal,
+    }
 
 
 @router.get("/health")
@@ -121,8 +133,9 @@ async def health(services: ServicesDep) -> JSONResponse:
         healthy = sum(1 for w in status["workers"] if w["healthy"])
         checks[f"pool:{name}"] = f"{healthy}/{len(status['workers'])} workers healthy"
         ok = ok and healthy > 0
-    return JSONResponse({"status": "ok" if ok else "degraded", "checks": checks},
-                        status_code=200 if ok else 503)
+    return JSONResponse(
+        {"status": "ok" if ok else "degraded", "checks": checks}, status_code=200 if ok else 503
+    )
 
 
 @router.get("/metrics")

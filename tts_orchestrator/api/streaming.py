@@ -57,7 +57,9 @@ async def collect(
     return CompletionResponse(
         id=p.id,
         model=p.model,
-        choices=[CompletionChoice(text="".join(reasoning) + text, finish_reason=last.finish_reason)],
+        choices=[
+            CompletionChoice(text="".join(reasoning) + text, finish_reason=last.finish_reason)
+        ],
         usage=usage_info(last.usage),
         tts=last.tts,
     )

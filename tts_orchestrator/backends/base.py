@@ -24,7 +24,10 @@ class SamplingParams(BaseModel):
     seed: int | None = Field(None, description="Per-request seed; branches use distinct seeds.")
     stop: tuple[str, ...] = Field((), description="Stop strings (not included in the output).")
     logprobs: int | None = Field(
-        None, ge=0, le=20, description="Return the sampled token's logprob (and this many top ones)."
+        None,
+        ge=0,
+        le=20,
+        description="Return the sampled token's logprob (and this many top ones).",
     )
     grammar: str | None = Field(None, description="GBNF grammar (llama.cpp only).")
 
@@ -100,7 +103,10 @@ class WorkerBackend(abc.ABC):
 
     @abc.abstractmethod
     async def apply_chat_template(
-        self, messages: Sequence[dict[str, str]], *, template_kwargs: dict[str, object] | None = None
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        template_kwargs: dict[str, object] | None = None,
     ) -> str:
         """Render chat messages to the raw prompt the model expects (generation prompt added)."""
 

@@ -84,7 +84,10 @@ class OpenAIHTTPBackend(WorkerBackend, abc.ABC):
     ) -> AsyncIterator[CompletionChunk]:
         body = self.completion_body(prompt, params)
         request = self._client.build_request(
-            "POST", f"{self.url}/v1/completions", json=body, timeout=httpx.Timeout(None, connect=5.0)
+            "POST",
+            f"{self.url}/v1/completions",
+            json=body,
+            timeout=httpx.Timeout(None, connect=5.0),
         )
         try:
             response = await self._client.send(request, stream=True)
@@ -129,7 +132,9 @@ class OpenAIHTTPBackend(WorkerBackend, abc.ABC):
             # usage may arrive in a trailing choice-less event: fold it into the last chunk.
             if pending is not None:
                 if not chunk.text and chunk.finish_reason is None and chunk.usage is not None:
-                    pending = pending.model_copy(update={"usage": chunk.usage, "timings": chunk.timings})
+                    pending = pending.model_copy(
+                        update={"usage": chunk.usage, "timings": chunk.timings}
+                    )
                     continue
                 yield pending
             pending = chunk
@@ -216,7 +221,10 @@ class OpenAIHTTPBackend(WorkerBackend, abc.ABC):
         """Fetch the worker's chat template (once; the result is cached by the caller)."""
 
     async def apply_chat_template(
-        self, messages: Sequence[dict[str, str]], *, template_kwargs: dict[str, object] | None = None
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        template_kwargs: dict[str, object] | None = None,
     ) -> str:
         if self._template is None:
             self._template = ChatTemplate(await self.chat_template_info())

@@ -356,10 +356,11 @@ class ReplayBackend(WorkerBackend):
         state = _Inflight()
         self._inflight[request_id] = state
         self._totals["requests"] += 1
-        emitted = 0
+        emitted, admitted = 0, False
         try:
             if not await self._acquire_slot(state):
                 return
+            admitted = True
             try:
                 paced = self._paced(prompt, plan, params, state)
                 async with contextlib.aclosing(paced) as chunks:
@@ -372,7 +373,8 @@ class ReplayBackend(WorkerBackend):
             del self._inflight[request_id]
             self._totals["generation_tokens"] += emitted
             self._totals["aborted"] += state.aborted
-            self._cache.add(prompt + "".join(plan.pieces[:emitted]))
+            if admitted:  # what the KV cache would now hold
+                self._cache.add(prompt + "".join(plan.pieces[:emitted]))
 
     async def _paced(
         self, prompt: str, plan: _Plan, params: SamplingParams, state: _Inflight

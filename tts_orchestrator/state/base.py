@@ -30,18 +30,23 @@ class CancelEvent(BaseModel):
     reason: str
 
 
-class CancelListener(abc.ABC):
+class CancelListener:
     """An async iterator of the cancel events published by every replica.
 
     Delivery is at least once for watched requests: after the listener loses its
     subscription (the backend restarted), it re-reads the cancel flags of every
     :meth:`watch`-ed request and delivers those that were set meanwhile. Handling a cancel
     must therefore be idempotent. A delivered watched id is unwatched automatically.
+    Implementations feed events through :meth:`_deliver` and report their subscription
+    through :meth:`_set_ready`.
     """
 
     def __init__(self) -> None:
         self._events: asyncio.Queue[CancelEvent] = asyncio.Queue()
         self._watched: set[str] = set()
+        self._ready = asyncio.Event()
+        #: How many times the listener has (re)subscribed.
+        self.subscriptions = 0
 
     def watch(self, request_id: str) -> None:
         """Resync this request's cancel flag whenever the subscription is re-established."""
@@ -54,6 +59,22 @@ class CancelListener(abc.ABC):
     def watched(self) -> frozenset[str]:
         return frozenset(self._watched)
 
+    @property
+    def ready(self) -> bool:
+        """Whether the listener is subscribed right now."""
+        return self._ready.is_set()
+
+    async def wait_ready(self) -> None:
+        """Return once the listener is subscribed (again); wrap in ``asyncio.timeout``."""
+        await self._ready.wait()
+
+    def _set_ready(self, ready: bool) -> None:
+        if ready:
+            self.subscriptions += 1
+            self._ready.set()
+        else:
+            self._ready.clear()
+
     def _deliver(self, event: CancelEvent) -> None:
         self._watched.discard(event.request_id)
         self._events.put_nowait(event)
@@ -64,23 +85,11 @@ class CancelListener(abc.ABC):
             if reason is not None and request_id in self._watched:
                 self._deliver(CancelEvent(request_id=request_id, reason=reason))
 
-    async def wait_ready(self, timeout: float | None = None) -> bool:
-        """Wait until the listener is subscribed (again); ``False`` after ``timeout`` seconds."""
-        return True
-
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> CancelEvent:
         return await self._events.get()
-
-    async def next_event(self, timeout: float | None = None) -> CancelEvent | None:
-        """The next event, or ``None`` if none arrives within ``timeout`` seconds."""
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._events.get()
-        except TimeoutError:
-            return None
 
 
 class StateStore(abc.ABC):

@@ -109,11 +109,16 @@ class EmbeddedRedis:
         return self._process.pid if self._process else None
 
     @property
+    def workdir(self) -> Path | None:
+        """The server's temporary directory (its log is ``redis.log``), while it exists."""
+        return self._dir
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
     async def start(self) -> None:
-        """Start the server (on the same port as before, if it ran already) and wait for PING."""
+        """Start the server (on its previous port, if it ran before); wait until it answers."""
         if self.running:
             return
         executable = self._executable or find_redis_server()
@@ -157,16 +162,16 @@ class EmbeddedRedis:
             )
 
     async def _wait_ready(self, process: subprocess.Popen[bytes], port: int) -> str:
-        """Poll until the server answers PING; return an error message on failure."""
+        """Poll until our server answers; return an error message on failure."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._startup_timeout_s
         while loop.time() < deadline:
             if process.poll() is not None:
                 return f"exited with code {process.returncode}: {self._log_tail()}"
-            if await _answers_ping(port):
+            if await _server_pid(port) == process.pid:
                 return ""
             await asyncio.sleep(0.02)
-        return f"no PING answer within {self._startup_timeout_s:.1f}s: {self._log_tail()}"
+        return f"no answer within {self._startup_timeout_s:.1f}s: {self._log_tail()}"
 
     def _log_tail(self, lines: int = 5) -> str:
         if self._dir is None:
@@ -223,18 +228,28 @@ async def _exited(process: subprocess.Popen[bytes], timeout_s: float) -> bool:
     return True
 
 
-async def _answers_ping(port: int) -> bool:
+async def _server_pid(port: int) -> int | None:
+    """The pid of the Redis server answering on ``port`` (so another server is not mistaken
+    for ours), or ``None`` if nothing answers."""
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(0.5):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"PING\r\n")
+            writer.write(b"INFO server\r\n")
             await writer.drain()
-            return (await reader.readline()).startswith(b"+PONG")
-    except (OSError, TimeoutError):
-        return False
+            header = await reader.readline()
+            if not header.startswith(b"$"):
+                return None
+            body = await reader.readexactly(int(header[1:]) + 2)
+    except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError):
+        return None
     finally:
         if writer is not None:
             writer.close()
             with suppress(OSError):
                 await writer.wait_closed()
+    for line in body.decode(errors="replace").splitlines():
+        name, _, value = line.partition(":")
+        if name == "process_id" and value.strip().isdigit():
+            return int(value)
+    return None

@@ -48,7 +48,7 @@ class InMemoryStateStore(StateStore):
     ):
         self._ttl_s = record_ttl_s
         self._clock = clock
-        self._shared = shared._shared if shared is not None else _Shared()
+        self._shared: _Shared = shared._shared if shared is not None else _Shared()
         self._closed = False
 
     def _check_open(self) -> None:
@@ -131,3 +131,7 @@ class InMemoryStateStore(StateStore):
 
 class _MemoryCancelListener(CancelListener):
     """Never loses its subscription, so it has nothing to resync."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._set_ready(True)

@@ -44,10 +44,12 @@ class _Record(BaseModel):
 class RecordUsage(_Record):
     """Token counts summed over every branch of the request."""
 
-    prompt_tokens: int = Field(0, ge=0)
-    completion_tokens: int = Field(0, ge=0)
-    cached_prompt_tokens: int = Field(0, ge=0, description="Prompt tokens the worker had cached.")
-    total_tokens: int = Field(0, ge=0)
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    cached_prompt_tokens: int = Field(
+        default=0, ge=0, description="Prompt tokens the worker had cached."
+    )
+    total_tokens: int = Field(default=0, ge=0)
 
 
 class RecordError(_Record):
@@ -60,11 +62,11 @@ class RecordError(_Record):
 class BranchRecord(_Record):
     """One reasoning branch of a request."""
 
-    index: int = Field(..., ge=0)
+    index: int = Field(ge=0)
     seed: int | None = None
     status: RecordStatus = RecordStatus.QUEUED
-    tokens: int = Field(0, ge=0, description="Tokens generated so far.")
-    answer: str | None = Field(None, description="The answer extracted from this branch.")
+    tokens: int = Field(default=0, ge=0, description="Tokens generated so far.")
+    answer: str | None = Field(default=None, description="The answer extracted from this branch.")
     finish_reason: str | None = None
     aborted: bool = False
     abort_reason: str | None = None
@@ -73,7 +75,7 @@ class BranchRecord(_Record):
 class RequestRecord(_Record):
     """One request, as stored in Redis and returned by ``GET /v1/requests/{id}``."""
 
-    id: str = Field(..., pattern=REQUEST_ID_PATTERN)
+    id: str = Field(pattern=REQUEST_ID_PATTERN)
     created_at: float = Field(default_factory=time.time, description="Unix time, seconds.")
     model: str
     pool: str
@@ -87,13 +89,17 @@ class RequestRecord(_Record):
     )
     usage: RecordUsage = Field(default_factory=RecordUsage)
     finish_reason: str | None = None
-    answer: str | None = Field(None, description="The returned `content`.")
+    answer: str | None = Field(default=None, description="The returned `content`.")
     error: RecordError | None = None
-    replica_id: str | None = Field(None, description="The API replica that owns the request.")
-    mode: dict[str, Any] | None = Field(None, description="Fast/slow routing decision.")
-    trims: dict[str, Any] | None = Field(None, description="TrimR interventions.")
-    plan: dict[str, Any] | None = Field(None, description="Latency-policy plan.")
-    vote: dict[str, Any] | None = Field(None, description="Vote counts, winner, early stop.")
+    replica_id: str | None = Field(
+        default=None, description="The API replica that owns the request."
+    )
+    mode: dict[str, Any] | None = Field(default=None, description="Fast/slow routing decision.")
+    trims: dict[str, Any] | None = Field(default=None, description="TrimR interventions.")
+    plan: dict[str, Any] | None = Field(default=None, description="Latency-policy plan.")
+    vote: dict[str, Any] | None = Field(
+        default=None, description="Vote counts, winner, early stop."
+    )
     branches: list[BranchRecord] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import Any
 
@@ -90,7 +90,6 @@ class RedisStateStore(StateStore):
         self._timeout_s = config.socket_timeout_s
         # Connect + one read, plus slack: the sockets' own timeouts should fire first.
         self._op_deadline_s = 2 * config.socket_timeout_s + 0.25
-        self._url = url
         self._client: Redis = Redis.from_url(
             url,
             decode_responses=True,
@@ -132,7 +131,7 @@ class RedisStateStore(StateStore):
     async def create_request(self, record: RequestRecord) -> None:
         fields = record.model_dump(mode="json")
         branches: list[dict[str, Any]] = fields.pop("branches")
-        record_args = _pairs((name, value) for name, value in fields.items())
+        record_args = _pairs(fields.items())
         branch_args = _pairs(
             (branch_field(b["index"], name), value) for b in branches for name, value in b.items()
         )
@@ -164,12 +163,12 @@ class RedisStateStore(StateStore):
         if index < 0:
             raise ValueError(f"branch index must be >= 0, got {index}")
         update = json_update(BranchRecord, fields, immutable=IMMUTABLE_BRANCH_FIELDS)
-        pairs = [(branch_field(index, "index"), index)]
+        pairs: list[tuple[str, Any]] = [(branch_field(index, "index"), index)]
         pairs += [(branch_field(index, name), value) for name, value in update.items()]
         await self._write_fields(request_id, _BRANCHES_KEY, pairs, op="update_branch")
 
     async def _write_fields(
-        self, request_id: str, target: int, pairs: Any, *, op: str
+        self, request_id: str, target: int, pairs: Iterable[tuple[str, Any]], *, op: str
     ) -> None:
         args = _pairs(pairs)
         if not args:
@@ -206,10 +205,8 @@ class RedisStateStore(StateStore):
         if not request_ids:
             return []
         async with self._guard("cancel_reasons"):
-            reasons: list[str | None] = await self._client.mget(
-                [self._keys.cancel_flag(r) for r in request_ids]
-            )
-        return reasons
+            reasons = await self._client.mget([self._keys.cancel_flag(r) for r in request_ids])
+        return [None if r is None else str(r) for r in reasons]
 
     @asynccontextmanager
     async def cancel_listener(self) -> AsyncIterator[CancelListener]:
@@ -218,8 +215,13 @@ class RedisStateStore(StateStore):
         )
         task = asyncio.create_task(listener.run(), name="tts-cancel-listener")
         try:
-            if not await listener.wait_ready(self._op_deadline_s):
-                raise StateUnavailable("state store unavailable: cannot subscribe to cancels")
+            try:
+                async with asyncio.timeout(self._op_deadline_s):
+                    await listener.wait_ready()
+            except TimeoutError:
+                raise StateUnavailable(
+                    "state store unavailable: cannot subscribe to cancel events"
+                ) from None
             yield listener
         finally:
             task.cancel()
@@ -248,16 +250,6 @@ class _RedisCancelListener(CancelListener):
         self._subscribe_deadline_s = subscribe_deadline_s
         # Ping a quiet subscription so that a silently dead server is noticed.
         self._ping_interval_s = max(timeout_s, 0.5)
-        self._ready = asyncio.Event()
-        self.subscriptions = 0
-
-    async def wait_ready(self, timeout: float | None = None) -> bool:
-        try:
-            async with asyncio.timeout(timeout):
-                await self._ready.wait()
-        except TimeoutError:
-            return False
-        return True
 
     async def run(self) -> None:
         backoff = self.backoff_initial_s
@@ -269,8 +261,7 @@ class _RedisCancelListener(CancelListener):
                     await pubsub.psubscribe(pattern)
                     await _until_subscribed(pubsub)
                 await self._resync()
-                self.subscriptions += 1
-                self._ready.set()
+                self._set_ready(True)
                 backoff = self.backoff_initial_s
                 await self._pump(pubsub)
             except asyncio.CancelledError:
@@ -280,7 +271,7 @@ class _RedisCancelListener(CancelListener):
             except Exception:
                 log.exception("cancel listener failed; re-subscribing")
             finally:
-                self._ready.clear()
+                self._set_ready(False)
                 with suppress(Exception):
                     await pubsub.aclose()
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
@@ -326,8 +317,9 @@ async def _until_subscribed(pubsub: PubSub) -> None:
             return
 
 
-def _pairs(items: Any) -> list[Any]:
-    out: list[Any] = []
+def _pairs(items: Iterable[tuple[str, Any]]) -> list[str]:
+    """Flatten (field, value) pairs into HSET arguments, values as JSON."""
+    out: list[str] = []
     for name, value in items:
         out += [name, json.dumps(value)]
     return out

@@ -155,9 +155,19 @@ async def test_unknown_prompt_is_an_error_or_the_fallback(traces: list[Trace]) -
     assert text == "Paris." and chunks[-1].finish_reason == "stop"
 
 
+def test_config_trace_paths_load_relative_to_base_dir() -> None:
+    files = [
+        f"evals/data/traces/thought-anchors_deepseek-r1-distill-{m}_math.jsonl"
+        for m in ("llama-8b", "qwen-14b")
+    ]
+    config = ReplayConfig(traces=files, tokens_per_s=200.0, max_parallel=64)
+    b = ReplayBackend(config, base_dir=TRACE_DIR.parents[2], name="pool/replay")
+    assert (b.name, b.index.n_traces) == ("pool/replay", 40)
+
+
 def test_no_traces_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="no traces"):
-        ReplayBackend(ReplayConfig(), traces=[])
+        ReplayBackend(ReplayConfig(tokens_per_s=200.0, max_parallel=64), traces=[])
 
 
 # -- finishing ------------------------------------------------------------------------------------

@@ -47,9 +47,7 @@ def _write_dist_info(site: Path, dist: str, version: str) -> None:
 
 
 @pytest.fixture
-def make_fake_model(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Callable[..., FakeModel]:
+def make_fake_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeModel]:
     """Build a fake chunked (or single-file) model; package names are unique per test."""
     site = tmp_path / "site"
     site.mkdir()

@@ -324,7 +324,10 @@ def test_resolve_pulls_a_catalog_name(
 ) -> None:
     fake = make_fake_model()
     path = resolve_model_path(
-        fake.model.name, tmp_path / "models", catalog=ModelCatalog([fake.model]), installer=installer
+        fake.model.name,
+        tmp_path / "models",
+        catalog=ModelCatalog([fake.model]),
+        installer=installer,
     )
     assert hashlib.sha256(path.read_bytes()).hexdigest() == fake.model.sha256
 

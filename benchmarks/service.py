@@ -1,4 +1,4 @@
-"""Run the real service (`tts-orchestrator serve`) as a subprocess for integration tests."""
+"""Run the real service (`tts-orchestrator serve`) as a subprocess, for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -43,7 +43,9 @@ class RunningService:
                 self.proc.wait(10)
 
 
-def start_service(config: dict[str, Any], workdir: Path, *, timeout_s: float = 240) -> RunningService:
+def start_service(
+    config: dict[str, Any], workdir: Path, *, timeout_s: float = 240
+) -> RunningService:
     config = dict(config)
     config.setdefault("server", {})
     config["server"] = {**config["server"], "port": free_port()}
@@ -59,7 +61,10 @@ def start_service(config: dict[str, Any], workdir: Path, *, timeout_s: float = 2
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     service = RunningService(
-        url=f"http://127.0.0.1:{config['server']['port']}", proc=proc, log_path=log_path, config=config
+        url=f"http://127.0.0.1:{config['server']['port']}",
+        proc=proc,
+        log_path=log_path,
+        config=config,
     )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -81,6 +86,11 @@ def cpu_pool(name: str = "cpu-smollm2", **launch: Any) -> dict[str, Any]:
         "engine": "llama_cpp",
         "model": "smollm2-135m-instruct",
         "model_family": "generic",
-        "launch": {"model_path": "smollm2-135m-instruct", "n_parallel": 4, "n_ctx": 4096,
-                   "threads": 2, **launch},
+        "launch": {
+            "model_path": "smollm2-135m-instruct",
+            "n_parallel": 4,
+            "n_ctx": 4096,
+            "threads": 2,
+            **launch,
+        },
     }

@@ -1,0 +1,93 @@
+"""Shared pieces of the benchmarks: timing one streamed request, and docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+@dataclass
+class StreamTiming:
+    ttft_s: float
+    total_s: float
+    completion_tokens: int
+
+    @property
+    def decode_tps(self) -> float:
+        """Tokens per second after the first token (the decode rate the client sees)."""
+        span = self.total_s - self.ttft_s
+        return (
+            (self.completion_tokens - 1) / span if span > 0 and self.completion_tokens > 1 else 0.0
+        )
+
+
+async def timed_stream(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> StreamTiming:
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    start = time.perf_counter()
+    ttft: float | None = None
+    tokens = 0
+    async with client.stream("POST", url, json=body, timeout=300) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data:") or line.endswith("[DONE]"):
+                continue
+            event = json.loads(line[5:])
+            if "error" in event:
+                raise RuntimeError(event["error"])
+            for choice in event.get("choices") or []:
+                delta = choice.get("delta") or {}
+                text = choice.get("text") or delta.get("content") or delta.get("reasoning_content")
+                if text and ttft is None:
+                    ttft = time.perf_counter() - start
+            if event.get("usage"):
+                tokens = int(event["usage"]["completion_tokens"])
+    total = time.perf_counter() - start
+    return StreamTiming(
+        ttft_s=ttft if ttft is not None else total, total_s=total, completion_tokens=tokens
+    )
+
+
+def p50(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def machine() -> str:
+    py = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"{platform.machine()}, {os.cpu_count()} cores, {py}"
+
+
+def write_section(name: str, body: str, command: str) -> None:
+    """Replace (or append) the section `name` of docs/benchmarks.md."""
+    DOCS.parent.mkdir(parents=True, exist_ok=True)
+    text = (
+        DOCS.read_text()
+        if DOCS.exists()
+        else "# Benchmarks\n\nEach section is rewritten by its command.\n"
+    )
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    section = (
+        f"<!-- {name}:start -->\n## {name}\n\n"
+        f"Command: `{command}`  \nMachine: {machine()}  \nDate: {stamp}\n\n{body.strip()}\n"
+        f"<!-- {name}:end -->"
+    )
+    pattern = re.compile(
+        rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S
+    )
+    text = (
+        pattern.sub(section, text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + section + "\n"
+    )
+    DOCS.write_text(text)

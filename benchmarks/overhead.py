@@ -1,0 +1,115 @@
+"""Orchestrator overhead: TTFT and decode tokens/s through the service vs the worker directly.
+
+Same worker, same prompts, same sampling; requests alternate between the two paths so machine
+noise hits both alike. Run: `.venv/bin/python -m benchmarks.overhead`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from benchmarks.common import StreamTiming, p50, timed_stream, write_section
+from benchmarks.service import cpu_pool, start_service
+
+MODEL = "smollm2-135m-instruct"
+
+
+def _body(i: int, path: str, max_tokens: int) -> dict[str, object]:
+    # A distinct prompt per request and path: neither path gets the other's prefix cache.
+    q = f"Request {path}-{i:04d}. Explain briefly why the sky is blue."
+    return {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": q}],
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "seed": i,
+    }
+
+
+async def _round(
+    client: httpx.AsyncClient, url: str, path: str, start: int, concurrency: int, max_tokens: int
+) -> list[StreamTiming]:
+    return list(
+        await asyncio.gather(
+            *(
+                timed_stream(client, url, _body(start + k, path, max_tokens))
+                for k in range(concurrency)
+            )
+        )
+    )
+
+
+async def measure(service_url: str, worker_url: str, *, rounds: int, max_tokens: int) -> str:
+    rows = []
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as client:
+        # warm both paths (model pages, connection pools, template cache)
+        await _round(client, f"{worker_url}/v1/chat/completions", "warm-d", 0, 2, 8)
+        await _round(client, f"{service_url}/v1/chat/completions", "warm-o", 0, 2, 8)
+        for c in (1, 4):
+            orch: list[StreamTiming] = []
+            direct: list[StreamTiming] = []
+            for r in range(rounds):
+                i = r * c
+                direct += await _round(
+                    client, f"{worker_url}/v1/chat/completions", "d", i, c, max_tokens
+                )
+                orch += await _round(
+                    client, f"{service_url}/v1/chat/completions", "o", i, c, max_tokens
+                )
+            d_ttft, o_ttft = p50([t.ttft_s for t in direct]), p50([t.ttft_s for t in orch])
+            d_tps, o_tps = p50([t.decode_tps for t in direct]), p50([t.decode_tps for t in orch])
+            rows.append(
+                f"| {c} | {len(orch)} | {d_ttft * 1e3:.1f} | {o_ttft * 1e3:.1f} | "
+                f"{(o_ttft - d_ttft) * 1e3:+.1f} | {o_ttft / d_ttft:.3f} | "
+                f"{d_tps:.1f} | {o_tps:.1f} | "
+                f"{o_tps / d_tps:.3f} |"
+            )
+    header = (
+        "| concurrency | requests per path | TTFT p50 direct (ms) | TTFT p50 orchestrated (ms) | "
+        "added TTFT (ms) | TTFT ratio | decode tok/s p50 direct | decode tok/s p50 orchestrated | "
+        "tok/s ratio (orch ÷ direct) |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    return header + "\n" + "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = {"pools": [cpu_pool()], "ray": {"num_cpus": 2}}
+        service = start_service(config, Path(tmp))
+        try:
+            pools = httpx.get(f"{service.url}/v1/pools", timeout=10).json()["data"]
+            worker_url = pools[0]["processes"][0]["url"]
+            table = asyncio.run(
+                measure(service.url, worker_url, rounds=args.rounds, max_tokens=args.max_tokens)
+            )
+        finally:
+            service.stop()
+    body = (
+        "SmolLM2-135M-Instruct Q4_1 on one llama.cpp worker (xllamacpp, 4 slots, 2 threads); "
+        f"streaming chat completions, {args.max_tokens} max tokens, temperature 0. "
+        "*Direct* calls the worker's own `/v1/chat/completions`; *orchestrated* goes through the "
+        "API → Redis record → Ray pool actor → worker `/v1/completions` path. Requests alternate "
+        "between the paths round by round; each prompt is distinct so neither path reuses the "
+        "other's prefix cache. Target: added TTFT ≤ 5 ms p50 at c=1.\n\n" + table
+    )
+    print(body)
+    if not args.no_write:
+        write_section(
+            "Orchestrator overhead (issue 2)",
+            body,
+            f"python -m benchmarks.overhead --rounds {args.rounds} --max-tokens {args.max_tokens}",
+        )
+
+
+if __name__ == "__main__":
+    main()

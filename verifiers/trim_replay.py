@@ -1,0 +1,452 @@
+"""Offline TrimR evaluation: replay recorded traces through the live trimming code path.
+
+Each trace's thinking is streamed in small chunks through the same `ThoughtSegmenter`,
+`ThoughtJudge` and `TrimController` a live branch uses. Judge verdicts are computed when a thought
+closes and delivered to the controller after `verdict_delay_tokens` more streamed tokens, which
+models an asynchronous verifier (0: verdicts land before the next chunk). When a rule fires, the
+branch would be aborted at that point and continued with the intervention, so:
+
+* thinking tokens at the trim point = word pieces (see `verifiers.repetition`) of the thinking
+  up to where the rule fired, including the text streamed while verdicts were in flight;
+* the answer at the trim point = the controller's answer (overthinking: the agreed answer;
+  underthinking / repetition: the latest answer, or none - counted wrong);
+* accuracy after: an untrimmed trace keeps its recorded label (`is_correct`); a trimmed one is
+  correct when its answer is equivalent to the trace's own final answer and that was correct, or
+  else when it is equivalent to the ground truth (math-verify, `EquivalenceChecker`).
+
+The answer a trimmed branch would write after the intervention is not generated here; the
+replay assumes it states the answer it had reached.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from verifiers.equivalence import EquivalenceChecker
+from verifiers.intermediate import AnswerStrength, IntermediateAnswerExtractor
+from verifiers.judges import JudgeContext, ThoughtJudge, Verdict
+from verifiers.repetition import count_word_pieces
+from verifiers.segmentation import DEFAULT_FAMILY, SegmenterConfig, Thought, ThoughtSegmenter
+from verifiers.trimr import ConsistencyRequest, TrimController, TrimDecision, TrimRConfig, TrimRule
+
+__all__ = [
+    "ReplayConfig",
+    "ReplayReport",
+    "ReplayTotals",
+    "ReplayTrace",
+    "RuleTotals",
+    "TraceOutcome",
+    "family_for_model",
+    "load_replay_traces",
+    "replay",
+    "replay_trace",
+]
+
+# Substring of a trace's model name -> segmenter family (first match wins).
+_MODEL_FAMILIES: tuple[tuple[str, str], ...] = (
+    ("sky-t1", "sky_t1"),
+    ("deepseek-r1", "deepseek_r1"),
+    ("qwq", "qwq"),
+    ("qwen3", "qwen3"),
+    ("pangu", "openpangu"),
+)
+_FINAL_ANSWER_HEADING = "**Final Answer**"
+
+
+def family_for_model(model: str) -> str:
+    lowered = model.lower()
+    for needle, family in _MODEL_FAMILIES:
+        if needle in lowered:
+            return family
+    return DEFAULT_FAMILY
+
+
+def _literal(value: Any) -> Any:
+    """Trace files may hold Python reprs in strings ("True", "['<think>', '</think>']")."""
+    if isinstance(value, str) and value.strip()[:1] in {"T", "F", "N", "[", "(", "{"}:
+        try:
+            return ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            return value
+    return value
+
+
+class ReplayTrace(BaseModel):
+    """What the replay needs of one recorded trace."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    model: str = ""
+    dataset: str = ""
+    problem: str
+    ground_truth: str
+    thinking: str = Field(description="The thinking text only (markers removed).")
+    final_answer: str | None = Field(default=None, description="The trace's own final answer.")
+    is_correct: bool = Field(description="The source's correctness label for the final answer.")
+    complete: bool = True
+    family: str = DEFAULT_FAMILY
+    token_budget: int | None = Field(default=None, description="The recording's max tokens.")
+
+    @field_validator("is_correct", "complete", mode="before")
+    @classmethod
+    def _flag(cls, value: Any) -> Any:
+        return _literal(value)
+
+    @classmethod
+    def from_record(cls, row: Mapping[str, Any]) -> ReplayTrace:
+        """A raw trace row (``../shared/traces`` format, native or stringified values).
+
+        Thinking: after a leading open marker, up to the close marker; without a close marker,
+        up to the last ``**Final Answer**`` heading (tag-less Sky-T1 traces); else everything.
+        """
+        output = str(row["output"])
+        delimiters = _literal(row.get("thinking_delimiters")) or ("<think>", "</think>")
+        open_marker, close_marker = str(delimiters[0]), str(delimiters[1])
+        start = len(open_marker) if output.startswith(open_marker) else 0
+        end = output.find(close_marker, start)
+        if end < 0:
+            heading = output.rfind(_FINAL_ANSWER_HEADING, start)
+            end = heading if heading >= 0 else len(output)
+        generation = _literal(row.get("generation")) or {}
+        budget = None
+        if isinstance(generation, Mapping):
+            budget = generation.get("max_tokens") or generation.get("max_tokens_per_call")
+        model = str(row.get("model", ""))
+        final = _literal(row.get("final_answer"))
+        return cls(
+            id=str(row["id"]),
+            model=model,
+            dataset=str(row.get("dataset", "")),
+            problem=str(row["problem"]),
+            ground_truth=str(row["ground_truth"]),
+            thinking=output[start:end],
+            final_answer=None if final in (None, "") else str(final),
+            is_correct=row["is_correct"],
+            complete=row.get("complete", True),
+            family=family_for_model(model),
+            token_budget=int(budget) if budget else None,
+        )
+
+
+def load_replay_traces(
+    paths: Iterable[str | Path],
+    *,
+    datasets: Sequence[str] | None = None,
+    complete_only: bool = True,
+) -> list[ReplayTrace]:
+    """Read JSONL trace files, keeping the given datasets (all when None)."""
+    traces: list[ReplayTrace] = []
+    for path in paths:
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            trace = ReplayTrace.from_record(json.loads(line))
+            if datasets is not None and trace.dataset not in datasets:
+                continue
+            if complete_only and not trace.complete:
+                continue
+            traces.append(trace)
+    return traces
+
+
+class ReplayConfig(BaseModel):
+    """How traces are replayed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    trimr: TrimRConfig = Field(default_factory=TrimRConfig)
+    family: str | None = Field(
+        default=None, description="Segmenter family for every trace; None: from the model name."
+    )
+    chunk_chars: int = Field(default=16, ge=1, description="Characters per streamed chunk.")
+    verdict_delay_tokens: int = Field(
+        default=0, ge=0, description="Streamed tokens between a thought closing and its verdicts."
+    )
+    token_budget: int | None = Field(
+        default=None, description="Thinking budget for every trace; None: the recording's cap."
+    )
+
+
+class TraceOutcome(BaseModel):
+    """One trace, replayed."""
+
+    id: str
+    model: str
+    rule: TrimRule | None = None
+    reason: str = ""
+    thoughts: int = Field(description="Thoughts closed before the trim point (or in total).")
+    thinking_tokens: int = Field(description="Thinking tokens of the recorded trace.")
+    tokens_at_trim: int = Field(description="Thinking tokens up to the trim point (or all).")
+    answer_at_trim: str | None = None
+    final_answer: str | None = None
+    ground_truth: str
+    trim_matches_final: bool | None = Field(
+        default=None, description="The trimmed answer is equivalent to the trace's own answer."
+    )
+    correct_before: bool
+    correct_after: bool
+
+    @property
+    def tokens_saved(self) -> int:
+        return self.thinking_tokens - self.tokens_at_trim
+
+
+class RuleTotals(BaseModel):
+    rule: TrimRule
+    trims: int = 0
+    tokens_saved: int = 0
+    lost: int = Field(default=0, description="Correct before, wrong after.")
+    gained: int = Field(default=0, description="Wrong before, correct after.")
+
+
+class ReplayTotals(BaseModel):
+    traces: int
+    trimmed: int
+    tokens_before: int
+    tokens_after: int
+    tokens_saved_pct: float
+    accuracy_before: float
+    accuracy_after: float
+    accuracy_change_pt: float
+    lost: int
+    gained: int
+    by_rule: list[RuleTotals]
+
+
+class ReplayReport(BaseModel):
+    judge: str
+    config: ReplayConfig
+    traces: list[TraceOutcome]
+    totals: ReplayTotals
+
+
+class _Pending(BaseModel):
+    """A verdict computed but not yet delivered (the verifier is still 'working')."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    due_token: int
+    thought: int | None = None
+    request: ConsistencyRequest | None = None
+    verdict: Verdict
+
+
+async def _drive(
+    trace: ReplayTrace, *, judge: ThoughtJudge, config: ReplayConfig
+) -> tuple[TrimDecision | None, int]:
+    """Stream one trace through segmenter + judge + controller; (decision, thoughts closed)."""
+    family = config.family or trace.family
+    segmenter = ThoughtSegmenter(SegmenterConfig(family=family))
+    controller = TrimController(
+        config.trimr, token_budget=config.token_budget or trace.token_budget, name=trace.id
+    )
+    context = JudgeContext(problem=trace.problem)
+    pending: list[_Pending] = []
+    delay = config.verdict_delay_tokens
+
+    async def on_thought(thought: Thought) -> None:
+        if controller.observe_thought(thought) is not None:
+            return
+        verdict = await judge.reaches_answer(thought, context)
+        pending.append(
+            _Pending(due_token=controller.tokens + delay, thought=thought.index, verdict=verdict)
+        )
+
+    async def deliver() -> None:
+        while controller.decision is None:
+            due = [p for p in pending if p.due_token <= controller.tokens]
+            if not due:
+                return
+            for item in due:
+                pending.remove(item)
+                if item.request is not None:
+                    controller.on_consistency(item.request, item.verdict)
+                elif item.thought is not None:
+                    controller.on_answer(item.thought, item.verdict)
+                if controller.decision is not None:
+                    return
+            for request in controller.take_consistency_requests():
+                verdict = await judge.consistent(
+                    request.first_answer, request.second_answer, context
+                )
+                pending.append(
+                    _Pending(due_token=controller.tokens + delay, request=request, verdict=verdict)
+                )
+
+    text = trace.thinking
+    for at in range(0, len(text), config.chunk_chars):
+        chunk = text[at : at + config.chunk_chars]
+        if controller.observe_text(chunk) is not None:
+            break
+        for thought in segmenter.feed(chunk):
+            await on_thought(thought)
+        await deliver()
+        if controller.decision is not None:
+            break
+    # Thoughts closed by the end of thinking cannot trim anything any more.
+    return controller.decision, controller.thoughts_closed
+
+
+def _gradeable(answer: str | None, judge: ThoughtJudge) -> str | None:
+    """The rule judge's answers are extracted already; an LLM judge's are thought tails."""
+    if answer is None or judge.name == "rule":
+        return answer
+    found = IntermediateAnswerExtractor().extract(answer)
+    if found is None or found.strength < AnswerStrength.EXPRESSION:
+        return None
+    return found.answer
+
+
+async def replay_trace(
+    trace: ReplayTrace,
+    *,
+    judge: ThoughtJudge,
+    checker: EquivalenceChecker,
+    config: ReplayConfig | None = None,
+) -> TraceOutcome:
+    cfg = config or ReplayConfig()
+    decision, thoughts = await _drive(trace, judge=judge, config=cfg)
+    total = count_word_pieces(trace.thinking)
+    outcome = TraceOutcome(
+        id=trace.id,
+        model=trace.model,
+        thoughts=thoughts,
+        thinking_tokens=total,
+        tokens_at_trim=total,
+        final_answer=trace.final_answer,
+        ground_truth=trace.ground_truth,
+        correct_before=trace.is_correct,
+        correct_after=trace.is_correct,
+    )
+    if decision is None:
+        return outcome
+    answer = _gradeable(decision.answer, judge)
+    matches_final: bool | None = None
+    correct = False
+    if answer is not None:
+        if trace.final_answer is not None:
+            matches_final = await checker.equivalent(trace.final_answer, answer)
+        if matches_final:
+            correct = trace.is_correct
+        else:
+            correct = await checker.equivalent(trace.ground_truth, answer)
+    return outcome.model_copy(
+        update={
+            "rule": decision.rule,
+            "reason": decision.reason,
+            "tokens_at_trim": count_word_pieces(trace.thinking[: decision.at_char]),
+            "answer_at_trim": answer,
+            "trim_matches_final": matches_final,
+            "correct_after": correct,
+        }
+    )
+
+
+def _totals(outcomes: Sequence[TraceOutcome]) -> ReplayTotals:
+    n = len(outcomes)
+    before = sum(o.thinking_tokens for o in outcomes)
+    after = sum(o.tokens_at_trim for o in outcomes)
+    acc_before = sum(o.correct_before for o in outcomes) / n if n else 0.0
+    acc_after = sum(o.correct_after for o in outcomes) / n if n else 0.0
+    by_rule = {rule: RuleTotals(rule=rule) for rule in TrimRule}
+    for o in outcomes:
+        if o.rule is None:
+            continue
+        entry = by_rule[o.rule]
+        entry.trims += 1
+        entry.tokens_saved += o.tokens_saved
+        entry.lost += o.correct_before and not o.correct_after
+        entry.gained += o.correct_after and not o.correct_before
+    return ReplayTotals(
+        traces=n,
+        trimmed=sum(o.rule is not None for o in outcomes),
+        tokens_before=before,
+        tokens_after=after,
+        tokens_saved_pct=100.0 * (before - after) / before if before else 0.0,
+        accuracy_before=100.0 * acc_before,
+        accuracy_after=100.0 * acc_after,
+        accuracy_change_pt=100.0 * (acc_after - acc_before),
+        lost=sum(o.correct_before and not o.correct_after for o in outcomes),
+        gained=sum(o.correct_after and not o.correct_before for o in outcomes),
+        by_rule=list(by_rule.values()),
+    )
+
+
+async def replay(
+    traces: Sequence[ReplayTrace],
+    *,
+    judge: ThoughtJudge,
+    checker: EquivalenceChecker,
+    config: ReplayConfig | None = None,
+) -> ReplayReport:
+    """Replay every trace (sequentially: one branch at a time, deterministic)."""
+    cfg = config or ReplayConfig()
+    outcomes = [
+        await replay_trace(trace, judge=judge, checker=checker, config=cfg) for trace in traces
+    ]
+    return ReplayReport(judge=judge.name, config=cfg, traces=outcomes, totals=_totals(outcomes))
+
+
+def format_totals(report: ReplayReport) -> str:
+    """A plain-text summary (the CLI renders richer tables)."""
+    t = report.totals
+    lines = [
+        f"judge={report.judge} traces={t.traces} trimmed={t.trimmed}",
+        f"thinking tokens {t.tokens_before} -> {t.tokens_after} "
+        f"(saved {t.tokens_saved_pct:.1f}%)",
+        f"accuracy {t.accuracy_before:.1f}% -> {t.accuracy_after:.1f}% "
+        f"({t.accuracy_change_pt:+.1f} pt; lost {t.lost}, gained {t.gained})",
+    ]
+    counts = Counter({r.rule.value: r.trims for r in t.by_rule})
+    for r in t.by_rule:
+        lines.append(
+            f"  {r.rule.value:13s} trims={counts[r.rule.value]:4d} "
+            f"tokens_saved={r.tokens_saved:7d} lost={r.lost} gained={r.gained}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import argparse
+    import asyncio
+
+    from verifiers.judges import RuleJudge
+
+    parser = argparse.ArgumentParser(description="Replay TrimR over recorded traces.")
+    parser.add_argument("--traces", nargs="+", required=True)
+    parser.add_argument("--datasets", nargs="*", default=None)
+    parser.add_argument("--include-incomplete", action="store_true")
+    parser.add_argument("--delay-tokens", type=int, default=0)
+    parser.add_argument("--overthink-m", type=int, default=2)
+    parser.add_argument("--per-trace", action="store_true")
+    args = parser.parse_args()
+
+    async def _main() -> None:
+        traces = load_replay_traces(
+            args.traces, datasets=args.datasets, complete_only=not args.include_incomplete
+        )
+        config = ReplayConfig(
+            trimr=TrimRConfig(overthink_m=args.overthink_m),
+            verdict_delay_tokens=args.delay_tokens,
+        )
+        async with EquivalenceChecker(timeout_s=5.0) as checker:
+            report = await replay(traces, judge=RuleJudge(checker), checker=checker, config=config)
+        if args.per_trace:
+            for o in report.traces:
+                if o.rule is not None:
+                    print(
+                        f"{o.id[:48]:48s} {o.rule.value:13s} {o.tokens_at_trim:6d}/"
+                        f"{o.thinking_tokens:6d} {o.answer_at_trim!r} final={o.final_answer!r} "
+                        f"{o.correct_before}->{o.correct_after}  {o.reason}"
+                    )
+        print(format_totals(report))
+
+    asyncio.run(_main())

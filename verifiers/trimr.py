@@ -1,0 +1,364 @@
+"""TrimR rules as one per-branch state machine, and the text injected when a rule fires.
+
+`TrimController` is sans-I/O: the branch feeds it what it sees - streamed text
+(`observe_text`), closed thoughts (`observe_thought`) and judge verdicts whenever they arrive
+(`on_answer`, `on_consistency`) - and it returns a `TrimDecision` the moment a rule fires. It never
+waits: verdicts may arrive late and in any order; the controller buffers them and replays the
+answer chain in thought order, so the rule outcome does not depend on arrival order, only the
+position at which it fires does. It asks for the consistency checks it needs through
+`take_consistency_requests()`; the driver runs them on a judge and reports back.
+
+Rules (every threshold in `TrimRConfig`; every trigger is logged with its reason):
+
+* overthinking - `overthink_m` consecutive equivalent answers (default 2, i.e. three agreeing
+  answer-bearing thoughts; thoughts without an answer neither count nor reset). A mismatch resets
+  the count, unless `tolerate_one_outlier` lets one disagreeing answer inside a run be skipped.
+* underthinking - no convergence (the current run of agreeing answers is empty) once the branch
+  has used `underthink_ratio` of its token budget, or closed `underthink_max_thoughts` thoughts
+  (`underthink_mode` says whether either or both must hold).
+* repetition - the rolling-hash loop detector of `verifiers.repetition` fires on the stream.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from verifiers.judges import Verdict
+from verifiers.repetition import RepetitionConfig, RepetitionDetector, WordPieceStream
+from verifiers.segmentation import Thought
+
+__all__ = [
+    "ConsistencyRequest",
+    "InterventionConfig",
+    "TrimController",
+    "TrimDecision",
+    "TrimRConfig",
+    "TrimRule",
+    "UnderthinkMode",
+    "build_intervention",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class TrimRule(enum.StrEnum):
+    OVERTHINKING = "overthinking"
+    UNDERTHINKING = "underthinking"
+    REPETITION = "repetition"
+
+
+class UnderthinkMode(enum.StrEnum):
+    ANY = "any"  # budget share OR thought count
+    ALL = "all"  # budget share AND thought count
+
+
+class TrimRConfig(BaseModel):
+    """Every threshold of the TrimR rules."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rules: frozenset[TrimRule] = Field(
+        default=frozenset(TrimRule), description="Rules that may fire."
+    )
+    overthink_m: int = Field(
+        default=2, ge=1, description="Consecutive equivalent answers that mean overthinking."
+    )
+    tolerate_one_outlier: bool = Field(
+        default=False, description="Skip one disagreeing answer inside a run instead of resetting."
+    )
+    underthink_ratio: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="Share of the token budget without convergence."
+    )
+    underthink_max_thoughts: int = Field(
+        default=20, ge=1, description="Closed thoughts without convergence."
+    )
+    underthink_mode: UnderthinkMode = Field(
+        default=UnderthinkMode.ANY, description="Whether either or both limits trigger."
+    )
+    repetition: RepetitionConfig = Field(default_factory=RepetitionConfig)
+
+
+class TrimDecision(BaseModel):
+    """A fired rule: where to cut the branch and what it had concluded."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: TrimRule
+    reason: str = Field(description="Human-readable trigger, also logged.")
+    at_char: int = Field(description="Characters of thinking streamed when the rule fired.")
+    at_token: int = Field(description="Tokens of thinking streamed when the rule fired.")
+    answer: str | None = Field(default=None, description="The branch's latest answer, if any.")
+    thought_index: int | None = Field(
+        default=None, description="The thought whose answer completed the trigger, if any."
+    )
+
+
+class ConsistencyRequest(BaseModel):
+    """A pair of answers the controller needs compared."""
+
+    model_config = ConfigDict(frozen=True)
+
+    first_thought: int
+    second_thought: int
+    first_answer: str
+    second_answer: str
+
+
+class _Link(BaseModel):
+    thought: int
+    answer: str
+
+
+class TrimController:
+    """Per-branch TrimR state machine (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: TrimRConfig | None = None,
+        *,
+        token_budget: int | None = None,
+        name: str = "",
+    ) -> None:
+        self._config = config or TrimRConfig()
+        self._budget = token_budget
+        self._name = name
+        self._repetition = RepetitionDetector(self._config.repetition)
+        self._pieces = WordPieceStream()
+        self._chars = 0
+        self._tokens: int | None = None  # engine-reported count, when the driver has one
+        self._thoughts = 0
+        self._verdicts: dict[int, Verdict] = {}
+        self._known = 0  # thoughts 0.._known-1 have answer verdicts
+        self._chain: list[_Link] = []
+        self._links: dict[tuple[int, int], bool] = {}
+        self._requested: set[tuple[int, int]] = set()
+        self._outbox: list[ConsistencyRequest] = []
+        self._cursor = 0
+        self._anchor = 0
+        self._streak = 0
+        self._outlier_used = False
+        self.decision: TrimDecision | None = None
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def config(self) -> TrimRConfig:
+        return self._config
+
+    @property
+    def chars(self) -> int:
+        return self._chars
+
+    @property
+    def tokens(self) -> int:
+        """Engine-reported tokens when given to `observe_text`, else word pieces."""
+        return self._tokens if self._tokens is not None else self._pieces.count
+
+    @property
+    def thoughts_closed(self) -> int:
+        return self._thoughts
+
+    @property
+    def streak(self) -> int:
+        """Consecutive equivalent answers so far (the overthinking count)."""
+        return self._streak
+
+    @property
+    def latest_answer(self) -> str | None:
+        return self._chain[-1].answer if self._chain else None
+
+    # -- events ------------------------------------------------------------------------------
+
+    def observe_text(self, delta: str, *, token_count: int | None = None) -> TrimDecision | None:
+        """Streamed thinking text; `token_count` is the engine's running total when known."""
+        if self.decision is not None:
+            return self.decision
+        self._chars += len(delta)
+        self._pieces.feed(delta)
+        if token_count is not None:
+            self._tokens = token_count
+        if TrimRule.REPETITION in self._config.rules:
+            hit = self._repetition.feed(delta)
+            if hit is not None:
+                cfg = self._config.repetition
+                return self._fire(
+                    TrimRule.REPETITION,
+                    f"a {cfg.ngram}-piece n-gram occurred {hit.occurrences} times within "
+                    f"{cfg.window} pieces: {hit.ngram_text[:80]!r}",
+                    answer=self.latest_answer,
+                )
+        return self._check_underthinking()
+
+    def observe_thought(self, thought: Thought) -> TrimDecision | None:
+        """A thought closed (its verdicts may come much later)."""
+        if self.decision is not None:
+            return self.decision
+        self._thoughts = max(self._thoughts, thought.index + 1)
+        return self._check_underthinking()
+
+    def on_answer(self, thought_index: int, verdict: Verdict) -> TrimDecision | None:
+        """The reaches-answer verdict of one thought, in any order."""
+        if self.decision is not None:
+            return self.decision
+        self._verdicts[thought_index] = verdict
+        while self._known in self._verdicts:
+            known = self._verdicts[self._known]
+            if known.positive and known.answer is not None:
+                self._chain.append(_Link(thought=self._known, answer=known.answer))
+                if len(self._chain) >= 2:
+                    self._request(len(self._chain) - 2, len(self._chain) - 1)
+            self._known += 1
+        return self._advance()
+
+    def take_consistency_requests(self) -> list[ConsistencyRequest]:
+        """Comparisons the controller is waiting for (each returned once)."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    def on_consistency(self, request: ConsistencyRequest, verdict: Verdict) -> TrimDecision | None:
+        if self.decision is not None:
+            return self.decision
+        self._links[(request.first_thought, request.second_thought)] = verdict.positive
+        return self._advance()
+
+    # -- rules -------------------------------------------------------------------------------
+
+    def _request(self, first: int, second: int) -> None:
+        a, b = self._chain[first], self._chain[second]
+        key = (a.thought, b.thought)
+        if key in self._requested:
+            return
+        self._requested.add(key)
+        self._outbox.append(
+            ConsistencyRequest(
+                first_thought=a.thought,
+                second_thought=b.thought,
+                first_answer=a.answer,
+                second_answer=b.answer,
+            )
+        )
+
+    def _advance(self) -> TrimDecision | None:
+        """Replay the answer chain in order as far as the known comparisons allow."""
+        while self._cursor < len(self._chain):
+            j = self._cursor
+            if j == 0:
+                self._anchor, self._streak, self._cursor = 0, 0, 1
+                continue
+            anchor = self._anchor
+            key = (self._chain[anchor].thought, self._chain[j].thought)
+            if key not in self._links:
+                self._request(anchor, j)  # a no-op for consecutive pairs (asked eagerly)
+                break
+            if self._links[key]:
+                self._streak += 1
+                self._anchor, self._cursor = j, j + 1
+                if (
+                    TrimRule.OVERTHINKING in self._config.rules
+                    and self._streak >= self._config.overthink_m
+                ):
+                    return self._fire_overthinking()
+            elif (
+                self._config.tolerate_one_outlier
+                and not self._outlier_used
+                and self._streak >= 1
+                and anchor == j - 1
+            ):
+                self._outlier_used = True  # skip answer j; compare the next one to the anchor
+                self._cursor = j + 1
+            elif anchor != j - 1:
+                # The answer after a skipped outlier disagrees too: restart from the outlier.
+                self._anchor, self._streak, self._outlier_used, self._cursor = j - 1, 0, False, j
+            else:
+                self._anchor, self._streak, self._outlier_used, self._cursor = j, 0, False, j + 1
+        return self._check_underthinking()
+
+    def _fire_overthinking(self) -> TrimDecision:
+        link = self._chain[self._anchor]
+        outlier = " (one outlier skipped)" if self._outlier_used else ""
+        return self._fire(
+            TrimRule.OVERTHINKING,
+            f"{self._streak} consecutive equivalent answers {link.answer!r}{outlier}, "
+            f"the last in thought {link.thought}",
+            answer=link.answer,
+            thought_index=link.thought,
+        )
+
+    def _check_underthinking(self) -> TrimDecision | None:
+        if self.decision is not None:
+            return self.decision
+        if TrimRule.UNDERTHINKING not in self._config.rules or self._streak > 0:
+            return None
+        cfg = self._config
+        limit = cfg.underthink_ratio * self._budget if self._budget else None
+        over_budget = limit is not None and self.tokens >= limit
+        too_many = self._thoughts >= cfg.underthink_max_thoughts
+        fired = (over_budget or too_many) if cfg.underthink_mode is UnderthinkMode.ANY else (
+            over_budget and too_many
+        )
+        if not fired:
+            return None
+        parts = []
+        if over_budget:
+            parts.append(f"{self.tokens} tokens >= {cfg.underthink_ratio:g} x {self._budget} budget")
+        if too_many:
+            parts.append(f"{self._thoughts} thoughts >= {cfg.underthink_max_thoughts}")
+        return self._fire(
+            TrimRule.UNDERTHINKING,
+            "no convergence after " + " and ".join(parts),
+            answer=self.latest_answer,
+        )
+
+    def _fire(
+        self, rule: TrimRule, reason: str, *, answer: str | None, thought_index: int | None = None
+    ) -> TrimDecision:
+        self.decision = TrimDecision(
+            rule=rule,
+            reason=reason,
+            at_char=self._chars,
+            at_token=self.tokens,
+            answer=answer,
+            thought_index=thought_index,
+        )
+        logger.info(
+            "trim %s%s at char %d / token %d: %s",
+            rule.value,
+            f" [{self._name}]" if self._name else "",
+            self._chars,
+            self.tokens,
+            reason,
+        )
+        return self.decision
+
+
+# -- intervention ----------------------------------------------------------------------------
+
+
+class InterventionConfig(BaseModel):
+    """The text injected after the generated thinking when a rule fires."""
+
+    model_config = ConfigDict(frozen=True)
+
+    close_marker: str = Field(
+        default="</think>", description="Closes the thinking block; '' for tag-less models."
+    )
+    answer_cue: str = Field(default="**Final Answer**", description="Cue for the answer.")
+    forceful_sentence: str = Field(
+        default="I have thought about this long enough; time to give the answer.",
+        description="Said before closing the thinking on underthinking and loops.",
+    )
+
+
+def build_intervention(rule: TrimRule, config: InterventionConfig | None = None) -> str:
+    """Mild for overthinking (close + cue); forceful for underthinking and loops."""
+    cfg = config or InterventionConfig()
+    parts = ["\n\n"]
+    if rule is not TrimRule.OVERTHINKING:
+        parts.append(cfg.forceful_sentence + "\n")
+    if cfg.close_marker:
+        parts.append(cfg.close_marker + "\n\n")
+    parts.append(cfg.answer_cue + "\n\n")
+    return "".join(parts)
