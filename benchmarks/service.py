@@ -80,6 +80,23 @@ def start_service(
     raise RuntimeError(f"service not healthy after {timeout_s}s:\n{service.log_tail()}")
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def replay_pool(
+    name: str = "replay", *, traces: list[str] | None = None, tokens_per_s: float = 200.0
+) -> dict[str, Any]:
+    """A pool on the replay engine over recorded (or test) traces: deterministic."""
+    files = traces or [str(p) for p in sorted((REPO / "evals" / "data" / "traces").glob("*.jsonl"))]
+    return {
+        "name": name,
+        "engine": "replay",
+        "model": "replay",
+        "model_family": "qwen3",
+        "replay": {"traces": files, "tokens_per_s": tokens_per_s, "max_parallel": 256},
+    }
+
+
 def cpu_pool(name: str = "cpu-smollm2", **launch: Any) -> dict[str, Any]:
     return {
         "name": name,

@@ -179,7 +179,7 @@ def run_eval(
     settings = RunSettings(base_url=base_url, api_key=api_key, concurrency=concurrency, out_dir=out)
 
     async def main() -> None:
-        with Grader() as grader:
+        async with Grader() as grader:
             runner = EvalRunner(config, settings, grader=grader, console=console)
             console.print(f"run file: {runner.run_path} ({len(problems)} problems x {n})")
             result = await runner.run(problems, show_progress=progress)
@@ -272,7 +272,7 @@ def run_sweep(
     async def live() -> Any:
         from verifiers.grading import Grader
 
-        with Grader() as grader:
+        async with Grader() as grader:
             return await run_live_sweep(
                 spec,
                 grader=grader,

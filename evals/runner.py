@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +37,8 @@ from evals.client import ChatClient, ChatRequestError, ChatResult
 from evals.datasets import Problem, dataset_label
 from evals.presets import PROMPT_PRESETS, PromptPresetName, SamplingPreset
 from evals.records import RunStore, SampleRecord, dump_json, split_tokens
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "EvalError",
@@ -250,20 +253,28 @@ class EvalRunner:
             reasoning_content=result.reasoning_content if keep else None,
         )
 
+    @staticmethod
+    def _failed(problem: Problem, index: int, error: str) -> SampleRecord:
+        return SampleRecord(
+            problem_id=problem.id,
+            sample_index=index,
+            gold=problem.answer,
+            level=problem.level,
+            subject=problem.subject,
+            error=error,
+        )
+
     async def _sample(self, chat: ChatClient, problem: Problem, index: int) -> SampleRecord:
         body = self.config.request_body(problem, sample_index=index)
         try:
             result = await chat.complete(body, stream=self.config.stream)
         except ChatRequestError as exc:
-            return SampleRecord(
-                problem_id=problem.id,
-                sample_index=index,
-                gold=problem.answer,
-                level=problem.level,
-                subject=problem.subject,
-                error=str(exc),
-            )
-        grade = await self._grader.grade(result.content, problem.answer)
+            return self._failed(problem, index, str(exc))
+        try:
+            grade = await self._grader.grade(result.content, problem.answer)
+        except Exception as exc:  # a grader failure must not end the run; retried on resume
+            log.warning("grading %s/%d failed: %r", problem.id, index, exc)
+            return self._failed(problem, index, f"grader: {type(exc).__name__}: {exc}")
         return self._record(problem, index, result, grade)
 
     async def _append(self, writer: ThreadPoolExecutor, record: SampleRecord) -> None:

@@ -165,7 +165,11 @@ class AccuracyCurve(BaseModel):
         return float(np.interp(math.log2(n), ns, accs))
 
     def value(self, n_branches: int, thinking_budget: int | None) -> float:
-        """Interpolated: log2-linear in N (clamped), linear in budget (from 0 at budget 0)."""
+        """Interpolated: log2-linear in N (clamped), linear in budget (from 0 at budget 0).
+
+        A curve fitted without budget columns ignores ``thinking_budget``: fit with the budgets
+        you will query (and recorded lengths) to model truncation.
+        """
         budgets = sorted({p.thinking_budget for p in self.points if p.thinking_budget is not None})
         has_unlimited = any(p.thinking_budget is None for p in self.points)
         xs: list[float] = [0.0]

@@ -315,7 +315,15 @@ class _Evaluator:
 
 
 def _speed_rank(c: Candidate) -> tuple[float, bool, str]:
-    return (c.predicted_latency_s, c.speculative_method is not SpeculativeMethod.NONE, c.pool)
+    """Faster first; latencies equal to 9 digits tie, and ties prefer no speculation."""
+    latency = float(f"{c.predicted_latency_s:.9g}")
+    return (latency, c.speculative_method is not SpeculativeMethod.NONE, c.pool)
+
+
+def _fastest_rank(c: Candidate) -> tuple[float, float, bool, str, int]:
+    """Faster first; among equally fast configurations the more accurate, then fewer N."""
+    latency, speculates, pool = _speed_rank(c)
+    return (latency, -c.predicted_accuracy, speculates, pool, c.n_branches)
 
 
 def _key(c: Candidate) -> _Config:
@@ -383,12 +391,12 @@ def _target_walk(
 def _choose(considered: list[Candidate], request: AllocationRequest) -> tuple[Candidate, bool]:
     """Apply the objective to the considered candidates; (choice, constraints met)."""
     feasible = [c for c in considered if request.fits(c.predicted_latency_s)]
-    fastest = min(considered, key=lambda c: (*_speed_rank(c), c.n_branches))
+    fastest = min(considered, key=_fastest_rank)
     target = request.target_accuracy
     if target is not None:
         reaching = [c for c in feasible if c.predicted_accuracy >= target - _GAIN_EPS]
         if reaching:
-            return min(reaching, key=lambda c: (*_speed_rank(c), c.n_branches)), True
+            return min(reaching, key=_fastest_rank), True
     if not feasible:
         return fastest, False
     best = max(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 import numpy as np
@@ -21,7 +21,8 @@ _FIGURE = re.compile(r"\[asy\].*?\[/asy\]|\\begin\{tikzpicture\}.*?\\end\{tikzpi
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
 _MATH_DELIMITER = re.compile(r"\$|\\\(|\\\)|\\\[|\\\]")
 _ADVANCED = re.compile(
-    r"\\(sum|prod|int|lim|binom|log|ln|sin|cos|tan|sec|csc|cot|omega|zeta|infty|cdots|dots)\b"
+    r"\\(sum|prod|int|lim|binom|log|ln|sin|cos|tan|sec|csc|cot|omega|zeta|infty|cdots|dots)"
+    r"(?![A-Za-z])"
 )
 _CODE = re.compile(
     r"```|\bdef \w+\(|\bclass \w+|#include|\bfunction\b|\bpublic static\b|\breturn\b|;\s*$",
@@ -44,7 +45,9 @@ _ANSWER_FORMAT = _words(
 )
 _PROBABILITY = _words(r"probability|expected|randomly|at random")
 _GEOMETRY = _words(r"triangle|circle|angle|polygon|area|perimeter|radius|square|hexagon")
-_NUMBER_THEORY = _words(r"prime|divisible|remainder|modulo|integer|digits?|gcd|lcm|factor")
+_NUMBER_THEORY = _words(
+    r"primes?|divisible|divisors?|remainders?|modulo|integers?|digits?|gcd|lcm|factors?|multiples?"
+)
 _POLYNOMIAL = _words(r"polynomial|roots?|degree|coefficients?")
 _CONSTRAINT_LINKS = _words(r"such that|where|if|given that|suppose|let")
 
@@ -127,6 +130,8 @@ def extract_features(prompt: str) -> PromptFeatures:
     return PromptFeatures(values={name: fn(prompt) for name, fn in FEATURES.items()})
 
 
-def feature_matrix(prompts: list[str], names: tuple[str, ...] = FEATURE_NAMES) -> np.ndarray:
+def feature_matrix(prompts: Sequence[str], names: tuple[str, ...] = FEATURE_NAMES) -> np.ndarray:
     """Rows of feature vectors, one per prompt."""
-    return np.array([extract_features(p).vector(names) for p in prompts]).reshape(len(prompts), -1)
+    if not prompts:
+        return np.zeros((0, len(names)))
+    return np.array([extract_features(p).vector(names) for p in prompts])

@@ -317,7 +317,11 @@ def probe_decision(
     k = len(answers)
     if k == 0:
         return ProbeDecision(
-            escalate=True, reason="no probe samples", agreement=0.0, majority_answer=None, groups=()
+            escalate=True,
+            reason="stage 3: escalate to slow: no probe samples",
+            agreement=0.0,
+            majority_answer=None,
+            groups=(),
         )
     groups = _group(answers, equivalent)
     largest = groups[0] if groups else []

@@ -1,20 +1,33 @@
-"""Per-request view of its branches: text, tokens, usage, thinking split, and what to stream."""
+"""Per-request view of its branches, and the presenters that decide what the client sees.
+
+`SinglePresenter` streams one branch's deltas as they come. `VotingPresenter` streams the
+reasoning of the branch it follows live, votes as branches finish, asks for the losers to be
+aborted once the vote is safe, and then streams the winning answer as `content`.
+"""
 
 from __future__ import annotations
 
+import abc
+import math
+import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from tts_orchestrator.actors.jobs import BranchChunk
+from tts_orchestrator.consensus import Consensus, branch_answer_text
 from tts_orchestrator.exceptions import WorkerError
 from tts_orchestrator.orchestrator_events import OutputEvent
+from tts_orchestrator.protocol import TtsOptions
 from tts_orchestrator.state.records import BranchRecord, RecordStatus, RecordUsage
 from verifiers.families import ModelFamily
 from verifiers.reasoning import ReasoningSplitter
+from verifiers.voting import EquivalenceFn
 
 
 @dataclass
 class BranchState:
     index: int
+    seed: int | None
     splitter: ReasoningSplitter
     reasoning: list[str] = field(default_factory=list)
     content: list[str] = field(default_factory=list)
@@ -25,11 +38,25 @@ class BranchState:
     cached_prompt_tokens: int = 0
     finish_reason: str | None = None
     error: str | None = None
+    abort_reason: str | None = None
     worker: str | None = None
+    answer: str | None = None
+    finished_at: float | None = None
 
     @property
     def done(self) -> bool:
-        return self.finish_reason is not None or self.error is not None
+        return self.finish_reason is not None or self.error is not None or self.aborted
+
+    @property
+    def aborted(self) -> bool:
+        return self.abort_reason is not None
+
+    @property
+    def mean_logprob(self) -> float | None:
+        return self.logprob_sum / self.logprob_n if self.logprob_n else None
+
+    def text(self) -> tuple[str, str]:
+        return "".join(self.reasoning), "".join(self.content)
 
     def add(self, item: BranchChunk) -> tuple[str, str]:
         if item.worker:
@@ -42,7 +69,7 @@ class BranchState:
         r, c = self.splitter.feed(chunk.text)
         self.tokens += chunk.n_tokens
         if chunk.token_logprobs:
-            self.logprob_sum += sum(chunk.token_logprobs)
+            self.logprob_sum += math.fsum(chunk.token_logprobs)
             self.logprob_n += len(chunk.token_logprobs)
         if chunk.usage is not None:
             self.tokens = chunk.usage.completion_tokens or self.tokens
@@ -50,6 +77,7 @@ class BranchState:
             self.cached_prompt_tokens = chunk.usage.cached_prompt_tokens or 0
         if chunk.finish_reason is not None:
             self.finish_reason = chunk.finish_reason
+            self.finished_at = time.monotonic()
             r2, c2 = self.splitter.finish()
             r, c = r + r2, c + c2
         self.reasoning.append(r)
@@ -57,43 +85,77 @@ class BranchState:
         return r, c
 
     def record(self) -> BranchRecord:
-        status = RecordStatus.FAILED if self.error else RecordStatus.FINISHED
-        if not self.done:
+        if self.error is not None:
+            status = RecordStatus.FAILED
+        elif self.finish_reason is not None:
+            status = RecordStatus.FINISHED
+        else:
             status = RecordStatus.CANCELLED
         return BranchRecord(
             index=self.index,
+            seed=self.seed,
             status=status,
             tokens=self.tokens,
+            answer=self.answer,
             finish_reason=self.finish_reason,
-            aborted=not self.done,
-            abort_reason=self.error,
+            aborted=self.aborted or status is RecordStatus.CANCELLED,
+            abort_reason=self.abort_reason or self.error,
         )
 
+    def detail(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "seed": self.seed,
+            "tokens": self.tokens,
+            "answer": self.answer,
+            "finish_reason": self.finish_reason,
+            "aborted": self.aborted,
+            "abort_reason": self.abort_reason or self.error,
+            "worker": self.worker,
+        }
 
-class BranchTracker:
-    """Single-branch streaming: every delta goes out as it arrives."""
 
-    def __init__(self, n_branches: int, *, family: ModelFamily) -> None:
-        self.branches = [BranchState(i, ReasoningSplitter(family)) for i in range(n_branches)]
+class Presenter(abc.ABC):
+    """Turns branch chunks into client events; owns the branches' state."""
+
+    def __init__(self, seeds: list[int | None], *, family: ModelFamily) -> None:
+        self.branches = [BranchState(i, s, ReasoningSplitter(family)) for i, s in enumerate(seeds)]
+        self.family = family
         self.finish_reason: str | None = None
 
-    def observe(self, item: BranchChunk) -> list[OutputEvent]:
-        b = self.branches[item.branch]
-        r, c = b.add(item)
-        if b.error is not None:
-            raise WorkerError(f"generation failed on {b.worker or 'a worker'}: {b.error}")
-        if b.finish_reason is not None:
-            self.finish_reason = b.finish_reason
-        return [OutputEvent(reasoning=r, content=c)] if (r or c) else []
+    @property
+    def all_done(self) -> bool:
+        return all(b.done for b in self.branches)
 
-    def final_event(self) -> OutputEvent:
-        return OutputEvent(finish_reason=self.finish_reason or "stop", usage=self.usage())
+    @abc.abstractmethod
+    async def observe(self, item: BranchChunk) -> list[OutputEvent]:
+        """Events to send for this chunk."""
+
+    def take_aborts(self) -> tuple[list[int], str] | None:
+        """Branches to abort now (and why), if the presenter decided so."""
+        return None
+
+    @abc.abstractmethod
+    async def finish(self, *, budget_reached: bool = False) -> list[OutputEvent]:
+        """The closing events (the last one has `finish_reason`)."""
+
+    def abort_running(self, reason: str) -> list[int]:
+        running = [b.index for b in self.branches if not b.done]
+        for i in running:
+            self.branches[i].abort_reason = reason
+        return running
 
     def answer_text(self) -> str:
         return "".join(self.branches[0].content)
 
-    def reasoning_text(self) -> str:
-        return "".join(self.branches[0].reasoning)
+    def fill_prompt_tokens(self, n: int) -> None:
+        """Aborted branches never got a usage report: their prompt was the same."""
+        for b in self.branches:
+            if b.prompt_tokens == 0:
+                b.prompt_tokens = n
+
+    def known_prompt_tokens(self) -> int:
+        return max((b.prompt_tokens for b in self.branches), default=0)
 
     def usage(self) -> RecordUsage:
         prompt = sum(b.prompt_tokens for b in self.branches)
@@ -107,3 +169,178 @@ class BranchTracker:
 
     def branch_records(self) -> list[BranchRecord]:
         return [b.record() for b in self.branches]
+
+    def vote_detail(self) -> dict[str, Any] | None:
+        return None
+
+
+class SinglePresenter(Presenter):
+    """One branch: every delta goes out as it arrives."""
+
+    async def observe(self, item: BranchChunk) -> list[OutputEvent]:
+        b = self.branches[item.branch]
+        r, c = b.add(item)
+        if b.error is not None:
+            raise WorkerError(f"generation failed on {b.worker or 'a worker'}: {b.error}")
+        return [OutputEvent(reasoning=r, content=c)] if (r or c) else []
+
+    async def finish(self, *, budget_reached: bool = False) -> list[OutputEvent]:
+        b = self.branches[0]
+        if budget_reached:
+            self.abort_running("latency budget reached")
+        self.finish_reason = b.finish_reason or "length"
+        reasoning, content = b.text()
+        b.answer = branch_answer_text(content, reasoning)
+        return [OutputEvent(finish_reason=self.finish_reason, usage=self.usage())]
+
+
+class VotingPresenter(Presenter):
+    """N branches: follow one branch's reasoning live, vote, then send the winner's answer."""
+
+    def __init__(
+        self,
+        seeds: list[int | None],
+        *,
+        family: ModelFamily,
+        tts: TtsOptions,
+        equivalent: EquivalenceFn,
+    ) -> None:
+        super().__init__(seeds, family=family)
+        self.tts = tts
+        self.consensus = Consensus(tts, n_branches=len(seeds), equivalent=equivalent)
+        self._follow: int | None = None
+        self._aborts: tuple[list[int], str] | None = None
+        self._start = time.monotonic()
+        self._first_answer_s: float | None = None
+        self._decided_s: float | None = None
+        self._budget_reached = False
+        self._winner: int | None = None
+        self._vote: dict[str, Any] | None = None
+
+    def _live_text(self, r: str, c: str) -> str:
+        # Without thinking markers a branch's whole text is its reasoning until the vote.
+        return r if self.family.has_markers else r + c
+
+    async def observe(self, item: BranchChunk) -> list[OutputEvent]:
+        b = self.branches[item.branch]
+        if b.done:
+            return []  # a late chunk of a branch already aborted
+        r, c = b.add(item)
+        events: list[OutputEvent] = []
+        if self._follow is None and (r or c):
+            self._follow = b.index
+        if b.index == self._follow:
+            live = self._live_text(r, c)
+            if live:
+                events.append(OutputEvent(reasoning=live))
+        if b.finish_reason is not None or b.error is not None:
+            await self._branch_ended(b)
+            events += self._switch_follow()
+        return events
+
+    async def _branch_ended(self, b: BranchState) -> None:
+        if b.error is not None and not any(x.finish_reason for x in self.branches if x is not b):
+            if all(x.error is not None for x in self.branches):
+                raise WorkerError(f"every branch failed; last: {b.error}")
+        if b.error is not None:
+            return  # a failed branch casts no vote; the others still can
+        reasoning, content = b.text()
+        b.answer = branch_answer_text(content, reasoning)
+        if b.answer is not None and self._first_answer_s is None:
+            self._first_answer_s = time.monotonic() - self._start
+        decision = await self.consensus.add(
+            branch=b.index, answer=b.answer, mean_logprob=b.mean_logprob
+        )
+        if decision.stop and self._aborts is None:
+            self._decided_s = time.monotonic() - self._start
+            running = self.abort_running(f"early stop: {decision.reason}")
+            self._aborts = (running, decision.reason)
+
+    def _switch_follow(self) -> list[OutputEvent]:
+        if self._follow is None or not self.branches[self._follow].done:
+            return []
+        running = [b for b in self.branches if not b.done]
+        if not running:
+            return []
+        nxt = max(running, key=lambda b: b.tokens)
+        self._follow = nxt.index
+        r, c = nxt.text()
+        return [OutputEvent(reasoning=f"\n\n[branch {nxt.index}]\n" + self._live_text(r, c))]
+
+    def take_aborts(self) -> tuple[list[int], str] | None:
+        aborts, self._aborts = self._aborts, None
+        return aborts if aborts and aborts[0] else None
+
+    async def finish(self, *, budget_reached: bool = False) -> list[OutputEvent]:
+        self._budget_reached = budget_reached
+        if budget_reached:
+            self.abort_running("latency budget reached: answered with the best vote so far")
+        vote = self.consensus.vote()
+        winner = self._winning_branch(vote.winner_index, [c.branch_ids for c in vote.clusters])
+        self._winner = winner.index if winner is not None else None
+        if winner is not None:
+            content = (
+                "".join(winner.content)
+                if self.family.has_markers
+                else "".join(winner.reasoning + winner.content)
+            )
+            self.finish_reason = winner.finish_reason or "length"
+        else:
+            content = ""
+            self.finish_reason = "length" if budget_reached else "stop"
+        self._vote = {
+            "winner": vote.winner,
+            "winner_branch": self._winner,
+            "reason": vote.reason,
+            "clusters": [
+                {
+                    "answer": c.answer,
+                    "count": c.count,
+                    "weight": round(c.weight, 6),
+                    "branches": [int(i) for i in c.branch_ids],
+                }
+                for c in vote.clusters
+            ],
+            "unparseable": [int(i) for i in vote.unparseable],
+        }
+        events = [OutputEvent(content=content)] if content else []
+        events.append(
+            OutputEvent(finish_reason=self.finish_reason, usage=self.usage(), tts=self.tts_detail())
+        )
+        return events
+
+    def _winning_branch(self, index: int | None, members: list[list[str]]) -> BranchState | None:
+        if index is not None:
+            return self.branches[int(members[index][0])]
+        finished = [b for b in self.branches if b.finish_reason is not None]
+        return min(finished, key=lambda b: b.finished_at or 0.0) if finished else None
+
+    def answer_text(self) -> str:
+        if self._winner is None:
+            return ""
+        w = self.branches[self._winner]
+        return "".join(w.content) if self.family.has_markers else "".join(w.reasoning + w.content)
+
+    def vote_detail(self) -> dict[str, Any] | None:
+        return self._vote
+
+    def tts_detail(self) -> dict[str, Any]:
+        decision = self.consensus.decision
+        timings = {"total_s": round(time.monotonic() - self._start, 6)}
+        if self._first_answer_s is not None:
+            timings["first_answer_s"] = round(self._first_answer_s, 6)
+        if self._decided_s is not None:
+            timings["decided_s"] = round(self._decided_s, 6)
+        return {
+            "n_branches": len(self.branches),
+            "aggregation": self.tts.aggregation,
+            "early_stop": {
+                "rule": self.tts.early_stop,
+                "fired": decision is not None,
+                "reason": decision.reason if decision is not None else None,
+            },
+            "budget_reached": self._budget_reached,
+            "vote": self._vote,
+            "branches": [b.detail() for b in self.branches],
+            "timings": timings,
+        }

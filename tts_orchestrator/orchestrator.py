@@ -19,7 +19,7 @@ from typing import Any
 from tts_orchestrator.actors.deploy import PoolHandle
 from tts_orchestrator.actors.jobs import BranchSpec, GenerationJob
 from tts_orchestrator.backends.base import SamplingParams
-from tts_orchestrator.branches import BranchTracker
+from tts_orchestrator.branches import Presenter, SinglePresenter, VotingPresenter
 from tts_orchestrator.config import Settings
 from tts_orchestrator.exceptions import (
     DeadlineExceeded,
@@ -40,6 +40,7 @@ from tts_orchestrator.state.records import (
     RequestRecord,
 )
 from verifiers.families import ModelFamily, get_family
+from verifiers.voting import EquivalenceFn
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,16 @@ class Orchestrator:
         store: StateStore,
         metrics: ServiceMetrics,
         replica_id: str,
+        equivalent: EquivalenceFn,
     ) -> None:
         self.settings = settings
+        self.equivalent = equivalent
         self.pools = pools
         self.store = store
         self.metrics = metrics
         self.replica_id = replica_id
         self._running: dict[str, PreparedRequest] = {}
+        self._background: set[asyncio.Future[None]] = set()
         #: Set by the API lifespan once the cross-replica cancel subscription is up.
         self.cancel_listener: CancelListener | None = None
 
@@ -214,18 +218,26 @@ class Orchestrator:
             )
         return GenerationJob(request_id=p.id, branches=branches)
 
+    def _presenter(self, p: PreparedRequest, job: GenerationJob) -> Presenter:
+        seeds = [b.params.seed for b in job.branches]
+        if p.n_branches == 1:
+            return SinglePresenter(seeds, family=p.family)
+        return VotingPresenter(seeds, family=p.family, tts=p.tts, equivalent=self.equivalent)
+
     async def run(self, p: PreparedRequest) -> AsyncIterator[OutputEvent]:
         """Generate, stream and record one prepared request."""
         self._running[p.id] = p
         if self.cancel_listener is not None:
             self.cancel_listener.watch(p.id)
-        tracker = BranchTracker(p.n_branches, family=p.family)
+        job = self._job(p)
+        presenter = self._presenter(p, job)
+        self.metrics.branches.inc(p.n_branches)
         start = time.monotonic()
         ttft: float | None = None
         status, error = RecordStatus.FINISHED, None
         self.metrics.inflight.inc()
         try:
-            async for event in self._generate(p, tracker):
+            async for event in self._generate(p, job, presenter):
                 if ttft is None and (event.reasoning or event.content):
                     ttft = time.monotonic() - start
                     self.metrics.ttft.observe(ttft)
@@ -244,43 +256,85 @@ class Orchestrator:
             if p.cancel.is_set():
                 status = RecordStatus.CANCELLED
             total = time.monotonic() - start
-            self.metrics.observe_request(p.endpoint.value, status.value, total, tracker.usage())
-            await self._finish_record(p, tracker, status, error, ttft, total)
+            self.metrics.observe_request(p.endpoint.value, status.value, total, presenter.usage())
+            # A task of its own: a cancelled request still gets its record finished.
+            task = asyncio.ensure_future(
+                self._finish_record(p, presenter, status, error, ttft, total)
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            await asyncio.shield(task)
 
     async def _generate(
-        self, p: PreparedRequest, tracker: BranchTracker
+        self, p: PreparedRequest, job: GenerationJob, presenter: Presenter
     ) -> AsyncIterator[OutputEvent]:
-        cancel_wait = asyncio.create_task(p.cancel.wait())
-        stream = p.pool.generate(self._job(p)).__aiter__()
+        loop = asyncio.get_running_loop()
+        hard_at = self._loop_deadline(p)
+        budget = p.tts.latency_budget_s
+        soft_at = loop.time() + budget if budget is not None else hard_at
+        cancel_wait = asyncio.ensure_future(p.cancel.wait())
+        stream = p.pool.generate(job).__aiter__()
+        budget_reached = False
+        nxt: asyncio.Future[Any] | None = None
         try:
-            async with asyncio.timeout_at(self._loop_deadline(p)):
-                while True:
-                    nxt = asyncio.ensure_future(stream.__anext__())
-                    done, _ = await asyncio.wait(
-                        {nxt, cancel_wait}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if nxt not in done:
-                        nxt.cancel()
-                        with contextlib.suppress(BaseException):
-                            await nxt
+            while True:
+                nxt = asyncio.ensure_future(anext(stream))
+                timeout = max(0.0, min(soft_at, hard_at) - loop.time())
+                done, _ = await asyncio.wait(
+                    {nxt, cancel_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if nxt not in done:
+                    nxt.cancel()
+                    with contextlib.suppress(BaseException):
+                        await nxt
+                    if cancel_wait in done:
                         raise RequestError(
                             f"request cancelled: {p.cancel_reason}", code="cancelled"
                         )
-                    try:
-                        item = nxt.result()
-                    except StopAsyncIteration:
-                        break
-                    for event in tracker.observe(item):
-                        yield event
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"request exceeded its deadline of {self.settings.server.request_timeout_s:.0f}s"
-            ) from None
+                    if loop.time() >= hard_at:
+                        raise DeadlineExceeded(
+                            "request exceeded the server deadline of "
+                            f"{self.settings.server.request_timeout_s:.0f}s"
+                        )
+                    budget_reached = True  # answer with what we have, and say so
+                    break
+                try:
+                    item = nxt.result()
+                except StopAsyncIteration:
+                    break
+                for event in await presenter.observe(item):
+                    yield event
+                aborts = presenter.take_aborts()
+                if aborts is not None:
+                    branches, reason = aborts
+                    log.debug("%s: aborting branches %s (%s)", p.id, branches, reason)
+                    self.metrics.early_stops.labels(p.tts.early_stop).inc()
+                    self.metrics.branches_aborted.labels("early_stop").inc(len(branches))
+                    await p.pool.abort(p.id, branches)
+                if presenter.all_done:
+                    break
         finally:
             cancel_wait.cancel()
-            with contextlib.suppress(BaseException):
-                await stream.aclose()  # type: ignore[attr-defined]
-        yield tracker.final_event()
+            if nxt is not None and not nxt.done():
+                nxt.cancel()  # the stream's generator is running inside it: stop it first
+                with contextlib.suppress(BaseException):
+                    await nxt
+            await stream.aclose()  # type: ignore[attr-defined]
+        if budget_reached:
+            self.metrics.branches_aborted.labels("latency_budget").inc(
+                sum(1 for b in presenter.branches if not b.done)
+            )
+        await self._fill_usage(p, presenter)
+        for event in await presenter.finish(budget_reached=budget_reached):
+            yield event
+
+    async def _fill_usage(self, p: PreparedRequest, presenter: Presenter) -> None:
+        """Aborted branches never reported usage; their prompt is the same as the others'."""
+        known = presenter.known_prompt_tokens()
+        if known == 0:
+            with contextlib.suppress(TTSError):
+                known = await p.pool.count_tokens(p.prompt)
+        presenter.fill_prompt_tokens(known)
 
     def _loop_deadline(self, p: PreparedRequest) -> float:
         loop = asyncio.get_running_loop()
@@ -289,7 +343,7 @@ class Orchestrator:
     async def _finish_record(
         self,
         p: PreparedRequest,
-        tracker: BranchTracker,
+        presenter: Presenter,
         status: RecordStatus,
         error: TTSError | None,
         ttft: float | None,
@@ -301,9 +355,10 @@ class Orchestrator:
         fields: dict[str, Any] = {
             "status": status,
             "timings": timings,
-            "usage": tracker.usage(),
-            "finish_reason": tracker.finish_reason,
-            "answer": tracker.answer_text(),
+            "usage": presenter.usage(),
+            "finish_reason": presenter.finish_reason,
+            "answer": presenter.answer_text(),
+            "vote": presenter.vote_detail(),
         }
         if error is not None:
             fields["error"] = RecordError(message=error.message, type=error.error_type)
@@ -312,10 +367,8 @@ class Orchestrator:
                 message=f"cancelled: {p.cancel_reason or 'client disconnected'}", type="cancelled"
             )
         try:
-            await asyncio.shield(self.store.update_request(p.id, **fields))
-            for b in tracker.branch_records():
-                await asyncio.shield(
-                    self.store.update_branch(p.id, b.index, **b.model_dump(exclude={"index"}))
-                )
+            await self.store.update_request(p.id, **fields)
+            for b in presenter.branch_records():
+                await self.store.update_branch(p.id, b.index, **b.model_dump(exclude={"index"}))
         except TTSError:
             log.warning("could not record the end of %s", p.id)

@@ -16,6 +16,10 @@ Semantics (math-verify is the reference; answers are compared as if each were `\
 `1000000` != `1000001` (integers compare exactly, no relative tolerance);
 percent: `50\\%` = `0.5` and `50\\%` = `50`, but bare `50` != `0.5` (no x100 rule).
 The comparison is not symmetric in general (gold first), so verdicts are cached per ordered pair.
+
+Workers use the `spawn` start method (safe next to threads, Ray and event loops); as with any
+spawned process, a script that creates a checker must guard its entry point with
+`if __name__ == "__main__":`.
 """
 
 from __future__ import annotations
@@ -284,6 +288,8 @@ class EquivalenceChecker:
                 verdict = EquivalenceVerdict(
                     equivalent=False, timed_out=True, elapsed_s=time.monotonic() - start
                 )
+                # Cached like any verdict: jobs never queue behind each other, so a timeout
+                # means the pair itself is pathological and would time out again.
                 self._remember(gold, pred, verdict)
                 return verdict
             except BrokenProcessPool:

@@ -86,16 +86,22 @@ class QuestionTarget(BaseModel):
     def from_problem(cls, problem: str) -> QuestionTarget:
         symbols: list[str] = []
         nouns: list[str] = []
-        for clause in _asked_clauses(problem):
-            for span in _MATH_SPAN.finditer(clause):
-                symbol = _squash(_math_body(span.group(0)))
-                if symbol and len(symbol) <= 40 and symbol not in symbols:
-                    symbols.append(symbol)
-            phrase = _ASKED_NOUN.match(clause)
-            if phrase is not None:
-                for word in re.findall(r"[a-z]+", phrase.group("np").lower()):
-                    if word not in _GENERIC_WORDS and len(word) > 2 and word not in nouns:
-                        nouns.append(word)
+
+        def add(bucket: list[str], item: str) -> None:
+            if item and item not in bucket:
+                bucket.append(item)
+
+        for verb, clause, spans in _asked_clauses(problem):
+            # "How many values of $x$ ..." asks for a count, not for x.
+            counting = re.match(r"how\s+(?:many|much)\b", clause, re.IGNORECASE) is not None
+            for placeholder in _PLACEHOLDER.finditer(clause):
+                symbol = _squash(_math_body(spans[int(placeholder.group(1))]))
+                if len(symbol) <= 40 and not counting and not _NUMERIC.fullmatch(symbol):
+                    add(symbols, symbol)
+            for word in _asked_nouns(clause):
+                add(nouns, word)
+            for word in _VERB_NOUNS.get(verb.lower(), ()):
+                add(nouns, word)
         return cls(symbols=tuple(symbols), nouns=tuple(nouns))
 
 
@@ -108,42 +114,35 @@ _DISPLAY_BLOCK = re.compile(r"\\\[(?:.|\n)*?\\\]|\$\$(?:.|\n)*?\$\$")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\(])")
 _ASKING = re.compile(
     r"\b(?:find|compute|evaluate|simplify|determine|solve for|calculate|what|how|which|convert"
-    r"|expand|factor|rationalize|write)\b",
+    r"|expand|factor|rationalize|write|express)\b",
     re.IGNORECASE,
 )
-_CLAUSE_END = re.compile(r"[.?!](?=\s|$)|\n\s*\n")
-_ASKED_NOUN = re.compile(
-    r"(?:find|compute|determine|calculate|what\s+(?:is|was|are|were)|how many|how much|which)"
-    r"\s+(?:is\s+|are\s+)?(?:the\s+)?(?P<np>[a-z][a-z\s'-]{2,60}?)(?=\s+(?:of|in|for|that|when|if"
-    r"|is|are|was|does|do|can|will|to|such|where|$)|[?.,$\\]|$)",
+_CLAUSE_END = re.compile(r"[.?!](?=\s|$)|\n\s*\n(?!\s*\x00)")
+# The asked noun phrase: after the verb (and "is the" / "many"), up to a preposition or clause.
+_ASKED_PHRASE = re.compile(
+    r"^(?:find|compute|determine|calculate|what(?:\s+(?:is|was|are|were))?|how\s+many|how\s+much"
+    r"|which|express|write|evaluate|simplify)\s+(?:(?:is|are|was)\s+)?(?:the\s+|all\s+|an?\s+)?"
+    r"(?P<np>[\w\s'-]{2,80}?)(?=\s+(?:of|in|on|for|that|when|if|is|are|was|were|does|do|did|can"
+    r"|could|will|would|should|must|might|may|has|have|had|to|such|where|whose|with|as|at|from"
+    r"|by)\b|[?.,;:()\x00]|$)",
     re.IGNORECASE,
 )
+_OF_PHRASE = re.compile(r"^\s+of\s+(?:the\s+|all\s+)?(?P<np>[\w\s'-]{2,60}?)(?=\s+(?:of|in|on|for"
+    r"|that|when|if|is|are|does|do|can|to|such|where|whose|with)\b|[?.,;:()\x00]|$)", re.IGNORECASE)
+# Words that never identify what is asked ("the number of ...", "all possible values").
 _GENERIC_WORDS = frozenset(
-    {
-        "the",
-        "value",
-        "values",
-        "number",
-        "numbers",
-        "answer",
-        "expression",
-        "result",
-        "all",
-        "possible",
-        "many",
-        "much",
-        "following",
-        "your",
-        "form",
-        "and",
-        "positive",
-        "real",
-        "integer",
-        "integers",
-        "total",
-        "exact",
-    }
+    "the a an all any possible many much value values number numbers answer result following"
+    " your form and positive negative real integer integers total exact of new each more".split()
 )
+# Verbs whose conclusions name the expression rather than a noun ("the expression simplifies").
+_VERB_NOUNS: dict[str, tuple[str, ...]] = {
+    "simplify": ("simplified", "expression"),
+    "evaluate": ("expression",),
+    "expand": ("expanded", "expression"),
+    "factor": ("factored", "factorization"),
+    "rationalize": ("rationalized",),
+    "convert": ("converted",),
+}
 _CONCLUSION_CUE = re.compile(
     r"^(?:and\s+)?(?:so|thus|therefore|hence|consequently|in conclusion|in summary|overall"
     r"|finally|that means|this means|which means|this gives|that gives|putting it all together"
@@ -152,7 +151,7 @@ _CONCLUSION_CUE = re.compile(
     re.IGNORECASE,
 )
 _STATED_AFTER = re.compile(
-    r"\b(?:final|correct|right)?\s*answer\s*(?:is|should be|would be|must be|will be|=|:)\s*"
+    r"\b(?:final|correct|right)?\s*answer\s*(?:is|should be|would be|must be|will be|of|=|:)\s*"
     r"(?:indeed\s+|still\s+|just\s+)?(?P<a>.+)$",
     re.IGNORECASE,
 )
@@ -164,9 +163,17 @@ _STATED_BEFORE_P = re.compile(
 )
 _HEDGE = re.compile(
     r"\b(?:maybe|perhaps|might|could|suppose|assume|assuming|if i|let's say|not sure|seems? wrong"
-    r"|is not|isn't|can't be|cannot be|doesn't|wrong|mistake|contradiction|approximately)\b|\?",
+    r"|is not|isn't|are not|aren't|can't be|cannot be|doesn't|don't|wrong|mistake|contradiction"
+    r"|invalid|not valid|extraneous|reject|rejected|undefined|impossible|not possible|fails?"
+    r"|earlier i had|instead of)\b|\?",
     re.IGNORECASE,
 )
+_BUT_CLAUSE = re.compile(r",?\s+\b(?:but|although|though|however|yet)\b", re.IGNORECASE)
+_RETRACTION = re.compile(
+    r"\b(?:wrong|can't be|cannot be|doesn't|not (?:right|correct|possible)|incorrect|mistake"
+    r"|contradict\w*|invalid|wait|no,)", re.IGNORECASE
+)
+_NUMERIC = re.compile(r"[-+]?\d+(?:[.,]\d+)*")
 
 
 def _math_body(span: str) -> str:
@@ -179,8 +186,9 @@ def _math_body(span: str) -> str:
 def _squash(latex: str) -> str:
     """Whitespace-free LaTeX without sizing commands or trailing punctuation."""
     text = re.sub(r"\\(?:left|right|displaystyle|,|;|!|quad)", "", latex)
+    text = re.sub(r"\\[dt]frac", r"\\frac", text)
     text = re.sub(r"\s+", "", text)
-    return text.rstrip(".,;:")
+    return text.rstrip(".,;:?")
 
 
 def split_sentences(text: str) -> list[str]:
@@ -201,12 +209,42 @@ def split_sentences(text: str) -> list[str]:
     return sentences
 
 
-def _asked_clauses(problem: str) -> Iterable[str]:
-    """Each asking verb with the rest of its sentence ("Find $p(5).$", "what is $r$?")."""
+def _asked_clauses(problem: str) -> Iterable[tuple[str, str, list[str]]]:
+    """(verb, clause from the verb to the end of its sentence, math spans) per asking verb.
+
+    The clause keeps math spans as placeholders ("Find \\x000\\x00." for "Find $p(5).$").
+    """
     prose, spans = _protect_math(problem)
     for verb in _ASKING.finditer(prose):
         end = _CLAUSE_END.search(prose, verb.end())
-        yield _restore(prose[verb.start() : end.start() if end else len(prose)], spans)
+        yield verb.group(0), prose[verb.start() : end.start() if end else len(prose)], spans
+
+
+def _asked_nouns(clause: str) -> list[str]:
+    """The head (last content word) of the asked noun phrase, through "of" when it is generic.
+
+    "the smallest positive perfect cube" -> cube; "the number of $x$-intercepts" -> intercepts.
+    """
+    phrase = _ASKED_PHRASE.match(clause)
+    if phrase is None:
+        return []
+    words = _content_words(phrase.group("np"))
+    rest = clause[phrase.end() :]
+    while not words:
+        nested = _OF_PHRASE.match(rest)
+        if nested is None:
+            break
+        words = _content_words(nested.group("np"))
+        rest = rest[nested.end() :]
+    return words[-1:]
+
+
+def _content_words(text: str) -> list[str]:
+    return [
+        w
+        for w in re.findall(r"[a-z][a-z'-]+", text.lower())
+        if w not in _GENERIC_WORDS and len(w) > 2
+    ]
 
 
 # -- extraction -----------------------------------------------------------------------------
@@ -272,6 +310,14 @@ def _leading_value(text: str, spans: list[str]) -> str | None:
             or (lowered in {"a", "i"} and position == len(words) - 1)
         )
         if depth == 0 and not mathy:
+            if (
+                lowered in {"and", "or"}
+                and out
+                and position + 1 < len(words)
+                and re.search(r"[\d=]", words[position + 1])
+            ):
+                out.append(",")
+                continue
             break
         ends_clause = word != bare and word[len(bare)] in ".,;:"
         if depth == 0 and not out and lowered in _NUMBER_WORDS:
@@ -284,6 +330,9 @@ def _leading_value(text: str, spans: list[str]) -> str | None:
     value = " ".join(out).strip().rstrip(".,;:!")
     if not value or not re.search(r"[\dA-Za-z]", value):
         return None
+    if " , " in value:  # "x = 1 and x = -2" -> "1, -2"
+        parts = [_top_level_rhs(p.strip().rstrip(",")).strip() for p in value.split(" , ")]
+        return ", ".join(parts)
     return value
 
 
@@ -329,6 +378,36 @@ def _top_level_rhs(body: str) -> str:
     return body[cut + 1 :] if cut >= 0 else body
 
 
+_THERE_ARE = re.compile(r"\bthere (?:is|are|were|will be) (?:exactly |only )?(?P<rest>.+)$", re.I)
+
+
+def _subject_strength(
+    subject: str, target: QuestionTarget, *, math_only: bool = False
+) -> AnswerStrength:
+    """TARGET when the subject names what the question asks, else EXPRESSION.
+
+    The subject names it when it contains an asked expression (``f(-2)+f(-1)+f(0)``), when an
+    asked single symbol is the left side of an equation or a word of the subject ("the annual
+    rate r"), or (prose subjects only) when it contains the asked noun's head word.
+    """
+    if math_only:
+        rhs = _top_level_rhs(subject)
+        subject = subject[: len(subject) - len(rhs) - 1] if rhs is not subject else subject
+    plain = re.sub(r"\\[()\[\]]|\$|\x00\d+\x00", " ", subject)
+    squashed = _squash(plain)
+    singles = {s for s in target.symbols if re.fullmatch(r"\\?[A-Za-z]+(?:_\{?\w+\}?)?", s)}
+    for symbol in target.symbols:
+        if symbol not in singles and symbol in squashed:
+            return AnswerStrength.TARGET
+    if math_only:
+        return AnswerStrength.TARGET if squashed in singles else AnswerStrength.EXPRESSION
+    if set(re.findall(r"\\?[A-Za-z]+(?:_\{?\w+\}?)?", plain)) & singles:
+        return AnswerStrength.TARGET
+    if set(re.findall(r"[a-z][a-z'-]+", plain.lower())) & set(target.nouns):
+        return AnswerStrength.TARGET
+    return AnswerStrength.EXPRESSION
+
+
 class IntermediateAnswerExtractor:
     """Reads the candidate answer of a thought from its last sentences."""
 
@@ -354,9 +433,14 @@ class IntermediateAnswerExtractor:
         boxed = last_boxed(sentence) if "\\boxed" in sentence else None
         if boxed:
             return self._make(boxed, AnswerStrength.BOXED, "boxed", sentence)
-        if _HEDGE.search(sentence):
-            return None
         prose, spans = _protect_math(sentence)
+        # "the answer is 1 + 2i, but perhaps I should check another way": the doubt is about
+        # further work, not the answer; "..., but that can't be right" retracts it.
+        but = _BUT_CLAUSE.search(prose)
+        head, tail = (prose[: but.start()], prose[but.end() :]) if but else (prose, "")
+        if _RETRACTION.search(tail) or _HEDGE.search(head) or "?" in prose:
+            return None
+        prose = head
         stated = _STATED_AFTER.search(prose)
         if stated is not None:
             value = _leading_value(stated.group("a"), spans)
@@ -378,49 +462,39 @@ class IntermediateAnswerExtractor:
     ) -> IntermediateAnswer | None:
         copulas = list(_COPULA.finditer(prose))
         if copulas:
+            # "the perimeter is 6 times 7, which is 42": subject first, value after the last verb.
             last = copulas[-1]
             value = _leading_value(prose[last.end() :], spans)
             if value is not None:
                 subject = _restore(prose[: last.start()], spans)
-                strength = self._subject_strength(subject, target)
+                strength = _subject_strength(subject, target)
                 return self._make(value, strength, "subject-is", sentence)
+            # "27 is the smallest such cube", "x = 5 is a valid solution": value first.
             first = copulas[0]
             after = prose[first.end() :]
             if _ARTICLE_START.match(after):
-                value = _trailing_value(prose[: first.start()], spans)
-                strength = self._subject_strength(_restore(after, spans), target)
-                made = self._make(value, strength, "is-the", sentence)
+                raw = _trailing_value(prose[: first.start()], spans)
+                strength = max(
+                    _subject_strength(_restore(after, spans), target),
+                    _subject_strength(raw or "", target, math_only=True),
+                )
+                made = self._make(raw, strength, "is-the", sentence)
                 if made is not None:
                     return made
+        there = _THERE_ARE.search(prose)
+        if there is not None:
+            value = _leading_value(there.group("rest"), spans)
+            strength = _subject_strength(_restore(there.group("rest"), spans), target)
+            made = self._make(value, strength, "there-are", sentence)
+            if made is not None:
+                return made
         for index in range(len(spans) - 1, -1, -1):
             body = _math_body(spans[index])
             rhs = _top_level_rhs(body)
             if rhs is not body:
-                lhs = body[: len(body) - len(rhs) - 1]
-                strength = self._subject_strength(lhs, target, math_only=True)
+                strength = _subject_strength(body, target, math_only=True)
                 return self._make(body, strength, "equation", sentence)
         return None
-
-    @staticmethod
-    def _subject_strength(
-        subject: str, target: QuestionTarget, *, math_only: bool = False
-    ) -> AnswerStrength:
-        squashed = _squash(re.sub(r"\\[()\[\]]|\$", " ", subject))
-        if any(symbol and symbol in squashed for symbol in target.symbols if len(symbol) > 1):
-            return AnswerStrength.TARGET
-        if math_only or not target.nouns:
-            single = [s for s in target.symbols if len(s) == 1]
-            if single and squashed.strip() in single:
-                return AnswerStrength.TARGET
-            return AnswerStrength.EXPRESSION
-        words = set(re.findall(r"[a-z]+", subject.lower()))
-        if words & set(target.nouns):
-            return AnswerStrength.TARGET
-        single = [s for s in target.symbols if len(s) == 1]
-        tail = squashed[-1:] if squashed else ""
-        if single and tail in single and not squashed[-2:-1].isalnum():
-            return AnswerStrength.TARGET
-        return AnswerStrength.EXPRESSION
 
     def _make(
         self, raw: str | None, strength: AnswerStrength, cue: str, sentence: str

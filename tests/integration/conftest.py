@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.service import RunningService, cpu_pool, start_service
+from benchmarks.service import REPO, RunningService, cpu_pool, replay_pool, start_service
+
+VOTE_TRACES = str(REPO / "tests" / "data" / "vote_traces.jsonl")
 
 
 @pytest.fixture(scope="session")
@@ -23,5 +25,19 @@ def cpu_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSer
 
 
 @pytest.fixture(scope="session")
+def replay_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    """The real service (Redis, Ray) on the replay engine over hand-made vote traces."""
+    workdir = tmp_path_factory.mktemp("replay-service")
+    config = {
+        "server": {"default_max_tokens": 4096},
+        "pools": [replay_pool(traces=[VOTE_TRACES], tokens_per_s=400)],
+        "ray": {"num_cpus": 2},
+    }
+    service = start_service(config, workdir)
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
 def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
+    return REPO

@@ -22,6 +22,7 @@ from tts_orchestrator.orchestrator import Orchestrator
 from tts_orchestrator.state.base import StateStore
 from tts_orchestrator.state.embedded import EmbeddedRedis
 from tts_orchestrator.state.redis_store import RedisStateStore
+from verifiers.equivalence import EquivalenceChecker
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ def build_app(settings: Settings) -> FastAPI:
             )
             for h in handles:
                 stack.push_async_callback(stop_pool, h, kill=settings.ray.address is None)
+            checker = EquivalenceChecker(timeout_s=settings.tts.equivalence_timeout_s)
+            stack.callback(checker.close)
             metrics = ServiceMetrics()
             orchestrator = Orchestrator(
                 settings=settings,
@@ -68,6 +71,7 @@ def build_app(settings: Settings) -> FastAPI:
                 store=store,
                 metrics=metrics,
                 replica_id=uuid.uuid4().hex[:12],
+                equivalent=checker.equivalent,
             )
             listener = asyncio.create_task(_listen_for_cancels(store, orchestrator))
             stack.push_async_callback(_cancel_task, listener)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from tts_orchestrator.api.deps import MetricsDep, OrchestratorDep, ServicesDep, StoreDep
-from tts_orchestrator.api.streaming import collect, sse_stream
+from tts_orchestrator.api.streaming import EventStreamResponse, collect, sse_stream
 from tts_orchestrator.exceptions import RequestError, TTSError
 from tts_orchestrator.protocol import (
     ChatCompletionRequest,
@@ -38,9 +38,8 @@ async def _serve(
         orchestrator.metrics.errors.labels(exc.error_type).inc()
         raise
     if body.stream:
-        return StreamingResponse(
+        return EventStreamResponse(
             sse_stream(orchestrator, prepared, include_usage=body.include_usage),
-            media_type="text/event-stream",
             headers=_SSE_HEADERS,
         )
     try:

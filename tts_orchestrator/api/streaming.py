@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
+
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from tts_orchestrator.api.errors import sse_error
 from tts_orchestrator.exceptions import TTSError
@@ -104,7 +109,7 @@ class _ChunkWriter:
 
 async def sse_stream(
     orchestrator: Orchestrator, p: PreparedRequest, *, include_usage: bool
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     writer = _ChunkWriter(p)
     first = True
     try:
@@ -122,3 +127,35 @@ async def sse_stream(
         orchestrator.metrics.errors.labels(exc.error_type).inc()
         yield sse_error(exc)
     yield "data: [DONE]\n\n"
+
+
+class EventStreamResponse(StreamingResponse):
+    """SSE response that notices a client disconnect at once, even between writes, and always
+    closes its generator, so every branch and engine request is released promptly.
+
+    Starlette relies on a failed write to notice a disconnect and leaves closing the generator
+    to garbage collection; both are too late for freeing engine slots.
+    """
+
+    def __init__(self, content: AsyncGenerator[str, None], **kwargs: Any) -> None:
+        super().__init__(content, media_type="text/event-stream", **kwargs)
+        self._generator = content
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def disconnected() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        stream = asyncio.ensure_future(self.stream_response(send))
+        watch = asyncio.ensure_future(disconnected())
+        try:
+            await asyncio.wait({stream, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (stream, watch):
+                task.cancel()
+            await asyncio.gather(stream, watch, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self._generator.aclose()
+        if not stream.cancelled() and (exc := stream.exception()) is not None:
+            if not isinstance(exc, OSError):
+                raise exc

@@ -37,7 +37,10 @@ METRIC_NAMES: Mapping[str, tuple[str, ...]] = {
     "requests_waiting": ("vllm:num_requests_waiting",),
     "prompt_tokens_total": ("vllm:prompt_tokens_total",),
     # local + external (KV-connector) hits; older releases only have the local counter.
-    "prompt_tokens_cached_total": ("vllm:prompt_tokens_cached_total", "vllm:prefix_cache_hits_total"),
+    "prompt_tokens_cached_total": (
+        "vllm:prompt_tokens_cached_total",
+        "vllm:prefix_cache_hits_total",
+    ),
     "generation_tokens_total": ("vllm:generation_tokens_total",),
     "spec_draft_tokens_total": ("vllm:spec_decode_num_draft_tokens_total",),
     "spec_accepted_tokens_total": ("vllm:spec_decode_num_accepted_tokens_total",),
@@ -155,7 +158,10 @@ class VLLMBackend(OpenAIHTTPBackend):
         return read_chat_template(self.model_dir)
 
     async def render_chat_remote(
-        self, messages: Sequence[Mapping[str, Any]], *, template_kwargs: Mapping[str, object] | None = None
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        template_kwargs: Mapping[str, object] | None = None,
     ) -> str:
         """Render on the worker: what vLLM's own chat endpoint would feed the model."""
         body: dict[str, Any] = {
@@ -169,7 +175,10 @@ class VLLMBackend(OpenAIHTTPBackend):
         return await self.detokenize([int(t) for t in data["tokens"]])
 
     async def apply_chat_template(
-        self, messages: Sequence[dict[str, str]], *, template_kwargs: dict[str, object] | None = None
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        template_kwargs: dict[str, object] | None = None,
     ) -> str:
         if self.model_dir is None:
             return await self.render_chat_remote(messages, template_kwargs=template_kwargs)

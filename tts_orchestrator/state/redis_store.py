@@ -224,7 +224,12 @@ class RedisStateStore(StateStore):
                 ) from None
             yield listener
         finally:
-            task.cancel()
+            # Python 3.11's asyncio.wait_for (used by redis-py to send commands) can swallow a
+            # cancellation, so flag the listener closed and cancel until the task has ended.
+            listener.close()
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.2)
             with suppress(asyncio.CancelledError):
                 await task
 
@@ -250,11 +255,15 @@ class _RedisCancelListener(CancelListener):
         self._subscribe_deadline_s = subscribe_deadline_s
         # Ping a quiet subscription so that a silently dead server is noticed.
         self._ping_interval_s = max(timeout_s, 0.5)
+        self._closed = False
+
+    def close(self) -> None:
+        self._closed = True
 
     async def run(self) -> None:
         backoff = self.backoff_initial_s
         pattern = self._store.keys.cancel_pattern
-        while True:
+        while not self._closed:
             pubsub = self._store.client.pubsub()
             try:
                 async with asyncio.timeout(self._subscribe_deadline_s):
@@ -286,7 +295,7 @@ class _RedisCancelListener(CancelListener):
         loop = asyncio.get_running_loop()
         last_heard = loop.time()
         ping_sent_at: float | None = None
-        while True:
+        while not self._closed:
             message = await pubsub.get_message(
                 ignore_subscribe_messages=True, timeout=self._ping_interval_s / 2
             )

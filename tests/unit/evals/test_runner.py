@@ -185,3 +185,22 @@ async def test_progress_bar_shows_running_accuracy(
     )
     await runner.run(problems[:2], show_progress=True)
     assert "acc  50.0% (2/4)" in output.getvalue()
+
+
+class _BrokenGrader:
+    async def grade(self, output: str, gold: str):
+        raise RuntimeError("pool broke")
+
+
+async def test_grader_failure_is_recorded_and_retried(
+    tmp_path, fake_server, exact_grader, problems
+) -> None:
+    first = await _runner(tmp_path, fake_server, _BrokenGrader()).run(
+        problems[:1], show_progress=False
+    )
+    assert [r.error for r in first.records] == ["grader: RuntimeError: pool broke"] * 2
+    second = await _runner(tmp_path, fake_server, exact_grader).run(
+        problems[:1], show_progress=False
+    )
+    assert [r.correct for r in second.records] == [True, True]
+    assert second.completed == 2

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from pydantic import ValidationError
 
@@ -15,7 +17,7 @@ from policies.modes import ThinkingMode
 
 def _problem(
     pid: str,
-    answers: list[tuple[str | None, bool, int | None]],
+    answers: Sequence[tuple[str | None, bool, int | None]],
     *,
     difficulty: str | None = None,
     dataset: str = "math500",
@@ -60,7 +62,9 @@ def test_bootstrap_majority_vote_matches_the_binomial(n: int, expected: float) -
         pytest.param([(None, False, None)] * 2, 0.0, id="no-answers"),
     ],
 )
-def test_trivial_problems(answers: list[tuple[str | None, bool, int | None]], expected: float) -> None:
+def test_trivial_problems(
+    answers: list[tuple[str | None, bool, int | None]], expected: float
+) -> None:
     model = _fit([_problem("p", answers)])
     assert [model.accuracy(n) for n in (1, 4, 8)] == [expected] * 3
 

@@ -111,9 +111,7 @@ def test_phases_price_each_stretch_at_its_concurrency() -> None:
         pytest.param({"max_tokens": 5000}, 1000, id="max-tokens-above-length"),
     ],
 )
-def test_thinking_budget_caps_the_branch(
-    kwargs: dict[str, int], expected_tokens: float
-) -> None:
+def test_thinking_budget_caps_the_branch(kwargs: dict[str, int], expected_tokens: float) -> None:
     model = LatencyModel(lengths=EmpiricalBranchLengths(samples=(1000,)))
     est = model.predict(_profile(), n_branches=1, prompt_tokens=0, **kwargs)
     assert est.slowest_branch_tokens == pytest.approx(expected_tokens)
@@ -133,9 +131,7 @@ def test_trimming_and_early_consensus_shorten_the_request() -> None:
     assert trimmed.decode_s == pytest.approx(0.6 * base.decode_s)
     assert consensus.decode_s < base.decode_s
     # done at the 4th finisher of 8: expected tokens of that order statistic
-    assert consensus.slowest_branch_tokens == pytest.approx(
-        lengths.expected_order_statistics(8)[3]
-    )
+    assert consensus.slowest_branch_tokens == pytest.approx(lengths.expected_order_statistics(8)[3])
     assert consensus.expected_generated_tokens < base.expected_generated_tokens
 
 

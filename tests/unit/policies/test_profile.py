@@ -150,9 +150,7 @@ def test_profile_set_round_trips_through_json_and_files(tmp_path: Path) -> None:
     profiles = ProfileSet.of(
         [
             _profile(CURVE),
-            _profile(
-                {1: 0.2}, pool="draft", method=SpeculativeMethod.DRAFT, depth=3, accepted=1.7
-            ),
+            _profile({1: 0.2}, pool="draft", method=SpeculativeMethod.DRAFT, depth=3, accepted=1.7),
         ]
     )
     assert ProfileSet.from_json(profiles.to_json()) == profiles

@@ -1,0 +1,96 @@
+"""Vote over a request's branches as they finish, and decide when the rest can be aborted.
+
+Wires the pure pieces of `verifiers` (answer extraction, equivalence clustering, votes and
+early-stop rules) to one request. Equivalence runs in the process pool of an
+`EquivalenceChecker`, so sympy never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tts_orchestrator.protocol import TtsOptions
+from verifiers.answers import extract_final_answer
+from verifiers.voting import (
+    Aggregation,
+    AnswerClusterer,
+    AnyOf,
+    BetaConsensus,
+    BranchAnswer,
+    EarlyStopRule,
+    EquivalenceFn,
+    NoEarlyStop,
+    SafeLead,
+    StopDecision,
+    UnanimousWindow,
+    VoteResult,
+)
+
+
+class FirstAnswer(EarlyStopRule):
+    """`first_finish` aggregation: the first parseable answer decides."""
+
+    def should_stop(self, state) -> StopDecision:  # type: ignore[no-untyped-def]
+        if any(i is not None for i in state.finished):
+            return StopDecision(stop=True, reason="first parseable answer decides (first_finish)")
+        return StopDecision(stop=False, reason="no parseable answer yet")
+
+
+def build_rule(tts: TtsOptions) -> EarlyStopRule:
+    """The request's early-stop rule. A majority vote also stops once it is decided (SafeLead):
+    the unfinished branches cannot change its winner, so running them only costs time."""
+    aggregation = Aggregation(tts.aggregation)
+    if aggregation is Aggregation.FIRST_FINISH:
+        return FirstAnswer()
+    chosen: EarlyStopRule = {
+        "none": lambda: NoEarlyStop(),
+        "unanimous_window": lambda: UnanimousWindow(window=tts.early_stop_window),
+        "beta": lambda: BetaConsensus(threshold=tts.early_stop_threshold),
+    }[tts.early_stop]()
+    if aggregation is Aggregation.MAJORITY:
+        return AnyOf(rules=(chosen, SafeLead()))
+    return chosen
+
+
+def branch_answer_text(content: str, reasoning: str) -> str | None:
+    """The branch's final answer: from the answer part, else (unclosed thinking) from the end
+    of its reasoning."""
+    return extract_final_answer(content) or (
+        extract_final_answer(reasoning) if not content else None
+    )
+
+
+class Consensus:
+    """Incremental vote of one request."""
+
+    def __init__(self, tts: TtsOptions, *, n_branches: int, equivalent: EquivalenceFn) -> None:
+        self.aggregation = Aggregation(tts.aggregation)
+        self.rule = build_rule(tts)
+        self.n_branches = n_branches
+        self._clusterer = AnswerClusterer(equivalent)
+        self._start = time.monotonic()
+        self.answers: dict[int, str | None] = {}
+        self.decision: StopDecision | None = None
+
+    async def add(
+        self, *, branch: int, answer: str | None, mean_logprob: float | None
+    ) -> StopDecision:
+        self.answers[branch] = answer
+        await self._clusterer.add(
+            BranchAnswer(
+                branch_id=str(branch),
+                answer=answer,
+                finished_at=time.monotonic() - self._start,
+                mean_logprob=mean_logprob,
+            )
+        )
+        state = self._clusterer.state(self.n_branches)
+        if state.remaining == 0:  # nothing left to stop: the vote simply completed
+            return StopDecision(stop=False, reason="every branch finished")
+        decision = self.rule.should_stop(state)
+        if decision.stop and self.decision is None:
+            self.decision = decision
+        return decision
+
+    def vote(self) -> VoteResult:
+        return self._clusterer.vote(self.aggregation)
