@@ -24,6 +24,17 @@ from verifiers.reasoning import ReasoningSplitter
 from verifiers.voting import EquivalenceFn
 
 
+@dataclass(frozen=True)
+class Intervention:
+    """Cut a branch and continue it from `prompt + generated + injected` (abort-and-continue)."""
+
+    branch: int
+    rule: str
+    reason: str
+    injected: str
+    max_tokens: int
+
+
 @dataclass
 class BranchState:
     index: int
@@ -42,6 +53,10 @@ class BranchState:
     worker: str | None = None
     answer: str | None = None
     finished_at: float | None = None
+    raw: list[str] = field(default_factory=list)
+    thinking_tokens: int = 0
+    segment_base: int = 0
+    interventions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
@@ -66,15 +81,22 @@ class BranchState:
             return "", ""
         chunk = item.chunk
         assert chunk is not None
+        if self.splitter.in_thinking:
+            self.thinking_tokens += chunk.n_tokens
+        self.raw.append(chunk.text)
         r, c = self.splitter.feed(chunk.text)
         self.tokens += chunk.n_tokens
         if chunk.token_logprobs:
             self.logprob_sum += math.fsum(chunk.token_logprobs)
             self.logprob_n += len(chunk.token_logprobs)
         if chunk.usage is not None:
-            self.tokens = chunk.usage.completion_tokens or self.tokens
-            self.prompt_tokens = chunk.usage.prompt_tokens
-            self.cached_prompt_tokens = chunk.usage.cached_prompt_tokens or 0
+            self.tokens = self.segment_base + (chunk.usage.completion_tokens or 0) or self.tokens
+            if self.interventions:  # a continuation: its prompt is ours + what we generated
+                self.interventions[-1]["cached_prompt_tokens"] = chunk.usage.cached_prompt_tokens
+                self.interventions[-1]["continuation_prompt_tokens"] = chunk.usage.prompt_tokens
+            else:
+                self.prompt_tokens = chunk.usage.prompt_tokens
+                self.cached_prompt_tokens = chunk.usage.cached_prompt_tokens or 0
         if chunk.finish_reason is not None:
             self.finish_reason = chunk.finish_reason
             self.finished_at = time.monotonic()
@@ -83,6 +105,27 @@ class BranchState:
         self.reasoning.append(r)
         self.content.append(c)
         return r, c
+
+    def intervene(self, iv: Intervention) -> tuple[str, str]:
+        """Take the injected text as if generated, and start a new segment."""
+        self.interventions.append(
+            {
+                "rule": iv.rule,
+                "reason": iv.reason,
+                "at_tokens": self.tokens,
+                "thinking_tokens": self.thinking_tokens,
+            }
+        )
+        self.segment_base = self.tokens
+        self.finish_reason = None
+        self.raw.append(iv.injected)
+        r, c = self.splitter.feed(iv.injected)
+        self.reasoning.append(r)
+        self.content.append(c)
+        return r, c
+
+    def generated(self) -> str:
+        return "".join(self.raw)
 
     def record(self) -> BranchRecord:
         if self.error is not None:
@@ -112,16 +155,65 @@ class BranchState:
             "aborted": self.aborted,
             "abort_reason": self.abort_reason or self.error,
             "worker": self.worker,
+            "interventions": self.interventions,
         }
 
 
 class Presenter(abc.ABC):
     """Turns branch chunks into client events; owns the branches' state."""
 
-    def __init__(self, seeds: list[int | None], *, family: ModelFamily) -> None:
+    def __init__(
+        self,
+        seeds: list[int | None],
+        *,
+        family: ModelFamily,
+        thinking_budget: int | None = None,
+        answer_budget: int = 512,
+    ) -> None:
         self.branches = [BranchState(i, s, ReasoningSplitter(family)) for i, s in enumerate(seeds)]
         self.family = family
         self.finish_reason: str | None = None
+        self.thinking_budget = thinking_budget
+        self.answer_budget = answer_budget
+        self._interventions: list[Intervention] = []
+
+    def _check_budget(self, b: BranchState) -> None:
+        """Queue a forceful close when a branch spends its thinking budget."""
+        if (
+            self.thinking_budget is None
+            or not b.splitter.in_thinking
+            or b.done
+            or b.thinking_tokens < self.thinking_budget
+            or any(i.branch == b.index for i in self._interventions)
+        ):
+            return
+        assert self.family.think_close is not None
+        self._interventions.append(
+            Intervention(
+                branch=b.index,
+                rule="thinking_budget",
+                reason=f"thinking budget of {self.thinking_budget} tokens spent",
+                injected=f"\n\nI have thought about this long enough; time to give the answer."
+                f"\n{self.family.think_close}\n\n",
+                max_tokens=self.answer_budget,
+            )
+        )
+
+    def take_interventions(self) -> list[Intervention]:
+        taken, self._interventions = self._interventions, []
+        return taken
+
+    def apply_intervention(self, iv: Intervention) -> list[OutputEvent]:
+        """The injected text joins the branch; events for it if this branch is being shown."""
+        r, c = self.branches[iv.branch].intervene(iv)
+        return self._shown(iv.branch, r, c)
+
+    def _shown(self, branch: int, r: str, c: str) -> list[OutputEvent]:
+        return [OutputEvent(reasoning=r, content=c)] if (r or c) else []
+
+    def interventions_detail(self) -> list[dict[str, Any]] | None:
+        out = [{"branch": b.index, **iv} for b in self.branches for iv in b.interventions]
+        return out or None
 
     @property
     def all_done(self) -> bool:
@@ -182,7 +274,8 @@ class SinglePresenter(Presenter):
         r, c = b.add(item)
         if b.error is not None:
             raise WorkerError(f"generation failed on {b.worker or 'a worker'}: {b.error}")
-        return [OutputEvent(reasoning=r, content=c)] if (r or c) else []
+        self._check_budget(b)
+        return self._shown(b.index, r, c)
 
     async def finish(self, *, budget_reached: bool = False) -> list[OutputEvent]:
         b = self.branches[0]
@@ -204,8 +297,12 @@ class VotingPresenter(Presenter):
         family: ModelFamily,
         tts: TtsOptions,
         equivalent: EquivalenceFn,
+        thinking_budget: int | None = None,
+        answer_budget: int = 512,
     ) -> None:
-        super().__init__(seeds, family=family)
+        super().__init__(
+            seeds, family=family, thinking_budget=thinking_budget, answer_budget=answer_budget
+        )
         self.tts = tts
         self.consensus = Consensus(tts, n_branches=len(seeds), equivalent=equivalent)
         self._follow: int | None = None
@@ -229,10 +326,8 @@ class VotingPresenter(Presenter):
         events: list[OutputEvent] = []
         if self._follow is None and (r or c):
             self._follow = b.index
-        if b.index == self._follow:
-            live = self._live_text(r, c)
-            if live:
-                events.append(OutputEvent(reasoning=live))
+        events += self._shown(b.index, r, c)
+        self._check_budget(b)
         if b.finish_reason is not None or b.error is not None:
             await self._branch_ended(b)
             events += self._switch_follow()
@@ -255,6 +350,12 @@ class VotingPresenter(Presenter):
             self._decided_s = time.monotonic() - self._start
             running = self.abort_running(f"early stop: {decision.reason}")
             self._aborts = (running, decision.reason)
+
+    def _shown(self, branch: int, r: str, c: str) -> list[OutputEvent]:
+        if branch != self._follow:
+            return []
+        live = self._live_text(r, c)
+        return [OutputEvent(reasoning=live)] if live else []
 
     def _switch_follow(self) -> list[OutputEvent]:
         if self._follow is None or not self.branches[self._follow].done:

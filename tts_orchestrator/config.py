@@ -127,6 +127,9 @@ class TtsDefaults(_Section):
 
     n_branches: int = Field(1, ge=1, le=64)
     max_branches: int = Field(16, ge=1, le=256, description="Cap on `tts.n_branches`.")
+    answer_budget: int = Field(
+        512, ge=1, description="Tokens allowed for the answer after thinking is cut short."
+    )
     equivalence_timeout_s: float = Field(
         3.0, gt=0, description="Per-comparison timeout of math-verify (in a worker process)."
     )

@@ -40,6 +40,9 @@ class ServiceMetrics:
         self.branches_aborted = Counter(
             "tts_branches_aborted", "Branches aborted, by reason", ["reason"], registry=r
         )
+        self.interventions = Counter(
+            "tts_interventions", "Abort-and-continue interventions, by rule", ["rule"], registry=r
+        )
         self.early_stops = Counter(
             "tts_early_stops", "Early consensus stops, by rule", ["rule"], registry=r
         )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tts_orchestrator.actors.deploy import PoolHandle
-from tts_orchestrator.actors.jobs import BranchSpec, GenerationJob
+from tts_orchestrator.actors.jobs import BranchChunk, BranchSpec, GenerationJob
 from tts_orchestrator.backends.base import SamplingParams
 from tts_orchestrator.branches import Presenter, SinglePresenter, VotingPresenter
 from tts_orchestrator.config import Settings
@@ -39,6 +39,7 @@ from tts_orchestrator.state.records import (
     RecordStatus,
     RequestRecord,
 )
+from tts_orchestrator.streams import BranchStreams
 from verifiers.families import ModelFamily, get_family
 from verifiers.voting import EquivalenceFn
 
@@ -220,9 +221,20 @@ class Orchestrator:
 
     def _presenter(self, p: PreparedRequest, job: GenerationJob) -> Presenter:
         seeds = [b.params.seed for b in job.branches]
+        budget = p.tts.thinking_budget if p.family.has_markers else None
+        answer_budget = self.settings.tts.answer_budget
         if p.n_branches == 1:
-            return SinglePresenter(seeds, family=p.family)
-        return VotingPresenter(seeds, family=p.family, tts=p.tts, equivalent=self.equivalent)
+            return SinglePresenter(
+                seeds, family=p.family, thinking_budget=budget, answer_budget=answer_budget
+            )
+        return VotingPresenter(
+            seeds,
+            family=p.family,
+            tts=p.tts,
+            equivalent=self.equivalent,
+            thinking_budget=budget,
+            answer_budget=answer_budget,
+        )
 
     async def run(self, p: PreparedRequest) -> AsyncIterator[OutputEvent]:
         """Generate, stream and record one prepared request."""
@@ -273,20 +285,18 @@ class Orchestrator:
         budget = p.tts.latency_budget_s
         soft_at = loop.time() + budget if budget is not None else hard_at
         cancel_wait = asyncio.ensure_future(p.cancel.wait())
-        stream = p.pool.generate(job).__aiter__()
+        streams = BranchStreams(p.pool, p.id)
+        streams.start(job)
         budget_reached = False
-        nxt: asyncio.Future[Any] | None = None
+        nxt: asyncio.Future[BranchChunk | None] | None = None
         try:
             while True:
-                nxt = asyncio.ensure_future(anext(stream))
+                nxt = asyncio.ensure_future(streams.next())
                 timeout = max(0.0, min(soft_at, hard_at) - loop.time())
                 done, _ = await asyncio.wait(
                     {nxt, cancel_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
                 if nxt not in done:
-                    nxt.cancel()
-                    with contextlib.suppress(BaseException):
-                        await nxt
                     if cancel_wait in done:
                         raise RequestError(
                             f"request cancelled: {p.cancel_reason}", code="cancelled"
@@ -298,28 +308,20 @@ class Orchestrator:
                         )
                     budget_reached = True  # answer with what we have, and say so
                     break
-                try:
-                    item = nxt.result()
-                except StopAsyncIteration:
+                item = nxt.result()
+                if item is None:
                     break
                 for event in await presenter.observe(item):
                     yield event
-                aborts = presenter.take_aborts()
-                if aborts is not None:
-                    branches, reason = aborts
-                    log.debug("%s: aborting branches %s (%s)", p.id, branches, reason)
-                    self.metrics.early_stops.labels(p.tts.early_stop).inc()
-                    self.metrics.branches_aborted.labels("early_stop").inc(len(branches))
-                    await p.pool.abort(p.id, branches)
+                for event in await self._act(p, presenter, streams):
+                    yield event
                 if presenter.all_done:
                     break
         finally:
             cancel_wait.cancel()
             if nxt is not None and not nxt.done():
-                nxt.cancel()  # the stream's generator is running inside it: stop it first
-                with contextlib.suppress(BaseException):
-                    await nxt
-            await stream.aclose()  # type: ignore[attr-defined]
+                nxt.cancel()
+            await streams.aclose()
         if budget_reached:
             self.metrics.branches_aborted.labels("latency_budget").inc(
                 sum(1 for b in presenter.branches if not b.done)
@@ -327,6 +329,27 @@ class Orchestrator:
         await self._fill_usage(p, presenter)
         for event in await presenter.finish(budget_reached=budget_reached):
             yield event
+
+    async def _act(
+        self, p: PreparedRequest, presenter: Presenter, streams: BranchStreams
+    ) -> list[OutputEvent]:
+        """Carry out what the presenter decided: abort losers, cut-and-continue branches."""
+        aborts = presenter.take_aborts()
+        if aborts is not None:
+            branches, reason = aborts
+            log.debug("%s: aborting branches %s (%s)", p.id, branches, reason)
+            self.metrics.early_stops.labels(p.tts.early_stop).inc()
+            self.metrics.branches_aborted.labels("early_stop").inc(len(branches))
+            await streams.abort(branches)
+        events: list[OutputEvent] = []
+        for iv in presenter.take_interventions():
+            b = presenter.branches[iv.branch]
+            prompt = p.prompt + b.generated() + iv.injected
+            events += presenter.apply_intervention(iv)
+            self.metrics.interventions.labels(iv.rule).inc()
+            params = p.params.model_copy(update={"seed": b.seed, "max_tokens": iv.max_tokens})
+            await streams.continue_branch(iv.branch, prompt, params)
+        return events
 
     async def _fill_usage(self, p: PreparedRequest, presenter: Presenter) -> None:
         """Aborted branches never reported usage; their prompt is the same as the others'."""
@@ -359,6 +382,7 @@ class Orchestrator:
             "finish_reason": presenter.finish_reason,
             "answer": presenter.answer_text(),
             "vote": presenter.vote_detail(),
+            "trims": {"interventions": iv} if (iv := presenter.interventions_detail()) else None,
         }
         if error is not None:
             fields["error"] = RecordError(message=error.message, type=error.error_type)

@@ -102,6 +102,8 @@ class QuestionTarget(BaseModel):
                 add(nouns, word)
             for word in _VERB_NOUNS.get(verb.lower(), ()):
                 add(nouns, word)
+            if _ASKS_FOR_MATH.match(clause):  # "What is $...$?", "Compute $...$."
+                add(nouns, "expression")
         return cls(symbols=tuple(symbols), nouns=tuple(nouns))
 
 
@@ -141,7 +143,6 @@ _VERB_NOUNS: dict[str, tuple[str, ...]] = {
     "expand": ("expanded", "expression"),
     "factor": ("factored", "factorization"),
     "rationalize": ("rationalized",),
-    "convert": ("converted",),
 }
 _CONCLUSION_CUE = re.compile(
     r"^(?:and\s+)?(?:so|thus|therefore|hence|consequently|in conclusion|in summary|overall"
@@ -151,7 +152,8 @@ _CONCLUSION_CUE = re.compile(
     re.IGNORECASE,
 )
 _STATED_AFTER = re.compile(
-    r"\b(?:final|correct|right)?\s*answer\s*(?:is|should be|would be|must be|will be|of|=|:)\s*"
+    r"\b(?:(?:final|correct|right)?\s*answer|final (?:result|value))\s*"
+    r"(?:is|should be|would be|must be|will be|of|=|:)\s*"
     r"(?:indeed\s+|still\s+|just\s+)?(?P<a>.+)$",
     re.IGNORECASE,
 )
@@ -166,6 +168,10 @@ _HEDGE = re.compile(
     r"|is not|isn't|are not|aren't|can't be|cannot be|doesn't|don't|wrong|mistake|contradiction"
     r"|invalid|not valid|extraneous|reject|rejected|undefined|impossible|not possible|fails?"
     r"|earlier i had|instead of)\b|\?",
+    re.IGNORECASE,
+)
+_ASKS_FOR_MATH = re.compile(
+    r"^(?:what\s+is|compute|evaluate|find|calculate|simplify)\s*:?\s*(?:the\s+value\s+of\s+)?\x00",
     re.IGNORECASE,
 )
 _BUT_CLAUSE = re.compile(r",?\s+\b(?:but|although|though|however|yet)\b", re.IGNORECASE)
@@ -236,7 +242,18 @@ def _asked_nouns(clause: str) -> list[str]:
             break
         words = _content_words(nested.group("np"))
         rest = rest[nested.end() :]
-    return words[-1:]
+    head = words[-1:]
+    synonym = re.match(r"\s*\(([a-z][a-z\s-]{1,30})\)", rest)  # "base-2 digits (bits)"
+    if head and synonym is not None:
+        head += _content_words(synonym.group(1))[-1:]
+    return [_stem(w) for w in head]
+
+
+def _stem(word: str) -> str:
+    """Crude singular: "digits" -> "digit", "roots" -> "root" (enough to match a head noun)."""
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
 
 
 def _content_words(text: str) -> list[str]:
@@ -403,7 +420,7 @@ def _subject_strength(
         return AnswerStrength.TARGET if squashed in singles else AnswerStrength.EXPRESSION
     if set(re.findall(r"\\?[A-Za-z]+(?:_\{?\w+\}?)?", plain)) & singles:
         return AnswerStrength.TARGET
-    if set(re.findall(r"[a-z][a-z'-]+", plain.lower())) & set(target.nouns):
+    if {_stem(w) for w in re.findall(r"[a-z][a-z'-]+", plain.lower())} & set(target.nouns):
         return AnswerStrength.TARGET
     return AnswerStrength.EXPRESSION
 

@@ -418,7 +418,8 @@ if __name__ == "__main__":
     import argparse
     import asyncio
 
-    from verifiers.judges import RuleJudge
+    from verifiers.judges import RuleJudge, RuleJudgeConfig
+    from verifiers.trimr import UnderthinkMode
 
     parser = argparse.ArgumentParser(description="Replay TrimR over recorded traces.")
     parser.add_argument("--traces", nargs="+", required=True)
@@ -426,6 +427,13 @@ if __name__ == "__main__":
     parser.add_argument("--include-incomplete", action="store_true")
     parser.add_argument("--delay-tokens", type=int, default=0)
     parser.add_argument("--overthink-m", type=int, default=2)
+    parser.add_argument("--tolerate-one-outlier", action="store_true")
+    parser.add_argument("--underthink-max-thoughts", type=int, default=20)
+    parser.add_argument("--underthink-mode", choices=[m.value for m in UnderthinkMode], default="any")
+    parser.add_argument("--rules", nargs="*", choices=[r.value for r in TrimRule], default=None)
+    parser.add_argument(
+        "--min-strength", choices=[s.name for s in AnswerStrength], default="TARGET"
+    )
     parser.add_argument("--per-trace", action="store_true")
     args = parser.parse_args()
 
@@ -433,12 +441,23 @@ if __name__ == "__main__":
         traces = load_replay_traces(
             args.traces, datasets=args.datasets, complete_only=not args.include_incomplete
         )
-        config = ReplayConfig(
-            trimr=TrimRConfig(overthink_m=args.overthink_m),
-            verdict_delay_tokens=args.delay_tokens,
+        trimr = TrimRConfig(
+            overthink_m=args.overthink_m,
+            tolerate_one_outlier=args.tolerate_one_outlier,
+            underthink_max_thoughts=args.underthink_max_thoughts,
+            underthink_mode=UnderthinkMode(args.underthink_mode),
+            rules=frozenset(TrimRule(r) for r in args.rules) if args.rules is not None else None,
+        ) if args.rules is not None else TrimRConfig(
+            overthink_m=args.overthink_m,
+            tolerate_one_outlier=args.tolerate_one_outlier,
+            underthink_max_thoughts=args.underthink_max_thoughts,
+            underthink_mode=UnderthinkMode(args.underthink_mode),
         )
+        config = ReplayConfig(trimr=trimr, verdict_delay_tokens=args.delay_tokens)
+        judge_config = RuleJudgeConfig(min_strength=AnswerStrength[args.min_strength])
         async with EquivalenceChecker(timeout_s=5.0) as checker:
-            report = await replay(traces, judge=RuleJudge(checker), checker=checker, config=config)
+            judge = RuleJudge(checker, judge_config)
+            report = await replay(traces, judge=judge, checker=checker, config=config)
         if args.per_trace:
             for o in report.traces:
                 if o.rule is not None:

@@ -194,3 +194,28 @@ def test_invalid_tts_values_name_the_field(
     r = httpx.post(f"{replay_service.url}/v1/chat/completions", json=body, timeout=30)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize("n_branches", [1, 3])
+def test_thinking_budget_cuts_and_continues(
+    replay_service: RunningService, n_branches: int
+) -> None:
+    r = ask(
+        replay_service,
+        "VOTE-SLOW: what is eight?",
+        n_branches=n_branches,
+        thinking_budget=60,
+        seed=1,
+    )
+    message = r["choices"][0]["message"]
+    assert "I have thought about this long enough" in message["reasoning_content"]
+    assert "\\boxed{" in message["content"]
+    record = httpx.get(f"{replay_service.url}/v1/requests/{r['id']}").json()
+    ivs = record["trims"]["interventions"]
+    assert {iv["branch"] for iv in ivs} == set(range(n_branches))
+    for iv in ivs:
+        assert iv["rule"] == "thinking_budget"
+        assert 60 <= iv["thinking_tokens"] < 80
+        # the continuation re-sent prompt + generated text: only the injected text was new
+        injected = len("I have thought about this long enough; time to give the answer.".split())
+        assert iv["cached_prompt_tokens"] >= iv["continuation_prompt_tokens"] - 2 * injected - 4

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -433,7 +434,7 @@ _ORPHAN_PARENT = textwrap.dedent(
 
     async def main():
         async with EmbeddedRedis() as server:
-            print(server.pid, flush=True)
+            print(server.pid, server.workdir, flush=True)
             await asyncio.sleep(60)
 
     asyncio.run(main())
@@ -445,9 +446,11 @@ def test_embedded_server_dies_with_a_killed_parent() -> None:
     parent = subprocess.Popen(
         [sys.executable, "-c", _ORPHAN_PARENT], stdout=subprocess.PIPE, text=True
     )
+    workdir = None
     try:
         assert parent.stdout is not None
-        redis_pid = int(parent.stdout.readline())
+        pid, workdir = parent.stdout.readline().split()
+        redis_pid = int(pid)
         assert _alive(redis_pid)
         parent.kill()
         parent.wait(5)
@@ -458,6 +461,8 @@ def test_embedded_server_dies_with_a_killed_parent() -> None:
     finally:
         parent.kill()
         parent.wait(5)
+        if workdir:
+            shutil.rmtree(workdir, ignore_errors=True)  # a SIGKILL-ed parent cannot clean up
 
 
 def _alive(pid: int) -> bool:

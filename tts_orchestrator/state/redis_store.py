@@ -283,6 +283,8 @@ class _RedisCancelListener(CancelListener):
                 self._set_ready(False)
                 with suppress(Exception):
                     await pubsub.aclose()
+            if self._closed:
+                return
             await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
             backoff = min(backoff * 2, self.backoff_max_s)
 
