@@ -135,7 +135,8 @@ def wilson_interval(successes: int, total: int, *, z: float = Z_95) -> tuple[flo
     z2 = z * z
     centre = (p + z2 / (2 * total)) / (1 + z2 / total)
     half = z * math.sqrt(p * (1 - p) / total + z2 / (4 * total * total)) / (1 + z2 / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # Clamp so the interval always contains p: at p = 0 or 1 rounding can leave it a hair off.
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def bootstrap_interval(

@@ -48,8 +48,8 @@ def _pareto_axes(axes: Axes, points: Sequence[ParetoPoint], *, xlabel: str) -> N
             [p.cost for p in chosen],
             [100 * p.accuracy.value for p in chosen],
             yerr=[
-                [100 * (p.accuracy.value - p.accuracy.low) for p in chosen],
-                [100 * (p.accuracy.high - p.accuracy.value) for p in chosen],
+                [100 * max(0.0, p.accuracy.value - p.accuracy.low) for p in chosen],
+                [100 * max(0.0, p.accuracy.high - p.accuracy.value) for p in chosen],
             ],
             fmt="o",
             markersize=5,
@@ -140,15 +140,22 @@ def plot_run(metrics: MetricsReport, latencies: Sequence[float], path: Path, *, 
         names,
         values,
         yerr=[
-            [100 * (groups[n].value - groups[n].low) for n in names],
-            [100 * (groups[n].high - groups[n].value) for n in names],
+            [100 * max(0.0, groups[n].value - groups[n].low) for n in names],
+            [100 * max(0.0, groups[n].high - groups[n].value) for n in names],
         ],
         fmt="none",
         ecolor="black",
         capsize=4,
     )
     for i, n in enumerate(names):
-        left.annotate(f"n={groups[n].count}", (i, 2), ha="center", fontsize=8, color="white")
+        left.annotate(
+            f"{values[i]:.0f}%\nn={groups[n].count}",
+            (i, values[i] + 1.5),
+            ha="center",
+            va="bottom",
+            fontsize=7.5,
+            color="#1f2933",
+        )
     left.set_ylim(0, 100)
     left.set_ylabel("avg@n accuracy (%) with 95% interval")
     left.grid(True, axis="y", alpha=0.3)

@@ -472,3 +472,11 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_listener_stays_subscribed_through_a_quiet_period(store: RedisStateStore) -> None:
+    """Regression: the PING answer is a subscribe-type message; ignoring it made a healthy
+    listener believe Redis was gone and re-subscribe every few seconds."""
+    async with store.cancel_listener() as listener:
+        await asyncio.sleep(4 * max(SOCKET_TIMEOUT_S, 0.5))
+        assert listener.subscriptions == 1

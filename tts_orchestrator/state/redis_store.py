@@ -298,8 +298,9 @@ class _RedisCancelListener(CancelListener):
         last_heard = loop.time()
         ping_sent_at: float | None = None
         while not self._closed:
+            # Subscribe-type messages must come through: the answer to our PING is one of them.
             message = await pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=self._ping_interval_s / 2
+                ignore_subscribe_messages=False, timeout=self._ping_interval_s / 2
             )
             now = loop.time()
             if message is not None:

@@ -59,6 +59,13 @@ def test_wilson_interval_matches_published_values(
     assert got == pytest.approx((low, high), abs=5e-5)
 
 
+@pytest.mark.parametrize("total", [1, 3, 7, 20, 29, 500], ids=str)
+def test_wilson_interval_contains_the_proportion_at_the_edges(total: int) -> None:
+    low, _ = wilson_interval(0, total)
+    _, high = wilson_interval(total, total)
+    assert (low, high) == (0.0, 1.0)
+
+
 def test_bootstrap_is_seeded_and_brackets_the_mean() -> None:
     values = np.linspace(0, 1, 50) ** 2
     first = bootstrap_interval(values, seed=3)
