@@ -83,7 +83,8 @@ def _pareto_axes(axes: Axes, points: Sequence[ParetoPoint], *, xlabel: str) -> N
     axes.set_xlabel(xlabel)
     axes.set_ylabel("accuracy (%), 95% interval")
     axes.grid(True, alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
+    axes.margins(x=0.08, y=0.08)
+    axes.legend(loc="best", fontsize=8)
 
 
 def _front_caption(points: Sequence[ParetoPoint], *, name: str) -> str:

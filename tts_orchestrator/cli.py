@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -21,6 +22,37 @@ def _mount_subcommands() -> None:
     from tts_orchestrator.models.cli import models_app
 
     app.add_typer(models_app, name="models", help="List and pull the catalog's GGUF models.")
+
+
+class GracefulServer:
+    """uvicorn, plus: on SIGTERM/SIGINT stop admitting requests at once, give running ones a
+    grace period, then cancel them (releasing their engine requests) before the app shuts down.
+    Plain uvicorn would wait for open streams until its own timeout."""
+
+    def __init__(self, config: Any, app_: Any, *, grace_s: float) -> None:
+        import uvicorn
+
+        outer = self
+
+        class _Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: Any) -> None:
+                outer._drain()
+                super().handle_exit(sig, frame)
+
+        self._server = _Server(config)
+        self._app = app_
+        self._grace_s = grace_s
+        self._drain_task: asyncio.Task[None] | None = None
+
+    def _drain(self) -> None:
+        services = getattr(self._app.state, "services", None)
+        if services is None or self._drain_task is not None:
+            return
+        loop = asyncio.get_event_loop()
+        self._drain_task = loop.create_task(services.orchestrator.shutdown(self._grace_s))
+
+    def run(self) -> None:
+        self._server.run()
 
 
 @app.command()
@@ -49,13 +81,15 @@ def serve(
     except ConfigError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from exc
-    uvicorn.run(
-        build_app(settings),
+    app_ = build_app(settings)
+    server_config = uvicorn.Config(
+        app_,
         host=settings.server.host,
         port=settings.server.port,
         log_level=log_level,
-        timeout_graceful_shutdown=15,
+        timeout_graceful_shutdown=int(settings.server.shutdown_grace_s) + 5,
     )
+    GracefulServer(server_config, app_, grace_s=settings.server.shutdown_grace_s).run()
 
 
 @app.command("check-config")

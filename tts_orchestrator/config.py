@@ -35,6 +35,9 @@ class ServerConfig(_Section):
     max_prompt_tokens: int = Field(32768, gt=0, description="Longer prompts get 413.")
     max_tokens_cap: int = Field(32768, gt=0, description="Upper bound for `max_tokens`.")
     default_max_tokens: int = Field(1024, gt=0, description="`max_tokens` when a request omits it.")
+    shutdown_grace_s: float = Field(
+        5.0, ge=0, description="On SIGTERM: how long running requests may finish before cancel."
+    )
 
 
 class SpeculativeConfig(_Section):

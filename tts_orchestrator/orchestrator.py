@@ -24,6 +24,7 @@ from tts_orchestrator.config import Settings
 from tts_orchestrator.exceptions import (
     DeadlineExceeded,
     ModelNotFound,
+    NoWorkerAvailable,
     PayloadTooLarge,
     RequestError,
     TTSError,
@@ -84,6 +85,7 @@ class Orchestrator:
         self.replica_id = replica_id
         self._running: dict[str, PreparedRequest] = {}
         self._background: set[asyncio.Future[None]] = set()
+        self.accepting = True
         #: Set by the API lifespan once the cross-replica cancel subscription is up.
         self.cancel_listener: CancelListener | None = None
 
@@ -118,6 +120,8 @@ class Orchestrator:
     async def prepare(
         self, request: ChatCompletionRequest | CompletionRequest, endpoint: Endpoint
     ) -> PreparedRequest:
+        if not self.accepting:
+            raise NoWorkerAvailable("the server is shutting down", code="shutting_down")
         tts = request.tts or TtsOptions()
         pool = self.resolve_pool(request.model, tts)
         family = get_family(pool.config.model_family)
@@ -195,8 +199,14 @@ class Orchestrator:
         p.cancel.set()
         return True
 
-    async def shutdown(self) -> None:
-        """Graceful stop: cancel what still runs so every engine request is released."""
+    async def shutdown(self, grace_s: float = 0.0) -> None:
+        """Graceful stop: refuse new requests, let running ones finish for `grace_s`, then
+        cancel what still runs so every engine request is released."""
+        self.accepting = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while self._running and loop.time() < deadline:
+            await asyncio.sleep(0.05)
         for request_id in list(self._running):
             self.cancel_local(request_id, "server shutting down")
         for _ in range(100):

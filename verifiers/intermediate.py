@@ -65,46 +65,12 @@ class AnswerExtractorConfig(BaseModel):
     window_sentences: int = Field(
         default=3, ge=1, description="How many of the thought's last sentences are searched."
     )
+    confirmation_sentences: int = Field(
+        default=2, ge=1, description="Last sentences searched for a bare confirmation."
+    )
     max_answer_chars: int = Field(
         default=80, ge=1, description="Longer candidates are treated as prose, not answers."
     )
-
-
-class QuestionTarget(BaseModel):
-    """What the question asks for, read from the problem text."""
-
-    model_config = ConfigDict(frozen=True)
-
-    symbols: tuple[str, ...] = Field(
-        default=(), description="Asked symbols / expressions, whitespace-free LaTeX."
-    )
-    nouns: tuple[str, ...] = Field(
-        default=(), description="Content words of the asked noun phrase (lower case)."
-    )
-
-    @classmethod
-    def from_problem(cls, problem: str) -> QuestionTarget:
-        symbols: list[str] = []
-        nouns: list[str] = []
-
-        def add(bucket: list[str], item: str) -> None:
-            if item and item not in bucket:
-                bucket.append(item)
-
-        for verb, clause, spans in _asked_clauses(problem):
-            # "How many values of $x$ ..." asks for a count, not for x.
-            counting = re.match(r"how\s+(?:many|much)\b", clause, re.IGNORECASE) is not None
-            for placeholder in _PLACEHOLDER.finditer(clause):
-                symbol = _squash(_math_body(spans[int(placeholder.group(1))]))
-                if len(symbol) <= 40 and not counting and not _NUMERIC.fullmatch(symbol):
-                    add(symbols, symbol)
-            for word in _asked_nouns(clause):
-                add(nouns, word)
-            for word in _VERB_NOUNS.get(verb.lower(), ()):
-                add(nouns, word)
-            if _ASKS_FOR_MATH.match(clause):  # "What is $...$?", "Compute $...$."
-                add(nouns, "expression")
-        return cls(symbols=tuple(symbols), nouns=tuple(nouns))
 
 
 # -- text helpers ---------------------------------------------------------------------------
@@ -129,8 +95,11 @@ _ASKED_PHRASE = re.compile(
     r"|by)\b|[?.,;:()\x00]|$)",
     re.IGNORECASE,
 )
-_OF_PHRASE = re.compile(r"^\s+of\s+(?:the\s+|all\s+)?(?P<np>[\w\s'-]{2,60}?)(?=\s+(?:of|in|on|for"
-    r"|that|when|if|is|are|does|do|can|to|such|where|whose|with)\b|[?.,;:()\x00]|$)", re.IGNORECASE)
+_OF_PHRASE = re.compile(
+    r"^\s+of\s+(?:the\s+|all\s+)?(?P<np>[\w\s'-]{2,60}?)(?=\s+(?:of|in|on|for|that|when|if|is"
+    r"|are|does|do|can|to|such|where|whose|with)\b|[?.,;:()\x00]|$)",
+    re.IGNORECASE,
+)
 # Words that never identify what is asked ("the number of ...", "all possible values").
 _GENERIC_WORDS = frozenset(
     "the a an all any possible many much value values number numbers answer result following"
@@ -174,12 +143,29 @@ _ASKS_FOR_MATH = re.compile(
     r"^(?:what\s+is|compute|evaluate|find|calculate|simplify)\s*:?\s*(?:the\s+value\s+of\s+)?\x00",
     re.IGNORECASE,
 )
+_PROSE_RUN = re.compile(r"[A-Za-z]{3,}")
+_FUNCTION_NAMES = re.compile(r"\\[A-Za-z]+|sqrt|log|ln|sin|cos|tan|cot|sec|csc|exp|mod|infty|pi")
 _BUT_CLAUSE = re.compile(r",?\s+\b(?:but|although|though|however|yet)\b", re.IGNORECASE)
 _RETRACTION = re.compile(
     r"\b(?:wrong|can't be|cannot be|doesn't|not (?:right|correct|possible)|incorrect|mistake"
-    r"|contradict\w*|invalid|wait|no,)", re.IGNORECASE
+    r"|contradict\w*|invalid|wait|no,)",
+    re.IGNORECASE,
+)
+_CONFIRMATION = re.compile(
+    r"\b(?:that'?s (?:correct|right)|that is (?:correct|right)|(?:this|that|it|which) (?:checks out"
+    r"|confirms|matches)|confirms (?:it|this|that|the|my)|is consistent|same (?:answer|result)"
+    r"|seems (?:right|correct)|is correct|that works|i'?m confident|makes sense)\b",
+    re.IGNORECASE,
+)
+_DOUBT = re.compile(
+    r"\b(?:not|no|inconsistent|wrong|mistake|maybe|perhaps|but|however|unless)\b|n't\b|\?",
+    re.IGNORECASE,
 )
 _NUMERIC = re.compile(r"[-+]?\d+(?:[.,]\d+)*")
+_INEQUALITY = re.compile(r"[<>≤≥]|\\(?:le|ge|neq|leq|geq|lt|gt)\b")
+_THERE_ARE = re.compile(
+    r"\bthere (?:is|are|were|will be) (?:exactly |only )?(?P<rest>.+)$", re.IGNORECASE
+)
 
 
 def _math_body(span: str) -> str:
@@ -264,6 +250,46 @@ def _content_words(text: str) -> list[str]:
     ]
 
 
+class QuestionTarget(BaseModel):
+    """What the question asks for, read from the problem text."""
+
+    model_config = ConfigDict(frozen=True)
+
+    symbols: tuple[str, ...] = Field(
+        default=(), description="Asked symbols / expressions, whitespace-free LaTeX."
+    )
+    nouns: tuple[str, ...] = Field(
+        default=(), description="Content words of the asked noun phrase (lower case)."
+    )
+
+    @classmethod
+    def from_problem(cls, problem: str) -> QuestionTarget:
+        symbols: list[str] = []
+        nouns: list[str] = []
+
+        def add(bucket: list[str], item: str) -> None:
+            if item and item not in bucket:
+                bucket.append(item)
+
+        for verb, clause, spans in _asked_clauses(problem):
+            # "How many values of $x$ ..." asks for a count, not for x.
+            counting = re.match(r"how\s+(?:many|much)\b", clause, re.IGNORECASE) is not None
+            for placeholder in _PLACEHOLDER.finditer(clause):
+                symbol = _squash(_math_body(spans[int(placeholder.group(1))]))
+                if len(symbol) <= 40 and not counting and not _NUMERIC.fullmatch(symbol):
+                    add(symbols, symbol)
+            for word in _asked_nouns(clause):
+                add(nouns, word)
+            for word in _VERB_NOUNS.get(verb.lower(), ()):
+                add(nouns, word)
+            if _ASKS_FOR_MATH.match(clause):  # "What is $...$?", "Compute $...$."
+                add(nouns, "expression")
+        # "the product $CD$ of the integers $C$ and $D$" asks for CD, not for C or D.
+        compound = [s for s in symbols if len(s) > 1]
+        symbols = [s for s in symbols if len(s) > 1 or not any(s in c for c in compound)]
+        return cls(symbols=tuple(symbols), nouns=tuple(nouns))
+
+
 # -- extraction -----------------------------------------------------------------------------
 
 _COPULA = re.compile(
@@ -287,7 +313,6 @@ _NUMBER_WORDS = {
     "eleven": "11",
     "twelve": "12",
 }
-_MATHY_WORD = re.compile(r"^(?:[A-Za-z]|\\?[a-z]+\{?.*|sqrt.*|pi|infinity|and|or|i)$")
 _ARTICLE_START = re.compile(
     r"^(?:indeed\s+|definitely\s+|also\s+|still\s+|clearly\s+)?(?:the|a|an|my|our)\s",
     re.IGNORECASE,
@@ -318,10 +343,11 @@ def _leading_value(text: str, spans: list[str]) -> str | None:
     depth = 0
     words = text.split()
     for position, word in enumerate(words):
-        bare = word.rstrip(".,;:!")
+        bare = re.sub(r"(?<![\d)])!+$", "", word.rstrip(".,;:"))  # keep factorials: "8!"
         lowered = bare.lower()
+        prose_word = bool(_PROSE_RUN.search(_FUNCTION_NAMES.sub("", bare)))
         mathy = (
-            bool(re.search(r"[\d+\-*/^()\[\]{}=√π∞°\\]", bare))
+            (bool(re.search(r"[\d+\-*/^()\[\]{}=√π∞°×·÷−\\]", bare)) and not prose_word)
             or lowered in _NUMBER_WORDS
             or (len(bare) == 1 and bare.isalpha() and lowered not in {"a", "i"})
             or (lowered in {"a", "i"} and position == len(words) - 1)
@@ -336,7 +362,7 @@ def _leading_value(text: str, spans: list[str]) -> str | None:
                 out.append(",")
                 continue
             break
-        ends_clause = word != bare and word[len(bare)] in ".,;:"
+        ends_clause = word != bare and word[len(bare)] in ".,;:!"
         if depth == 0 and not out and lowered in _NUMBER_WORDS:
             word = word.replace(bare, _NUMBER_WORDS[lowered])
         out.append(word)
@@ -344,7 +370,7 @@ def _leading_value(text: str, spans: list[str]) -> str | None:
         depth = max(depth, 0)
         if depth == 0 and ends_clause:
             break
-    value = " ".join(out).strip().rstrip(".,;:!")
+    value = " ".join(out).strip().rstrip(".,;:")
     if not value or not re.search(r"[\dA-Za-z]", value):
         return None
     if " , " in value:  # "x = 1 and x = -2" -> "1, -2"
@@ -358,8 +384,9 @@ def _trailing_value(text: str, spans: list[str]) -> str | None:
     words = text.strip().split()
     out: list[str] = []
     for word in reversed(words):
-        if _PLACEHOLDER.fullmatch(word):
-            out.insert(0, _math_body(spans[int(_PLACEHOLDER.fullmatch(word).group(1))]))  # type: ignore[union-attr]
+        placeholder = _PLACEHOLDER.fullmatch(word)
+        if placeholder is not None:
+            out.insert(0, _math_body(spans[int(placeholder.group(1))]))
             break
         if re.fullmatch(r"[-+]?[\d.,/]+|[\d+\-*/^()]+", word):
             out.insert(0, word)
@@ -379,10 +406,13 @@ def _clean_answer(raw: str) -> str:
     return _top_level_rhs(body).strip().rstrip(".,;: ")
 
 
-def _top_level_rhs(body: str) -> str:
-    """What follows the last top-level "=" ("a = 3" -> "3"; "\\sum_{n=1}" is left alone)."""
-    if re.search(r"[<>≤≥]|\\(?:le|ge|neq|leq|geq|lt|gt)\b", body):
-        return body
+def _split_equation(body: str) -> tuple[str, str] | None:
+    """(left, right) around the last top-level "=", or None ("\\sum_{n=1}" has none).
+
+    Inequalities are not split: "x \\le 3" is an answer, not an assignment.
+    """
+    if _INEQUALITY.search(body):
+        return None
     depth = 0
     cut = -1
     for index, char in enumerate(body):
@@ -392,10 +422,13 @@ def _top_level_rhs(body: str) -> str:
             depth -= 1
         elif char == "=" and depth == 0:
             cut = index
-    return body[cut + 1 :] if cut >= 0 else body
+    return (body[:cut], body[cut + 1 :]) if cut >= 0 else None
 
 
-_THERE_ARE = re.compile(r"\bthere (?:is|are|were|will be) (?:exactly |only )?(?P<rest>.+)$", re.I)
+def _top_level_rhs(body: str) -> str:
+    """What follows the last top-level "=" ("a = 3" -> "3"); the whole body without one."""
+    split = _split_equation(body)
+    return body if split is None else split[1]
 
 
 def _subject_strength(
@@ -408,8 +441,8 @@ def _subject_strength(
     rate r"), or (prose subjects only) when it contains the asked noun's head word.
     """
     if math_only:
-        rhs = _top_level_rhs(subject)
-        subject = subject[: len(subject) - len(rhs) - 1] if rhs is not subject else subject
+        split = _split_equation(subject)
+        subject = split[0] if split is not None else subject
     plain = re.sub(r"\\[()\[\]]|\$|\x00\d+\x00", " ", subject)
     squashed = _squash(plain)
     singles = {s for s in target.symbols if re.fullmatch(r"\\?[A-Za-z]+(?:_\{?\w+\}?)?", s)}
@@ -435,7 +468,9 @@ class IntermediateAnswerExtractor:
     def config(self) -> AnswerExtractorConfig:
         return self._config
 
-    def extract(self, text: str, *, target: QuestionTarget | None = None) -> IntermediateAnswer | None:
+    def extract(
+        self, text: str, *, target: QuestionTarget | None = None
+    ) -> IntermediateAnswer | None:
         """Best candidate in the window: strongest grade, the latest one on ties."""
         window = split_sentences(text)[-self._config.window_sentences :]
         best: IntermediateAnswer | None = None
@@ -444,6 +479,16 @@ class IntermediateAnswerExtractor:
             if found is not None and (best is None or found.strength >= best.strength):
                 best = found
         return best
+
+    def confirms(self, text: str) -> bool:
+        """Does the thought end by confirming the earlier answer without restating it?
+
+        "Yes, that checks out." / "So, that confirms it." after a verification: the thought
+        agrees with the previous answer. Doubt or negation ("that doesn't match", "maybe")
+        disqualifies it.
+        """
+        tail = " ".join(split_sentences(text)[-self._config.confirmation_sentences :])
+        return bool(_CONFIRMATION.search(tail)) and not _DOUBT.search(tail)
 
     def grade(self, sentence: str, *, target: QuestionTarget) -> IntermediateAnswer | None:
         """The candidate of one sentence, or None when it states no answer."""
@@ -505,10 +550,10 @@ class IntermediateAnswerExtractor:
             made = self._make(value, strength, "there-are", sentence)
             if made is not None:
                 return made
-        for index in range(len(spans) - 1, -1, -1):
-            body = _math_body(spans[index])
-            rhs = _top_level_rhs(body)
-            if rhs is not body:
+        # "... so \\( a = 3 \\)": the last equation in the sentence, subject on its left side.
+        for span in reversed(spans):
+            body = _math_body(span)
+            if _split_equation(body) is not None:
                 strength = _subject_strength(body, target, math_only=True)
                 return self._make(body, strength, "equation", sentence)
         return None

@@ -62,7 +62,12 @@ class Verdict(BaseModel):
     positive: bool = Field(description="Yes: the thought reaches an answer / the answers agree.")
     score: float = Field(ge=0.0, le=1.0, description="Confidence in Yes, 0..1.")
     answer: str | None = Field(
-        default=None, description="reaches_answer only: the answer the thought reached."
+        default=None,
+        description="reaches_answer only: the thought's candidate answer (also on a weak No).",
+    )
+    confirms: bool = Field(
+        default=False,
+        description="reaches_answer only: the thought confirms the previous answer unrestated.",
     )
     reason: str = Field(default="", description="Why, for logs and trim records.")
 
@@ -115,6 +120,10 @@ class RuleJudgeConfig(BaseModel):
         default=AnswerStrength.TARGET,
         description="Weakest candidate grade that counts as reaching an answer.",
     )
+    count_confirmations: bool = Field(
+        default=True,
+        description='A bare confirmation ("Yes, that checks out.") agrees with the last answer.',
+    )
 
 
 @lru_cache(maxsize=256)
@@ -139,13 +148,19 @@ class RuleJudge(ThoughtJudge):
     async def reaches_answer(self, thought: Thought, context: JudgeContext) -> Verdict:
         # Extraction is a few regexes over the thought's last sentences: microseconds, no offload.
         found = self._extractor.extract(thought.text, target=_target_of(context.problem))
+        positive = found is not None and found.strength >= self._config.min_strength
+        if not positive and self._config.count_confirmations and self._extractor.confirms(
+            thought.text
+        ):
+            return Verdict(
+                positive=True, score=0.5, confirms=True, reason="confirms the previous answer"
+            )
         if found is None:
             return Verdict(positive=False, score=0.0, reason="no candidate answer")
-        positive = found.strength >= self._config.min_strength
         return Verdict(
             positive=positive,
             score=found.strength / AnswerStrength.BOXED,
-            answer=found.answer if positive else None,
+            answer=found.answer,
             reason=f"{found.strength.name.lower()} via {found.cue}: {found.answer!r}",
         )
 

@@ -206,7 +206,12 @@ class TrimController:
         self._verdicts[thought_index] = verdict
         while self._known in self._verdicts:
             known = self._verdicts[self._known]
-            if known.positive and known.answer is not None:
+            if known.positive and known.confirms and self._chain:
+                # Agrees with the last answer by construction: no comparison needed.
+                previous = self._chain[-1]
+                self._chain.append(_Link(thought=self._known, answer=previous.answer))
+                self._links[(previous.thought, self._known)] = True
+            elif known.positive and known.answer is not None:
                 self._chain.append(_Link(thought=self._known, answer=known.answer))
                 if len(self._chain) >= 2:
                     self._request(len(self._chain) - 2, len(self._chain) - 1)

@@ -7,6 +7,7 @@ the module is skipped locally and FAILS under CI (CI builds it first).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -61,17 +62,17 @@ def _log_tail(path: Path, lines: int = 40) -> str:
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """vLLM forks an engine core and a worker into the same session: signal the whole group."""
-    for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace)
-            # children may outlive the leader briefly; a second signal round catches them
-        except subprocess.TimeoutExpired:
-            continue
+    """vLLM forks an engine core and a worker into the server's session: signal the group."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=20)
+    # SIGKILL whatever outlived the leader (or a server stuck draining connections).
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,10 @@ def connect_ray(cfg: RayConfig) -> None:
     """Join the configured cluster, or start a private local Ray."""
     if ray.is_initialized():
         return
+    # ray.init replaces the SIGTERM handler with one that exits at once; the server's own
+    # handler (graceful drain) must stay in charge.
+    main = threading.current_thread() is threading.main_thread()
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
     ray.init(
         address=cfg.address,
         namespace=cfg.namespace,
@@ -39,6 +45,8 @@ def connect_ray(cfg: RayConfig) -> None:
         log_to_driver=False,
         configure_logging=False,
     )
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -134,6 +142,8 @@ async def start_pool(pool: PoolConfig, settings: Settings) -> PoolHandle:
             lifetime=lifetime,
             num_cpus=0,
             max_concurrency=10_000,
+            max_restarts=-1,  # a killed pool actor comes back; its in-flight requests fail
+            max_task_retries=0,
         )
         .remote(pool, urls)
     )

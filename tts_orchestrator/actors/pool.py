@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -65,7 +66,12 @@ class PoolRunner:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         await self._check_health()
-        self._health_task = asyncio.create_task(self._health_loop())
+        self._ensure_health_loop()
+
+    def _ensure_health_loop(self) -> None:
+        # Also reached lazily: after Ray restarts a killed actor, only __init__ runs again.
+        if self._health_task is None or self._health_task.done():
+            self._health_task = asyncio.create_task(self._health_loop())
 
     async def _health_loop(self) -> None:
         while True:
@@ -111,6 +117,7 @@ class PoolRunner:
     async def status(self) -> dict[str, Any]:
         return {
             "pool": self.pool.name,
+            "actor_pid": os.getpid(),
             "workers": [
                 {"name": b.name, "healthy": self._healthy[b.name], "load": self._load[b.name]}
                 for b in self.backends
@@ -124,6 +131,7 @@ class PoolRunner:
     # -- generation --------------------------------------------------------------------------
     async def generate(self, job: GenerationJob) -> AsyncIterator[BranchChunk]:
         """Stream every branch of `job`, interleaved, until all end or the job is aborted."""
+        self._ensure_health_loop()
         queue: asyncio.Queue[BranchChunk | object] = asyncio.Queue()
         tasks = self._tasks.setdefault(job.request_id, {})
         for spec in job.branches:

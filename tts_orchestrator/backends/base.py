@@ -30,6 +30,9 @@ class SamplingParams(BaseModel):
         description="Return the sampled token's logprob (and this many top ones).",
     )
     grammar: str | None = Field(None, description="GBNF grammar (llama.cpp only).")
+    ignore_eos: bool = Field(
+        False, description="Keep generating past end-of-sequence (profiling: exact lengths)."
+    )
 
 
 class Usage(BaseModel):

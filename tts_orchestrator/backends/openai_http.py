@@ -76,6 +76,8 @@ class OpenAIHTTPBackend(WorkerBackend, abc.ABC):
             body["stop"] = list(params.stop)
         if params.logprobs is not None:
             body["logprobs"] = max(params.logprobs, 1)
+        if params.ignore_eos:  # llama.cpp and vLLM both accept it on /v1/completions
+            body["ignore_eos"] = True
         return body
 
     # -- streaming ----------------------------------------------------------------------------
