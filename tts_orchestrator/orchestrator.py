@@ -86,6 +86,8 @@ class Orchestrator:
         self._running: dict[str, PreparedRequest] = {}
         self._background: set[asyncio.Future[None]] = set()
         self.accepting = True
+        self._idle = asyncio.Event()  # set while no request runs
+        self._idle.set()
         #: Set by the API lifespan once the cross-replica cancel subscription is up.
         self.cancel_listener: CancelListener | None = None
 
@@ -203,16 +205,12 @@ class Orchestrator:
         """Graceful stop: refuse new requests, let running ones finish for `grace_s`, then
         cancel what still runs so every engine request is released."""
         self.accepting = False
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace_s
-        while self._running and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace_s)
         for request_id in list(self._running):
             self.cancel_local(request_id, "server shutting down")
-        for _ in range(100):
-            if not self._running:
-                return
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), 5.0)
 
     # -- execution ---------------------------------------------------------------------------
     def _job(self, p: PreparedRequest) -> GenerationJob:
@@ -249,6 +247,7 @@ class Orchestrator:
     async def run(self, p: PreparedRequest) -> AsyncIterator[OutputEvent]:
         """Generate, stream and record one prepared request."""
         self._running[p.id] = p
+        self._idle.clear()
         if self.cancel_listener is not None:
             self.cancel_listener.watch(p.id)
         job = self._job(p)
@@ -273,6 +272,8 @@ class Orchestrator:
         finally:
             self.metrics.inflight.dec()
             self._running.pop(p.id, None)
+            if not self._running:
+                self._idle.set()
             if self.cancel_listener is not None:
                 self.cancel_listener.unwatch(p.id)
             if p.cancel.is_set():

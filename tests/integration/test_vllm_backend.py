@@ -15,7 +15,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -37,14 +36,6 @@ KV_CACHE_BYTES = 1 << 30  # ~23k tokens for SmolLM2; skips vLLM's whole-node mem
 
 QUESTION = [{"role": "user", "content": "List the numbers from 1 to 10, separated by commas."}]
 STORY = [{"role": "user", "content": "Write a very long story about a dragon and a knight."}]
-
-
-@dataclass(frozen=True)
-class VLLMWorker:
-    url: str
-    ready_seconds: float
-    warmup_seconds: float
-    log_path: Path
 
 
 def _in_ci() -> bool:
@@ -90,10 +81,11 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None
 
 
 @pytest.fixture(scope="session")
-def vllm_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMWorker]:
+def vllm_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The worker's base URL."""
     if reuse := os.environ.get("TTS_VLLM_URL"):
         # A developer's worker already serving MODEL from MODEL_DIR with the flags below.
-        yield VLLMWorker(url=reuse, ready_seconds=0.0, warmup_seconds=0.0, log_path=Path("-"))
+        yield reuse
         return
     python = VENV / "bin" / "python"
     if not python.is_file() or not (MODEL_DIR / ".tts-hf-export").is_file():
@@ -124,20 +116,17 @@ def vllm_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMWorker
         "--max-model-len", "4096",
         "--enable-prompt-tokens-details",
     ]  # fmt: skip
-    started = time.monotonic()
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
     try:
         _wait_ready(proc, url, log_path)
-        ready = time.monotonic() - started
         # The first forward pass builds the CPU kernels (tens of seconds on a busy box); pay it
         # here so each test measures steady-state behaviour.
         body = {"model": MODEL, "prompt": "Hello", "max_tokens": 2}
         httpx.post(f"{url}/v1/completions", json=body, timeout=600.0).raise_for_status()
-        warmup = time.monotonic() - started - ready
-        yield VLLMWorker(url=url, ready_seconds=ready, warmup_seconds=warmup, log_path=log_path)
+        yield url
     finally:
         _stop(proc)
 
@@ -149,14 +138,14 @@ async def http_client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture(scope="session")
-def backend(vllm_worker: VLLMWorker, http_client: httpx.AsyncClient) -> VLLMBackend:
-    return VLLMBackend(url=vllm_worker.url, model=MODEL, client=http_client, model_dir=MODEL_DIR)
+def backend(vllm_worker: str, http_client: httpx.AsyncClient) -> VLLMBackend:
+    return VLLMBackend(url=vllm_worker, model=MODEL, client=http_client, model_dir=MODEL_DIR)
 
 
 @pytest.fixture(scope="session")
-def remote_backend(vllm_worker: VLLMWorker, http_client: httpx.AsyncClient) -> VLLMBackend:
+def remote_backend(vllm_worker: str, http_client: httpx.AsyncClient) -> VLLMBackend:
     """The same worker without access to its model folder: renders templates on the worker."""
-    return VLLMBackend(url=vllm_worker.url, model=MODEL, client=http_client)
+    return VLLMBackend(url=vllm_worker, model=MODEL, client=http_client)
 
 
 async def _collect(
@@ -331,9 +320,9 @@ async def test_metrics_snapshot_counts_a_request(backend: VLLMBackend) -> None:
 
 
 async def test_unknown_model_is_a_worker_error(
-    vllm_worker: VLLMWorker, http_client: httpx.AsyncClient
+    vllm_worker: str, http_client: httpx.AsyncClient
 ) -> None:
-    wrong = VLLMBackend(url=vllm_worker.url, model="no-such-model", client=http_client)
+    wrong = VLLMBackend(url=vllm_worker, model="no-such-model", client=http_client)
     with pytest.raises(WorkerError, match="404"):
         await _collect(wrong, "Hi", SamplingParams(max_tokens=2), "wrong-model")
 
@@ -342,9 +331,9 @@ async def test_unknown_model_is_a_worker_error(
 
 
 @pytest.fixture(scope="module")
-def openai_client(vllm_worker: VLLMWorker) -> Iterator[openai.OpenAI]:
+def openai_client(vllm_worker: str) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(
-        base_url=f"{vllm_worker.url}/v1", api_key="unused", max_retries=0, timeout=120
+        base_url=f"{vllm_worker}/v1", api_key="unused", max_retries=0, timeout=120
     ) as client:
         yield client
 

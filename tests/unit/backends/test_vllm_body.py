@@ -79,7 +79,9 @@ def test_completion_body(
     assert not absent & body.keys()
 
 
-def _event(text: str, token_ids: list[int], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+def _event(
+    text: str, token_ids: list[int], finish: str | None = None, **extra: Any
+) -> dict[str, Any]:
     choice = {"index": 0, "text": text, "finish_reason": finish, "token_ids": token_ids, **extra}
     return {"id": "cmpl-1", "object": "text_completion", "choices": [choice]}
 
@@ -182,7 +184,11 @@ vllm:num_requests_running{engine="1",model_name="m"} 3.0
         ),
         pytest.param(
             METRICS_TEXT + SPEC,
-            {"spec_drafts_total": 10.0, "spec_draft_tokens_total": 40.0, "spec_accepted_tokens_total": 31.0},
+            {
+                "spec_drafts_total": 10.0,
+                "spec_draft_tokens_total": 40.0,
+                "spec_accepted_tokens_total": 31.0,
+            },
             id="speculative-counters",
         ),
         pytest.param(TWO_ENGINES, {"requests_running": 5.0}, id="data-parallel-engines-summed"),
@@ -216,7 +222,12 @@ def _write_folder(root: Path, files: dict[str, str | dict[str, Any]]) -> Path:
             id="transformers-5-jinja-file",
         ),
         pytest.param(
-            {"tokenizer_config.json": {"chat_template": TEMPLATE, "eos_token": {"content": "</s>"}}},
+            {
+                "tokenizer_config.json": {
+                    "chat_template": TEMPLATE,
+                    "eos_token": {"content": "</s>"},
+                }
+            },
             "",
             "</s>",
             id="template-in-tokenizer-config-added-token-dict",
@@ -268,7 +279,9 @@ class _RemoteRenderer:
         body = json.loads(request.content)
         self.bodies[request.url.path] = body
         if request.url.path == "/tokenize":
-            return httpx.Response(200, json={"count": 3, "tokens": [1, 2, 3], "max_model_len": 8192})
+            return httpx.Response(
+                200, json={"count": 3, "tokens": [1, 2, 3], "max_model_len": 8192}
+            )
         if request.url.path == "/detokenize":
             return httpx.Response(200, json={"prompt": RENDERED})
         return httpx.Response(404)
@@ -281,7 +294,9 @@ def renderer() -> _RemoteRenderer:
 
 async def test_without_model_dir_renders_on_the_worker(renderer: _RemoteRenderer) -> None:
     backend = _backend(renderer)
-    rendered = await backend.apply_chat_template(MESSAGES, template_kwargs={"enable_thinking": False})
+    rendered = await backend.apply_chat_template(
+        MESSAGES, template_kwargs={"enable_thinking": False}
+    )
     assert rendered == RENDERED
     assert renderer.bodies["/tokenize"] == {
         "model": MODEL,
