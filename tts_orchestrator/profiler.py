@@ -270,6 +270,7 @@ def build_profile(
     max_concurrency: int,
     machine: str,
     measured_at: datetime | None = None,
+    prefix_cache_shared: bool = True,
 ) -> PoolProfile:
     """The :class:`PoolProfile` of measured samples (pure: no I/O)."""
     if not samples:
@@ -298,6 +299,7 @@ def build_profile(
         prefill_tokens_per_s=prefill.tokens_per_s,
         accepted_tokens_per_step=accepted,
         max_concurrency=max_concurrency,
+        prefix_cache_shared=prefix_cache_shared,
     )
 
 
@@ -310,8 +312,10 @@ class WorkerProfiler:
         *,
         pool: PoolConfig,
         settings: ProfilerSettings | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.backend = backend
+        self._clock = clock
         self.pool = pool
         self.settings = settings or ProfilerSettings()
         slots = self.settings.max_concurrency or (pool.launch.n_parallel if pool.launch else None)
@@ -321,7 +325,7 @@ class WorkerProfiler:
 
     async def run(self) -> ProfileRun:
         """Warm up, measure prefill and every concurrency level, build the profile."""
-        start = time.perf_counter()
+        start = self._clock()
         warnings: list[str] = []
         before = await self.backend.metrics()
         if before.requests_running or before.requests_waiting:
@@ -334,6 +338,7 @@ class WorkerProfiler:
         )
         await self._stream(prompt, self._params(self.settings.warmup_tokens, 0))
         prefill = await self.measure_prefill()
+        shared = await self.measure_prefix_sharing() if self.slots > 1 else True
         samples = [await self.measure_decode(prompt, b) for b in self.settings.levels(self.slots)]
         warnings += _sample_warnings(samples)
         threads = self.pool.launch.threads if self.pool.launch else None
@@ -343,12 +348,13 @@ class WorkerProfiler:
             prefill=prefill,
             max_concurrency=self.slots,
             machine=machine_description(threads),
+            prefix_cache_shared=shared,
         )
         return ProfileRun(
             profile=profile,
             samples=tuple(samples),
             prefill=prefill,
-            duration_s=time.perf_counter() - start,
+            duration_s=self._clock() - start,
             warnings=tuple(warnings),
         )
 
@@ -363,11 +369,11 @@ class WorkerProfiler:
     async def measure_decode(self, prompt: str, concurrency: int) -> ConcurrencySample:
         """``concurrency`` streams of ``decode_tokens`` tokens each, started together."""
         before = await self.backend.metrics()
-        start = time.perf_counter()
+        start = self._clock()
         params = [self._params(self.settings.decode_tokens, 1000 + i) for i in range(concurrency)]
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(self._stream(prompt, p)) for p in params]
-        wall = time.perf_counter() - start
+        wall = self._clock() - start
         after = await self.backend.metrics()
         counters = CounterDelta.between(before, after, requests=concurrency)
         return ConcurrencySample(
@@ -400,14 +406,23 @@ class WorkerProfiler:
             raise WorkerError(f"worker {self.backend.name} reported no prompt tokens for prefill")
         return PrefillSample(prompt_tokens=uncached, seconds=timing.ttft_s, source="client")
 
+    async def measure_prefix_sharing(self, tokens: int = 64) -> bool:
+        """Do two branches of one new prompt, started together, prefill it only once?"""
+        prompt = await self.fresh_prompt(tokens)
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._stream(prompt, self._params(1, i))) for i in (2, 3)]
+        timings = [t.result() for t in tasks]
+        processed = sum(_uncached_prompt_tokens(t) for t in timings)
+        return processed < 1.5 * max(t.prompt_tokens for t in timings)
+
     async def _stream(self, prompt: str, params: SamplingParams) -> StreamTiming:
-        start = time.perf_counter()
+        start = self._clock()
         first = last = None
         tokens = 0
         prompt_tokens, cached, timings = 0, None, None
         request_id = f"profile-{uuid.uuid4().hex[:12]}"
         async for chunk in self.backend.stream_completion(prompt, params, request_id=request_id):
-            now = time.perf_counter()
+            now = self._clock()
             if chunk.n_tokens:
                 tokens += chunk.n_tokens
                 first = now if first is None else first
@@ -428,6 +443,13 @@ class WorkerProfiler:
             cached_prompt_tokens=cached,
             engine_timings=timings,
         )
+
+
+def _uncached_prompt_tokens(timing: StreamTiming) -> int:
+    engine = timing.engine_timings or {}
+    if "prompt_n" in engine:
+        return int(engine["prompt_n"])
+    return timing.prompt_tokens - (timing.cached_prompt_tokens or 0)
 
 
 def _sample_warnings(samples: Sequence[ConcurrencySample]) -> list[str]:
@@ -516,8 +538,10 @@ class LiveProfileUpdater:
         metrics: MetricsSource,
         interval_s: float = 5.0,
         alpha: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
+        self._clock = clock
         self.pool = pool
         self.engine = engine
         self._metrics = metrics
@@ -527,7 +551,7 @@ class LiveProfileUpdater:
 
     async def poll_once(self) -> list[LiveObservation]:
         """Take a snapshot; fold and return the observations since the previous one."""
-        now, snapshot = time.monotonic(), await self._metrics()
+        now, snapshot = self._clock(), await self._metrics()
         previous, self._last = self._last, (now, snapshot)
         if previous is None or len(previous[1]) != len(snapshot):
             return []
@@ -552,6 +576,6 @@ class LiveProfileUpdater:
         while True:
             try:
                 await self.poll_once()
-            except (TTSError, WorkerError) as exc:
+            except TTSError as exc:
                 log.warning("live profile update of %s failed: %s", self.pool, exc)
             await asyncio.sleep(self.interval_s)

@@ -125,7 +125,8 @@ class EquivalenceChecker:
         self._cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str], EquivalenceVerdict] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._pool_lock = threading.Lock()
+        self._pool_lock = threading.Lock()  # held for seconds while workers start
+        self._dispatch_lock = threading.Lock()  # taken on the event loop: never held long
         self._slot = _PoolSlot()
         self._dispatch: ThreadPoolExecutor | None = None
         self._closed = False
@@ -162,9 +163,10 @@ class EquivalenceChecker:
 
     def close(self) -> None:
         """Stop the dispatcher threads and worker processes. Idempotent."""
-        with self._pool_lock:
+        with self._dispatch_lock:
             self._closed = True
             dispatch, self._dispatch = self._dispatch, None
+        with self._pool_lock:
             pool, self._slot.pool = self._slot.pool, None
         if dispatch is not None:
             dispatch.shutdown(wait=True, cancel_futures=True)
@@ -217,8 +219,12 @@ class EquivalenceChecker:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
 
+    def warm(self) -> None:
+        """Start the worker processes now (blocking; call it from a thread at start-up)."""
+        self._warm_pool()
+
     def _dispatcher(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
+        with self._dispatch_lock:
             if self._closed:
                 raise RuntimeError("EquivalenceChecker is closed")
             if self._dispatch is None:

@@ -4,7 +4,8 @@ Both judges sit behind `ThoughtJudge`, so the trimming controller, the offline r
 verifier service drive either one the same way:
 
 * `RuleJudge` - the intermediate-answer extractor graded by `AnswerStrength` for (a), and
-  math-verify equivalence (`EquivalenceChecker`, off the event loop) for (b). Cheap, math only.
+  math-verify equivalence (an `EquivalenceChecker`, which runs it off the event loop) for (b).
+  Cheap, math only.
 * `LlmJudge` - a small instruction-tuned verifier asked few-shot Yes/No questions, decided from
   the Yes vs No log-probabilities of a single generated token. It takes an injected
   ``score(prompt) -> {token: logprob}`` coroutine, so this package never imports an HTTP
@@ -23,11 +24,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from verifiers.equivalence import EquivalenceChecker
 from verifiers.intermediate import (
     AnswerExtractorConfig,
     AnswerStrength,
@@ -38,6 +38,7 @@ from verifiers.intermediate import (
 from verifiers.segmentation import Thought
 
 __all__ = [
+    "AnswerComparer",
     "JudgeContext",
     "LlmJudge",
     "LlmJudgeConfig",
@@ -52,6 +53,12 @@ __all__ = [
 
 ScoreFn = Callable[[str], Awaitable[Mapping[str, float]]]
 """prompt -> top log-probabilities of the next token (token text -> natural-log probability)."""
+
+
+class AnswerComparer(Protocol):
+    """What the rule judge needs of `verifiers.equivalence.EquivalenceChecker`."""
+
+    async def equivalent(self, gold: str, pred: str) -> bool: ...
 
 
 class Verdict(BaseModel):
@@ -136,7 +143,7 @@ class RuleJudge(ThoughtJudge):
 
     name: ClassVar[str] = "rule"
 
-    def __init__(self, checker: EquivalenceChecker, config: RuleJudgeConfig | None = None) -> None:
+    def __init__(self, checker: AnswerComparer, config: RuleJudgeConfig | None = None) -> None:
         self._checker = checker
         self._config = config or RuleJudgeConfig()
         self._extractor = IntermediateAnswerExtractor(self._config.extractor)
@@ -149,8 +156,10 @@ class RuleJudge(ThoughtJudge):
         # Extraction is a few regexes over the thought's last sentences: microseconds, no offload.
         found = self._extractor.extract(thought.text, target=_target_of(context.problem))
         positive = found is not None and found.strength >= self._config.min_strength
-        if not positive and self._config.count_confirmations and self._extractor.confirms(
-            thought.text
+        if (
+            not positive
+            and self._config.count_confirmations
+            and self._extractor.confirms(thought.text)
         ):
             return Verdict(
                 positive=True, score=0.5, confirms=True, reason="confirms the previous answer"
@@ -192,7 +201,9 @@ class PromptTemplate(BaseModel):
     @classmethod
     def load(cls, name: str, directory: Path | None = None) -> PromptTemplate:
         if directory is None:
-            text = resources.files("verifiers").joinpath("prompts", f"{name}.txt").read_text("utf-8")
+            text = (
+                resources.files("verifiers").joinpath("prompts", f"{name}.txt").read_text("utf-8")
+            )
         else:
             text = (directory / f"{name}.txt").read_text("utf-8")
         return cls(name=name, text=text)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -29,14 +30,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from verifiers.equivalence import EquivalenceChecker
+from verifiers.answers import normalize_answer
 from verifiers.intermediate import AnswerStrength, IntermediateAnswerExtractor
-from verifiers.judges import JudgeContext, ThoughtJudge, Verdict
+from verifiers.judges import AnswerComparer, JudgeContext, ThoughtJudge, Verdict
 from verifiers.repetition import count_word_pieces
 from verifiers.segmentation import DEFAULT_FAMILY, SegmenterConfig, Thought, ThoughtSegmenter
 from verifiers.trimr import ConsistencyRequest, TrimController, TrimDecision, TrimRConfig, TrimRule
 
 __all__ = [
+    "Headroom",
     "ReplayConfig",
     "ReplayReport",
     "ReplayTotals",
@@ -44,6 +46,8 @@ __all__ = [
     "RuleTotals",
     "TraceOutcome",
     "family_for_model",
+    "format_totals",
+    "headroom",
     "load_replay_traces",
     "replay",
     "replay_trace",
@@ -309,7 +313,7 @@ async def replay_trace(
     trace: ReplayTrace,
     *,
     judge: ThoughtJudge,
-    checker: EquivalenceChecker,
+    checker: AnswerComparer,
     config: ReplayConfig | None = None,
 ) -> TraceOutcome:
     cfg = config or ReplayConfig()
@@ -384,7 +388,7 @@ async def replay(
     traces: Sequence[ReplayTrace],
     *,
     judge: ThoughtJudge,
-    checker: EquivalenceChecker,
+    checker: AnswerComparer,
     config: ReplayConfig | None = None,
 ) -> ReplayReport:
     """Replay every trace (sequentially: one branch at a time, deterministic)."""
@@ -400,8 +404,7 @@ def format_totals(report: ReplayReport) -> str:
     t = report.totals
     lines = [
         f"judge={report.judge} traces={t.traces} trimmed={t.trimmed}",
-        f"thinking tokens {t.tokens_before} -> {t.tokens_after} "
-        f"(saved {t.tokens_saved_pct:.1f}%)",
+        f"thinking tokens {t.tokens_before} -> {t.tokens_after} (saved {t.tokens_saved_pct:.1f}%)",
         f"accuracy {t.accuracy_before:.1f}% -> {t.accuracy_after:.1f}% "
         f"({t.accuracy_change_pt:+.1f} pt; lost {t.lost}, gained {t.gained})",
     ]
@@ -414,58 +417,115 @@ def format_totals(report: ReplayReport) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+class Headroom(BaseModel):
+    """Oracle bound: trim each trace at the n-th thought that mentions its own final answer."""
+
+    mentions: int
+    tokens_before: int
+    tokens_after: int
+    saved_pct: float
+
+
+def _squashed(text: str) -> str:
+    return re.sub(r"\s+", "", normalize_answer(text))
+
+
+def headroom(
+    traces: Sequence[ReplayTrace], *, mentions: int, family: str | None = None
+) -> Headroom:
+    """Tokens saved if every trace stopped right after the `mentions`-th thought whose text
+    contains its final answer (normalised substring match; generous for short answers such as
+    "2"). With `mentions = overthink_m + 1` this bounds what the overthinking rule could save
+    with a perfect judge."""
+    before = after = 0
+    for trace in traces:
+        total = count_word_pieces(trace.thinking)
+        before += total
+        cut = total
+        answer = _squashed(trace.final_answer or "")
+        if answer:
+            seen = 0
+            cfg = SegmenterConfig(family=family or trace.family)
+            for thought in ThoughtSegmenter(cfg).feed(trace.thinking):
+                if answer in _squashed(thought.text):
+                    seen += 1
+                    if seen == mentions:
+                        cut = count_word_pieces(trace.thinking[: thought.end])
+                        break
+        after += cut
+    saved = 100.0 * (before - after) / before if before else 0.0
+    return Headroom(mentions=mentions, tokens_before=before, tokens_after=after, saved_pct=saved)
+
+
+def _cli() -> None:
     import argparse
     import asyncio
 
+    from verifiers.equivalence import EquivalenceChecker
     from verifiers.judges import RuleJudge, RuleJudgeConfig
     from verifiers.trimr import UnderthinkMode
 
-    parser = argparse.ArgumentParser(description="Replay TrimR over recorded traces.")
-    parser.add_argument("--traces", nargs="+", required=True)
-    parser.add_argument("--datasets", nargs="*", default=None)
+    parser = argparse.ArgumentParser(description="Replay TrimR (rule judge) over recorded traces.")
+    parser.add_argument("--traces", nargs="+", required=True, help="JSONL trace files")
+    parser.add_argument("--datasets", nargs="*", default=None, help="keep only these datasets")
     parser.add_argument("--include-incomplete", action="store_true")
-    parser.add_argument("--delay-tokens", type=int, default=0)
+    parser.add_argument("--delay-tokens", type=int, default=0, help="verdict latency in tokens")
+    parser.add_argument("--rules", nargs="*", choices=[r.value for r in TrimRule], default=None)
     parser.add_argument("--overthink-m", type=int, default=2)
     parser.add_argument("--tolerate-one-outlier", action="store_true")
     parser.add_argument("--underthink-max-thoughts", type=int, default=20)
-    parser.add_argument("--underthink-mode", choices=[m.value for m in UnderthinkMode], default="any")
-    parser.add_argument("--rules", nargs="*", choices=[r.value for r in TrimRule], default=None)
-    parser.add_argument(
-        "--min-strength", choices=[s.name for s in AnswerStrength], default="TARGET"
-    )
-    parser.add_argument("--per-trace", action="store_true")
+    parser.add_argument("--underthink-mode", choices=[m.value for m in UnderthinkMode])
+    parser.add_argument("--min-strength", choices=[s.name for s in AnswerStrength])
+    parser.add_argument("--per-trace", action="store_true", help="list every trimmed trace")
+    parser.add_argument("--headroom", action="store_true", help="print the oracle bounds too")
     args = parser.parse_args()
 
-    async def _main() -> None:
-        traces = load_replay_traces(
-            args.traces, datasets=args.datasets, complete_only=not args.include_incomplete
-        )
-        trimr = TrimRConfig(
-            overthink_m=args.overthink_m,
-            tolerate_one_outlier=args.tolerate_one_outlier,
-            underthink_max_thoughts=args.underthink_max_thoughts,
-            underthink_mode=UnderthinkMode(args.underthink_mode),
-            rules=frozenset(TrimRule(r) for r in args.rules) if args.rules is not None else None,
-        ) if args.rules is not None else TrimRConfig(
-            overthink_m=args.overthink_m,
-            tolerate_one_outlier=args.tolerate_one_outlier,
-            underthink_max_thoughts=args.underthink_max_thoughts,
-            underthink_mode=UnderthinkMode(args.underthink_mode),
-        )
-        config = ReplayConfig(trimr=trimr, verdict_delay_tokens=args.delay_tokens)
-        judge_config = RuleJudgeConfig(min_strength=AnswerStrength[args.min_strength])
-        async with EquivalenceChecker(timeout_s=5.0) as checker:
-            judge = RuleJudge(checker, judge_config)
-            report = await replay(traces, judge=judge, checker=checker, config=config)
-        if args.per_trace:
-            for o in report.traces:
-                if o.rule is not None:
-                    print(
-                        f"{o.id[:48]:48s} {o.rule.value:13s} {o.tokens_at_trim:6d}/"
-                        f"{o.thinking_tokens:6d} {o.answer_at_trim!r} final={o.final_answer!r} "
-                        f"{o.correct_before}->{o.correct_after}  {o.reason}"
-                    )
-        print(format_totals(report))
+    trimr = TrimRConfig(
+        overthink_m=args.overthink_m,
+        tolerate_one_outlier=args.tolerate_one_outlier,
+        underthink_max_thoughts=args.underthink_max_thoughts,
+        **({"rules": frozenset(map(TrimRule, args.rules))} if args.rules is not None else {}),
+        **(
+            {"underthink_mode": UnderthinkMode(args.underthink_mode)}
+            if args.underthink_mode
+            else {}
+        ),
+    )
+    judge_config = RuleJudgeConfig(
+        **({"min_strength": AnswerStrength[args.min_strength]} if args.min_strength else {})
+    )
+    traces = load_replay_traces(
+        args.traces, datasets=args.datasets, complete_only=not args.include_incomplete
+    )
 
-    asyncio.run(_main())
+    async def run() -> ReplayReport:
+        async with EquivalenceChecker(timeout_s=5.0) as checker:
+            return await replay(
+                traces,
+                judge=RuleJudge(checker, judge_config),
+                checker=checker,
+                config=ReplayConfig(trimr=trimr, verdict_delay_tokens=args.delay_tokens),
+            )
+
+    report = asyncio.run(run())
+    if args.per_trace:
+        for o in report.traces:
+            if o.rule is not None:
+                print(
+                    f"{o.id[:48]:48s} {o.rule.value:13s} "
+                    f"{o.tokens_at_trim:6d}/{o.thinking_tokens:6d} {o.answer_at_trim!r}"
+                    f" final={o.final_answer!r}"
+                    f" {o.correct_before}->{o.correct_after}  {o.reason}"
+                )
+    print(format_totals(report))
+    if args.headroom:
+        for n in (1, 2, 3):
+            bound = headroom(traces, mentions=n)
+            print(
+                f"oracle: stop at the thought with the answer's mention #{n}: "
+                f"saved {bound.saved_pct:.1f}%"
+            )
+
+
+if __name__ == "__main__":
+    _cli()

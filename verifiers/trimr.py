@@ -301,14 +301,18 @@ class TrimController:
         limit = cfg.underthink_ratio * self._budget if self._budget else None
         over_budget = limit is not None and self.tokens >= limit
         too_many = self._thoughts >= cfg.underthink_max_thoughts
-        fired = (over_budget or too_many) if cfg.underthink_mode is UnderthinkMode.ANY else (
-            over_budget and too_many
+        fired = (
+            (over_budget or too_many)
+            if cfg.underthink_mode is UnderthinkMode.ANY
+            else (over_budget and too_many)
         )
         if not fired:
             return None
         parts = []
         if over_budget:
-            parts.append(f"{self.tokens} tokens >= {cfg.underthink_ratio:g} x {self._budget} budget")
+            parts.append(
+                f"{self.tokens} tokens >= {cfg.underthink_ratio:g} x {self._budget} budget"
+            )
         if too_many:
             parts.append(f"{self._thoughts} thoughts >= {cfg.underthink_max_thoughts}")
         return self._fire(

@@ -166,6 +166,8 @@ def test_stream_through_openai_client(replay_service: RunningService) -> None:
     assert kinds.index("content") > max(i for i, k in enumerate(kinds) if k == "reasoning")
     finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finish[0].choices[0].finish_reason == "stop"
+    detail = finish[0].model_extra["tts"]  # type: ignore[index]
+    assert detail["n_branches"] == 4 and detail["vote"]["winner"] == "\\frac{1}{2}"
     usage = chunks[-1].usage
     single = client.chat.completions.create(
         model="replay",

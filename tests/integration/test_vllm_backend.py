@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tts_orchestrator.backends.base import CompletionChunk, SamplingParams
 from tts_orchestrator.backends.vllm import VLLMBackend
@@ -356,9 +357,12 @@ async def test_openai_greedy_completion_equals_backend_stream(
 
 
 def test_openai_chat_streams_chunks_with_usage(openai_client: openai.OpenAI) -> None:
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": QUESTION[0]["content"]}
+    ]
     stream = openai_client.chat.completions.create(
         model=MODEL,
-        messages=QUESTION,  # type: ignore[arg-type]
+        messages=messages,
         max_tokens=12,
         temperature=0.0,
         stream=True,

@@ -64,6 +64,7 @@ def build_app(settings: Settings) -> FastAPI:
                 stack.push_async_callback(stop_pool, h, kill=settings.ray.address is None)
             checker = EquivalenceChecker(timeout_s=settings.tts.equivalence_timeout_s)
             stack.callback(checker.close)
+            await asyncio.to_thread(checker.warm)  # not on the first vote's critical path
             metrics = ServiceMetrics()
             orchestrator = Orchestrator(
                 settings=settings,

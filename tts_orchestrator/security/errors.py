@@ -2,7 +2,8 @@
 
 TTSError
 ├── AuthenticationError (401)   missing, malformed, unknown or revoked API key
-└── RateLimited (429)           a per-key limit is reached; carries ``retry_after_s``
+├── RateLimited (429)           a per-key limit is reached; carries ``retry_after_s``
+└── KeyNotFound (404)           no API key with that id (the `keys` CLI)
 
 Both carry the HTTP headers a client needs (``WWW-Authenticate`` / ``Retry-After``), which
 :func:`tts_orchestrator.security.auth.install_security` adds to the response.
@@ -51,3 +52,8 @@ class RateLimited(SecurityError):
     def headers(self) -> dict[str, str]:
         # Retry-After takes whole seconds; never tell a client to retry at once.
         return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
+
+
+class KeyNotFound(TTSError):
+    status_code = 404
+    error_type = "not_found_error"

@@ -1,0 +1,408 @@
+"""Per-family thinking switches: how to turn thinking explicitly ON (slow) and OFF (fast).
+
+Each model family switches thinking its own way, and a switch that is only implied (the model's
+default) is the one that silently does nothing. So every family has an explicit ON and OFF:
+
+============== ============================================ ===================================
+family         fast (OFF)                                   slow (ON)
+============== ============================================ ===================================
+openpangu      `` /no_think`` appended to the last user     client soft switches removed (slow
+               turn (`` /auto_think``: the model's own      is the model's default)
+               adaptive mode)
+qwen3          ``enable_thinking=False`` template kwarg     ``enable_thinking=True``
+deepseek_r1,   a closed, empty thinking block prefilled     the block opened by the prefill
+qwq, sky_t1    after the generation prompt                  unless the template opens it
+generic,       the messages as sent                         a system instruction to think in
+prompted_think                                              ``<think>…</think>`` plus a GBNF
+                                                            grammar that forces that format
+============== ============================================ ===================================
+
+Instruction models ignore a request to use tags when they are only asked (issue 8 measured 0 of
+4 on Qwen2.5-Coder), hence the grammar; it needs an engine with GBNF support (llama.cpp).
+
+A :class:`ModePlan` is what the service does with a request: the messages to render, the
+template kwargs, text appended to the rendered prompt, a grammar, and which family's markers
+split the output (with whether the output starts inside the thinking block). This module is
+pure: a family is read through the :class:`FamilyMarkers` protocol, which
+``verifiers.families.ModelFamily`` satisfies.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from policies.modes import ThinkingMode
+
+THINK_INSTRUCTION = (
+    "Reason about the request step by step before you answer. Write all of that reasoning "
+    "between <think> and </think>, then close the block and give your final answer after "
+    "</think>."
+)
+"""System instruction of the prompted-thinking switch (it matches ``grammars/think.gbnf``)."""
+
+
+class FamilyMarkers(Protocol):
+    """What a switch reads from a model family (``verifiers.families.ModelFamily`` fits)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def think_open(self) -> str | None: ...
+    @property
+    def think_close(self) -> str | None: ...
+    @property
+    def starts_in_thinking(self) -> bool: ...
+
+
+def load_grammar(name: str) -> str:
+    """The text of ``policies/grammars/<name>.gbnf``; FileNotFoundError naming the known ones."""
+    folder = resources.files("policies").joinpath("grammars")
+    path = folder.joinpath(f"{name}.gbnf")
+    if not path.is_file():
+        known = sorted(p.name.removesuffix(".gbnf") for p in folder.iterdir())
+        raise FileNotFoundError(f"no grammar {name!r}; known: {known}")
+    return path.read_text(encoding="utf-8")
+
+
+class ModePlan(BaseModel):
+    """How to run one request in one mode."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: ThinkingMode = Field(description="fast, slow, or auto when the family decides itself.")
+    family: str = Field(description="The pool's model family.")
+    switch: str = Field(description="The switch applied, for the request record.")
+    messages: list[dict[str, str]] = Field(description="Chat messages to render.")
+    template_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Chat-template kwargs (the client's, then the switch's)."
+    )
+    prefill: str = Field("", description="Text appended to the rendered prompt.")
+    grammar: str | None = Field(None, description="GBNF grammar constraining the output.")
+    split_family: str = Field(description="Family whose markers split the output.")
+    output_starts_in_thinking: bool = Field(
+        description="The generated text begins inside the thinking block."
+    )
+    reasoning_expected: bool | None = Field(
+        description="Whether the output will hold reasoning (None: the model decides)."
+    )
+
+    def prompt(self, rendered: str) -> str:
+        """The prompt sent to the worker: the rendered chat plus the prefill."""
+        return rendered + self.prefill
+
+
+def _copy(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    return [dict(m) for m in messages]
+
+
+def _last_user(messages: list[dict[str, str]]) -> dict[str, str] | None:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return message
+    return None
+
+
+class ModeSwitch(abc.ABC):
+    """Template method: :meth:`plan` checks the mode and calls :meth:`fast` / :meth:`slow`.
+
+    A subclass writes the two (three with a native auto mode) builders; ``native_auto`` says
+    whether the family has a trained mode that decides by itself whether to think.
+    """
+
+    native_auto: bool = False
+
+    def plan(
+        self,
+        family: FamilyMarkers,
+        mode: ThinkingMode,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> ModePlan:
+        """The plan for ``mode``; ``auto`` only where the family has a native auto mode."""
+        kwargs = dict(template_kwargs or {})
+        if mode is ThinkingMode.FAST:
+            return self.fast(family, _copy(messages), kwargs)
+        if mode is ThinkingMode.SLOW:
+            return self.slow(family, _copy(messages), kwargs)
+        if not self.native_auto:
+            raise ValueError(
+                f"family {family.name!r} has no native auto mode; resolve auto to fast or slow"
+            )
+        return self.auto(family, _copy(messages), kwargs)
+
+    @abc.abstractmethod
+    def fast(
+        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+    ) -> ModePlan:
+        """Thinking explicitly OFF."""
+
+    @abc.abstractmethod
+    def slow(
+        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+    ) -> ModePlan:
+        """Thinking explicitly ON."""
+
+    def auto(
+        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+    ) -> ModePlan:
+        """The family's own adaptive mode (only when ``native_auto``)."""
+        raise NotImplementedError
+
+
+class SoftSwitchSuffix(ModeSwitch):
+    """Families switched by a marker at the end of the last user turn (openPangu).
+
+    Markers a client already typed at the end of the turn are removed first, so the turn ends
+    with exactly the marker of the mode the service chose.
+    """
+
+    native_auto = True
+
+    def __init__(self, *, fast: str, auto: str, slow: str = "") -> None:
+        self._suffix = {ThinkingMode.FAST: fast, ThinkingMode.AUTO: auto, ThinkingMode.SLOW: slow}
+        markers = "|".join(re.escape(s.strip()) for s in (fast, auto, slow) if s.strip())
+        self._typed = re.compile(rf"(?:\s*(?:{markers}))+\s*$")
+
+    def _plan(
+        self,
+        family: FamilyMarkers,
+        mode: ThinkingMode,
+        messages: list[dict[str, str]],
+        kwargs: dict[str, Any],
+    ) -> ModePlan:
+        suffix = self._suffix[mode]
+        turn = _last_user(messages)
+        if turn is not None:
+            turn["content"] = self._typed.sub("", turn.get("content", "")) + suffix
+        shown = repr(suffix) if suffix else "no marker"
+        where = "the last user turn" if turn is not None else "no user turn to mark"
+        return ModePlan(
+            mode=mode,
+            family=family.name,
+            switch=f"{family.name}: {shown} at the end of {where}",
+            messages=messages,
+            template_kwargs=kwargs,
+            split_family=family.name,
+            output_starts_in_thinking=family.starts_in_thinking,
+            reasoning_expected={ThinkingMode.FAST: False, ThinkingMode.SLOW: True}.get(mode),
+        )
+
+    def fast(
+        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+    ) -> ModePlan:
+        return self._plan(family, ThinkingMode.FAST, messages, kwargs)
+
+    def slow(
+        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+    ) -> ModePlan:
+        return self._plan(family, ThinkingMode.SLOW, messages, kwargs)
+
+    def auto(
+        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+    ) -> ModePlan:
+        return self._plan(family, ThinkingMode.AUTO, messages, kwargs)
+
+
+class TemplateFlagSwitch(ModeSwitch):
+    """Families whose chat template takes a boolean kwarg (Qwen3's ``enable_thinking``).
+
+    The switch's value overrides the client's kwarg: the resolver has already turned a
+    client's flag into the mode.
+    """
+
+    def __init__(self, kwarg: str = "enable_thinking") -> None:
+        self.kwarg = kwarg
+
+    def _plan(
+        self, family: FamilyMarkers, on: bool, messages: list[dict[str, str]], kwargs: dict[str, Any]
+    ) -> ModePlan:
+        return ModePlan(
+            mode=ThinkingMode.SLOW if on else ThinkingMode.FAST,
+            family=family.name,
+            switch=f"{family.name}: chat template {self.kwarg}={on}",
+            messages=messages,
+            template_kwargs={**kwargs, self.kwarg: on},
+            split_family=family.name,
+            output_starts_in_thinking=family.starts_in_thinking and on,
+            reasoning_expected=on,
+        )
+
+    def fast(
+        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+    ) -> ModePlan:
+        return self._plan(family, False, messages, kwargs)
+
+    def slow(
+        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+    ) -> ModePlan:
+        return self._plan(family, True, messages, kwargs)
+
+
+def _markers(family: FamilyMarkers) -> tuple[str, str]:
+    if not (family.think_open and family.think_close):
+        raise ValueError(f"family {family.name!r} has no thinking markers to prefill")
+    return family.think_open, family.think_close
+
+
+class ThinkingBlockPrefill(ModeSwitch):
+    """Always-thinking families (DeepSeek-R1, QwQ, Sky-T1): the block is controlled by prefill.
+
+    Fast closes an empty block right after the generation prompt (only the close marker when
+    the template already opened it: ``starts_in_thinking``); slow opens the block when the
+    template does not, so the output starts inside it either way.
+    """
+
+    def fast(
+        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+    ) -> ModePlan:
+        think_open, think_close = _markers(family)
+        prefill = f"\n{think_close}\n\n"
+        if not family.starts_in_thinking:
+            prefill = think_open + "\n" + prefill
+        return ModePlan(
+            mode=ThinkingMode.FAST,
+            family=family.name,
+            switch=f"{family.name}: empty thinking block prefilled ({prefill!r})",
+            messages=messages,
+            template_kwargs=kwargs,
+            prefill=prefill,
+            split_family=family.name,
+            output_starts_in_thinking=False,
+            reasoning_expected=False,
+        )
+
+    def slow(
+        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+    ) -> ModePlan:
+        think_open, _ = _markers(family)
+        prefill = "" if family.starts_in_thinking else think_open + "\n"
+        switch = (
+            "the chat template opens the thinking block"
+            if family.starts_in_thinking
+            else f"thinking block opened by prefill ({prefill!r})"
+        )
+        return ModePlan(
+            mode=ThinkingMode.SLOW,
+            family=family.name,
+            switch=f"{family.name}: {switch}",
+            messages=messages,
+            template_kwargs=kwargs,
+            prefill=prefill,
+            split_family=family.name,
+            output_starts_in_thinking=True,
+            reasoning_expected=True,
+        )
+
+
+class PromptedThinking(ModeSwitch):
+    """Instruction models with no thinking mode: slow asks for ``<think>…</think>`` in the
+    system prompt and forces that format with a grammar; fast sends the messages as they are.
+
+    The instruction joins an existing leading system message rather than adding a second one
+    (many templates accept a system message only first).
+    """
+
+    def __init__(
+        self,
+        *,
+        instruction: str = THINK_INSTRUCTION,
+        grammar: str | None = None,
+        split_family: str = "prompted_think",
+        plain_family: str = "generic",
+    ) -> None:
+        self.instruction = instruction
+        self.grammar = grammar if grammar is not None else load_grammar("think")
+        self.split_family = split_family
+        self.plain_family = plain_family
+
+    def fast(
+        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+    ) -> ModePlan:
+        return ModePlan(
+            mode=ThinkingMode.FAST,
+            family=family.name,
+            switch=f"{family.name}: messages as sent, no thinking instruction",
+            messages=messages,
+            template_kwargs=kwargs,
+            split_family=self.plain_family,
+            output_starts_in_thinking=False,
+            reasoning_expected=False,
+        )
+
+    def slow(
+        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+    ) -> ModePlan:
+        if messages and messages[0].get("role") == "system":
+            first = messages[0]
+            first["content"] = f"{first.get('content', '').rstrip()}\n\n{self.instruction}".lstrip()
+        else:
+            messages.insert(0, {"role": "system", "content": self.instruction})
+        return ModePlan(
+            mode=ThinkingMode.SLOW,
+            family=family.name,
+            switch=f"{family.name}: system instruction + GBNF grammar forcing <think>…</think>",
+            messages=messages,
+            template_kwargs=kwargs,
+            grammar=self.grammar,
+            split_family=self.split_family,
+            output_starts_in_thinking=False,
+            reasoning_expected=True,
+        )
+
+
+def default_switches() -> dict[str, ModeSwitch]:
+    """The switch of every family in ``verifiers.families.FAMILIES``."""
+    prefill = ThinkingBlockPrefill()
+    prompted = PromptedThinking()
+    return {
+        "generic": prompted,
+        "prompted_think": prompted,
+        "deepseek_r1": prefill,
+        "qwq": prefill,
+        "sky_t1": prefill,
+        "qwen3": TemplateFlagSwitch("enable_thinking"),
+        "openpangu": SoftSwitchSuffix(fast=" /no_think", auto=" /auto_think"),
+    }
+
+
+class SwitchTable:
+    """Family name → switch; a miss lists the known families."""
+
+    def __init__(self, switches: Mapping[str, ModeSwitch] | None = None) -> None:
+        self._switches = MappingProxyType(
+            dict(switches) if switches is not None else default_switches()
+        )
+
+    def __contains__(self, family: object) -> bool:
+        return family in self._switches
+
+    def families(self) -> Iterable[str]:
+        return self._switches.keys()
+
+    def switch_for(self, family: str) -> ModeSwitch:
+        try:
+            return self._switches[family]
+        except KeyError:
+            known = ", ".join(sorted(self._switches))
+            raise KeyError(f"no thinking switch for family {family!r}; known: {known}") from None
+
+    def plan(
+        self,
+        family: FamilyMarkers,
+        mode: ThinkingMode,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        template_kwargs: Mapping[str, Any] | None = None,
+    ) -> ModePlan:
+        """Apply ``family``'s switch for ``mode`` (see :meth:`ModeSwitch.plan`)."""
+        return self.switch_for(family.name).plan(
+            family, mode, messages, template_kwargs=template_kwargs
+        )
