@@ -276,7 +276,9 @@ class QuestionTarget(BaseModel):
             counting = re.match(r"how\s+(?:many|much)\b", clause, re.IGNORECASE) is not None
             for placeholder in _PLACEHOLDER.finditer(clause):
                 symbol = _squash(_math_body(spans[int(placeholder.group(1))]))
-                if len(symbol) <= 40 and not counting and not _NUMERIC.fullmatch(symbol):
+                # Conditions ("$f(n) = n$", "$x > 0$") are not what is asked.
+                relation = "=" in symbol or _INEQUALITY.search(symbol) is not None
+                if len(symbol) <= 40 and not (counting or relation or _NUMERIC.fullmatch(symbol)):
                     add(symbols, symbol)
             for word in _asked_nouns(clause):
                 add(nouns, word)
@@ -293,11 +295,14 @@ class QuestionTarget(BaseModel):
 # -- extraction -----------------------------------------------------------------------------
 
 _COPULA = re.compile(
-    r"\s(?:is|are|was|equals|=|would be|should be|must be|will be|seems to be|comes out to"
+    r"\s(?:is|are|was|equals|would be|should be|must be|will be|seems to be|comes out to"
     r"|works out to|simplifies to|reduces to|evaluates to|becomes|gives|yields):?\s",
     re.IGNORECASE,
 )
+_PLAIN_EQUALS = re.compile(r"\s?=\s?")
 _PLACEHOLDER = re.compile(r"\x00(\d+)\x00")
+_PLACEHOLDER_LIST = re.compile(r"\x00\d+\x00(?:(?:\s*,\s*|\s*,?\s+(?:and|or)\s+)\x00\d+\x00)*")
+_OPERATOR_WORDS = frozenset({"times", "plus", "minus", "over", "divided", "by"})
 _NUMBER_WORDS = {
     "zero": "0",
     "one": "1",
@@ -338,7 +343,12 @@ def _leading_value(text: str, spans: list[str]) -> str | None:
     text = text.strip()
     placeholder = _PLACEHOLDER.match(text)
     if placeholder is not None:
-        return _math_body(spans[int(placeholder.group(1))])
+        # "\\(n = 1\\) and \\(n = -2\\)" -> "1, -2"; a single span is returned whole.
+        listed = _PLACEHOLDER_LIST.match(text)
+        items = _PLACEHOLDER.findall(listed.group(0)) if listed else [placeholder.group(1)]
+        if len(items) == 1:
+            return _math_body(spans[int(items[0])])
+        return ", ".join(_top_level_rhs(_math_body(spans[int(i)])).strip() for i in items)
     out: list[str] = []
     depth = 0
     words = text.split()
@@ -349,6 +359,7 @@ def _leading_value(text: str, spans: list[str]) -> str | None:
         mathy = (
             (bool(re.search(r"[\d+\-*/^()\[\]{}=√π∞°×·÷−\\]", bare)) and not prose_word)
             or lowered in _NUMBER_WORDS
+            or (lowered in _OPERATOR_WORDS and bool(out))
             or (len(bare) == 1 and bare.isalpha() and lowered not in {"a", "i"})
             or (lowered in {"a", "i"} and position == len(words) - 1)
         )
@@ -357,7 +368,7 @@ def _leading_value(text: str, spans: list[str]) -> str | None:
                 lowered in {"and", "or"}
                 and out
                 and position + 1 < len(words)
-                and re.search(r"[\d=]", words[position + 1])
+                and re.match(r"[-+(\d]|[A-Za-z](?:$|\W)", words[position + 1])
             ):
                 out.append(",")
                 continue
@@ -406,8 +417,8 @@ def _clean_answer(raw: str) -> str:
     return _top_level_rhs(body).strip().rstrip(".,;: ")
 
 
-def _split_equation(body: str) -> tuple[str, str] | None:
-    """(left, right) around the last top-level "=", or None ("\\sum_{n=1}" has none).
+def _split_equation(body: str, *, first: bool = False) -> tuple[str, str] | None:
+    """(left, right) around the last (or first) top-level "=", or None ("\\sum_{n=1}" has none).
 
     Inequalities are not split: "x \\le 3" is an answer, not an assignment.
     """
@@ -422,6 +433,8 @@ def _split_equation(body: str) -> tuple[str, str] | None:
             depth -= 1
         elif char == "=" and depth == 0:
             cut = index
+            if first:
+                break
     return (body[:cut], body[cut + 1 :]) if cut >= 0 else None
 
 
@@ -441,7 +454,7 @@ def _subject_strength(
     rate r"), or (prose subjects only) when it contains the asked noun's head word.
     """
     if math_only:
-        split = _split_equation(subject)
+        split = _split_equation(subject, first=True)
         subject = split[0] if split is not None else subject
     plain = re.sub(r"\\[()\[\]]|\$|\x00\d+\x00", " ", subject)
     squashed = _squash(plain)
@@ -531,6 +544,15 @@ class IntermediateAnswerExtractor:
                 subject = _restore(prose[: last.start()], spans)
                 strength = _subject_strength(subject, target)
                 return self._make(value, strength, "subject-is", sentence)
+        equals = list(_PLAIN_EQUALS.finditer(prose))
+        if equals and not copulas:
+            # "Thus, s = 96 / 8 = 12 cm." / "p(5) = -120/288 = -5/12": left of the first "=".
+            value = _leading_value(prose[equals[-1].end() :], spans)
+            if value is not None:
+                subject = _restore(prose[: equals[0].start()], spans)
+                strength = _subject_strength(subject, target)
+                return self._make(value, strength, "plain-equation", sentence)
+        if copulas:
             # "27 is the smallest such cube", "x = 5 is a valid solution": value first.
             first = copulas[0]
             after = prose[first.end() :]

@@ -44,7 +44,7 @@ from tts_orchestrator.state.keys import KeySchema
 KEY_PREFIX = "tts-"
 _KEY_RE = re.compile(r"tts-[A-Za-z0-9_-]{43}")
 _KEY_ID_RE = re.compile(r"key_[0-9a-f]{16}")
-_NAME_RE = r"^[\w .@:/+-]{1,64}$"
+KEY_NAME_PATTERN = r"^[\w .@:/+-]{1,64}$"
 
 
 def new_api_key() -> str:
@@ -107,7 +107,7 @@ class ApiKeyRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     id: str = Field(..., description="Public id, used to revoke and in logs.")
-    name: str = Field(..., pattern=_NAME_RE)
+    name: str = Field(..., pattern=KEY_NAME_PATTERN)
     created_at: float = Field(..., description="Unix time of creation.")
     revoked_at: float | None = None
     limits: KeyLimits = Field(default_factory=KeyLimits)

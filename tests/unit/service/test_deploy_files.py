@@ -36,9 +36,7 @@ def _no_tts_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _yaml_files() -> list[Path]:
     return sorted(
-        p
-        for p in DEPLOY.rglob("*.yaml")
-        if p.is_file() and (DEPLOY / "configs") not in p.parents
+        p for p in DEPLOY.rglob("*.yaml") if p.is_file() and (DEPLOY / "configs") not in p.parents
     )
 
 
@@ -142,7 +140,7 @@ def test_compose_stack_hangs_together(path: Path) -> None:
     api = services["api"]
     dockerfile = (path.parent / api["build"]["context"] / api["build"]["dockerfile"]).resolve()
     assert dockerfile.is_file(), dockerfile
-    assert "ENTRYPOINT [\"tts-orchestrator\"]" in dockerfile.read_text()
+    assert 'ENTRYPOINT ["tts-orchestrator"]' in dockerfile.read_text()
     assert any(str(p).startswith("127.0.0.1:") for p in api["ports"]), "published on loopback"
     assert not services["redis"].get("ports"), "Redis stays on the compose network"
 
@@ -223,7 +221,7 @@ def test_k8s_objects_are_complete(path: Path) -> None:
 @pytest.mark.parametrize("directory", [pytest.param(d, id=d) for d in ("kuberay", "ascend")])
 def test_services_select_a_workload(directory: str) -> None:
     objs = K8S[directory] + (K8S["kuberay"] if directory == "ascend" else [])
-    labels = [t["metadata"].get("labels", {}) for o, t in _workloads(objs)]
+    labels = [t.get("metadata", {}).get("labels", {}) for _, t in _workloads(objs)]
     for svc in (o for o in K8S[directory] if o["kind"] == "Service"):
         selector = svc["spec"]["selector"]
         assert any(selector.items() <= lab.items() for lab in labels), svc["metadata"]["name"]
@@ -269,9 +267,10 @@ def test_kuberay_api_pods_join_the_raycluster(tmp_path: Path) -> None:
     script = " ".join(container["args"])
     assert f"--address={cluster['metadata']['name']}-head-svc:6379" in script
     assert "--num-cpus=0" in script
-    assert container["image"] == cluster["spec"]["headGroupSpec"]["template"]["spec"][
-        "containers"
-    ][0]["image"], "API pods run the cluster's image (same Python and Ray)"
+    assert (
+        container["image"]
+        == cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+    ), "API pods run the cluster's image (same Python and Ray)"
     settings = _settings_from_text(
         _find(objs, "ConfigMap", "tts-orchestrator-config")["data"]["config.yaml"], tmp_path
     )

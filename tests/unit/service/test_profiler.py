@@ -244,16 +244,17 @@ class FakeEngine(WorkerBackend):
     ) -> AsyncIterator[CompletionChunk]:
         self.params_seen.append(params)
         self.active += 1
+        start = self.clock.now
         await asyncio.sleep(0)  # let every stream of the level register first
         prompt_tokens = len(prompt.split())
         processed = 0 if self.share_prefix and prompt in self._prefilled else prompt_tokens
         self._prefilled.add(prompt)
-        start = self.clock.now
         t = start + processed / self.prefill_tps
         produced = 1
         self.clock.now = max(self.clock.now, t)
         yield CompletionChunk(text="x", n_tokens=1)
         while produced < params.max_tokens:
+            await asyncio.sleep(0)  # streams step in lockstep, like one batch
             step = self.step_time(self.active)
             gained = min(self.tokens_per_step, params.max_tokens - produced)
             for _ in range(gained):
@@ -263,7 +264,6 @@ class FakeEngine(WorkerBackend):
                 yield CompletionChunk(text="x", n_tokens=1)
             self.accepted += gained - 1
             self.drafts += 1 if self.tokens_per_step > 1 else 0
-            await asyncio.sleep(0)
         self.generated += produced
         self.active -= 1
         yield CompletionChunk(

@@ -1,0 +1,240 @@
+"""The planner: (pool, N, thinking budget) decisions from pool profiles, and the `plan` CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from policies.accuracy import AccuracyModel, BranchSample, DefaultAccuracyCurve, ProblemSamples
+from policies.allocator import SearchMethod
+from policies.profile import PoolProfile, ProfileSet, SpeculativeMethod, StepTimePoint
+from tts_orchestrator.exceptions import ConfigError
+from tts_orchestrator.planning import (
+    DEFAULT_MEDIAN_TOKENS,
+    Planner,
+    PlannerSettings,
+    PlanRequest,
+    default_branch_lengths,
+    load_accuracy,
+)
+from tts_orchestrator.policy_cli import plan_app, plan_from_file, profile_app
+
+MODEL = "qwen2.5-coder-1.5b-instruct"
+
+
+def _profile(
+    pool: str,
+    steps: dict[int, float],
+    *,
+    accepted: float = 1.0,
+    depth: int = 0,
+    model: str = MODEL,
+    slots: int = 4,
+) -> PoolProfile:
+    return PoolProfile(
+        pool=pool,
+        engine="llama_cpp",
+        model=model,
+        speculative_method=SpeculativeMethod.DRAFT if depth else SpeculativeMethod.NONE,
+        speculative_depth=depth,
+        accepted_tokens_per_step=accepted,
+        step_times=tuple(StepTimePoint(concurrency=b, step_time_s=s) for b, s in steps.items()),
+        prefill_tokens_per_s=100.0,
+        max_concurrency=slots,
+    )
+
+
+# Shaped like the CPU measurements: plain 1.5B ~13 tokens/s alone; the draft pool verifies 5
+# tokens with the 0.5B drafting, ~2.7 tokens per step at 4x the step time: slower per token.
+PLAIN = _profile("plain", {1: 0.077, 2: 0.11, 4: 0.2})
+DRAFT_SLOW = _profile("draft", {1: 0.31, 2: 0.45, 4: 0.8}, accepted=2.7, depth=4)
+# The same draft pool on hardware where verification is nearly free (a GPU-like profile).
+DRAFT_FAST = _profile("draft", {1: 0.09, 2: 0.12, 4: 0.21}, accepted=2.7, depth=4)
+
+
+def _request(budget: float | None = 60.0, **kw: object) -> PlanRequest:
+    return PlanRequest.model_validate(
+        {"model": MODEL, "prompt_tokens": 150, "latency_budget_s": budget, "max_tokens": 512, **kw}
+    )
+
+
+@pytest.mark.parametrize(
+    ("draft", "expected_pool"),
+    [
+        pytest.param(DRAFT_SLOW, "plain", id="speculation-slower-here-picks-plain"),
+        pytest.param(DRAFT_FAST, "draft", id="speculation-pays-picks-draft"),
+    ],
+)
+def test_pool_follows_the_measured_profiles(draft: PoolProfile, expected_pool: str) -> None:
+    plan = Planner(ProfileSet.of([PLAIN, draft])).plan(_request(60.0))
+    assert plan.pool == expected_pool
+    assert plan.decision.met_constraints
+    assert plan.decision.chosen.predicted_latency_s <= 60.0
+
+
+def test_explicit_n_branches_wins() -> None:
+    plan = Planner(ProfileSet.of([PLAIN, DRAFT_SLOW])).plan(_request(1000.0, n_branches=3))
+    assert plan.n_branches == 3
+    assert {c.n_branches for c in plan.decision.candidates} == {3}
+    assert "N fixed by the request" in plan.decision.explanation
+
+
+@pytest.mark.parametrize(
+    ("cap", "allowed"),
+    [
+        pytest.param(2, {1, 2}, id="cap-2"),
+        pytest.param(1, {1}, id="cap-1"),
+        pytest.param(3, {1, 2}, id="cap-between-grid-values"),
+    ],
+)
+def test_server_cap_on_branches(cap: int, allowed: set[int]) -> None:
+    plan = Planner(ProfileSet.of([PLAIN])).plan(_request(10_000.0, max_branches=cap))
+    assert {c.n_branches for c in plan.decision.candidates} <= allowed
+    assert plan.n_branches == max(allowed)
+
+
+def test_more_budget_never_lowers_predicted_accuracy_and_stays_within_it() -> None:
+    planner = Planner(ProfileSet.of([PLAIN, DRAFT_SLOW]))
+    accuracies = []
+    for budget in np.geomspace(5, 500, 12):
+        plan = planner.plan(_request(float(budget)))
+        chosen = plan.decision.chosen
+        if plan.decision.met_constraints:
+            assert chosen.predicted_latency_s <= budget
+        accuracies.append(chosen.predicted_accuracy)
+    assert accuracies == sorted(accuracies)
+    assert accuracies[-1] > accuracies[0]  # the grid is actually explored
+
+
+def test_budget_too_small_takes_the_fastest_and_says_so() -> None:
+    plan = Planner(ProfileSet.of([PLAIN, DRAFT_SLOW])).plan(_request(0.5))
+    assert not plan.decision.met_constraints
+    assert (plan.pool, plan.n_branches) == ("plain", 1)
+    assert plan.record()["met_constraints"] is False
+
+
+def test_a_loaded_pool_is_avoided() -> None:
+    other = _profile("plain-b", {1: 0.077, 2: 0.11, 4: 0.2})
+    planner = Planner(ProfileSet.of([PLAIN, other]))
+    plan = planner.plan(_request(60.0, pool_loads={"plain": 4}))
+    assert plan.pool == "plain-b"
+
+
+def test_only_pools_of_the_requested_model_or_the_pinned_pool() -> None:
+    other_model = _profile("smol", {1: 0.001}, model="smollm2-135m-instruct")
+    planner = Planner(ProfileSet.of([PLAIN, DRAFT_FAST, other_model]))
+    assert {c.pool for c in planner.plan(_request()).decision.candidates} == {"plain", "draft"}
+    pinned = planner.plan(_request(pool="plain"))
+    assert {c.pool for c in pinned.decision.candidates} == {"plain"}
+
+
+@pytest.mark.parametrize(
+    ("model", "pool"),
+    [pytest.param("unknown-model", None, id="model"), pytest.param(MODEL, "nope", id="pinned")],
+)
+def test_no_profile_is_a_config_error(model: str, pool: str | None) -> None:
+    planner = Planner(ProfileSet.of([PLAIN]))
+    assert planner.can_plan(MODEL) and not planner.can_plan("unknown-model")
+    with pytest.raises(ConfigError, match="tts-orchestrator profile") as info:
+        planner.plan(_request(model=model, pool=pool))
+    assert info.value.code == "no_profile"
+
+
+def test_record_is_json_with_the_chosen_row_first() -> None:
+    plan = Planner(ProfileSet.of([PLAIN, DRAFT_SLOW])).plan(_request(30.0))
+    record = json.loads(json.dumps(plan.record()))
+    assert (record["pool"], record["n_branches"]) == (plan.pool, plan.n_branches)
+    assert record["candidates"][0]["why"] == "chosen"
+    assert record["candidates"][0]["pool"] == plan.pool
+    assert set(record["profiles"]) == {"plain", "draft"}
+    assert record["latency_model"]["median_tokens"] == pytest.approx(DEFAULT_MEDIAN_TOKENS)
+    assert record["accuracy"].startswith("default curve")
+    assert len(plan.record(max_candidates=2)["candidates"]) == 2
+
+
+def test_exhaustive_and_greedy_agree_on_the_default_curve() -> None:
+    profiles = ProfileSet.of([PLAIN, DRAFT_SLOW])
+    greedy = Planner(profiles)
+    exhaustive = Planner(profiles, settings=PlannerSettings(search=SearchMethod.EXHAUSTIVE))
+    for budget in (5.0, 20.0, 80.0, 300.0):
+        g, e = greedy.plan(_request(budget)), exhaustive.plan(_request(budget))
+        assert g.decision.chosen.predicted_accuracy == pytest.approx(
+            e.decision.chosen.predicted_accuracy
+        )
+
+
+def test_with_profiles_keeps_the_models_and_sees_new_numbers() -> None:
+    planner = Planner(ProfileSet.of([PLAIN, DRAFT_SLOW]))
+    updated = planner.with_profiles(ProfileSet.of([PLAIN, DRAFT_FAST]))
+    assert updated.latency is planner.latency and updated.accuracy is planner.accuracy
+    assert updated.plan(_request()).pool == "draft"
+
+
+def test_default_lengths_are_the_documented_ones() -> None:
+    lengths = default_branch_lengths()
+    assert math.exp(lengths.mu) == pytest.approx(DEFAULT_MEDIAN_TOKENS)
+    assert PlannerSettings().latency_model().lengths == lengths
+
+
+def test_accuracy_from_eval_logs(tmp_path: Path) -> None:
+    assert isinstance(load_accuracy(None), DefaultAccuracyCurve)
+    logs = tmp_path / "samples.jsonl"
+    problems = [
+        ProblemSamples(
+            problem_id=f"p{i}",
+            samples=tuple(
+                BranchSample(answer=str(j % 2), correct=j % 2 == 0, length=100) for j in range(4)
+            ),
+        )
+        for i in range(3)
+    ]
+    logs.write_text("\n".join(p.model_dump_json() for p in problems) + "\n")
+    model = load_accuracy(logs, n_bootstrap=16)
+    assert isinstance(model, AccuracyModel) and model.curves
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ConfigError, match="no problems"):
+        load_accuracy(tmp_path / "empty.jsonl")
+
+
+# -- the `plan` command ----------------------------------------------------------------------
+
+
+def _cli() -> typer.Typer:
+    app = typer.Typer()
+    app.add_typer(profile_app, name="profile")
+    app.add_typer(plan_app, name="plan")
+    return app
+
+
+def test_plan_command_prints_the_decision_table(tmp_path: Path) -> None:
+    path = tmp_path / "profiles.json"
+    ProfileSet.of([PLAIN, DRAFT_SLOW]).save(path)
+    result = CliRunner().invoke(
+        _cli(), ["plan", "--budget", "30", "--profiles", str(path)], terminal_width=200
+    )
+    assert result.exit_code == 0, result.output
+    expected = plan_from_file(path, budget=30, prompt_tokens=200)
+    assert "chosen" in result.output and "budget 30 s" in result.output
+    chosen_line = next(line for line in result.output.splitlines() if "chosen" in line)
+    assert expected.pool in chosen_line and f" {expected.n_branches} " in chosen_line
+
+
+def test_plan_command_without_profiles_fails_cleanly(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        _cli(), ["plan", "--budget", "10", "--profiles", str(tmp_path / "none.json")]
+    )
+    assert result.exit_code == 2
+    assert "run `tts-orchestrator profile` first" in result.output
+
+
+def test_profile_command_rejects_an_unknown_pool(tmp_path: Path) -> None:
+    config = Path(__file__).resolve().parents[3] / "deploy" / "configs" / "cpu-speculative.yaml"
+    result = CliRunner().invoke(_cli(), ["profile", "-c", str(config), "--pool", "nope"])
+    assert result.exit_code == 2
+    assert "no pool 'nope'" in result.output and "plain" in result.output
