@@ -63,10 +63,12 @@ class FamilyMarkers(Protocol):
 
 def load_grammar(name: str) -> str:
     """The text of ``policies/grammars/<name>.gbnf``; FileNotFoundError naming the known ones."""
-    folder = resources.files("policies").joinpath("grammars")
+    folder = resources.files("policies.grammars")
     path = folder.joinpath(f"{name}.gbnf")
     if not path.is_file():
-        known = sorted(p.name.removesuffix(".gbnf") for p in folder.iterdir())
+        known = sorted(
+            p.name.removesuffix(".gbnf") for p in folder.iterdir() if p.name.endswith(".gbnf")
+        )
         raise FileNotFoundError(f"no grammar {name!r}; known: {known}")
     return path.read_text(encoding="utf-8")
 
@@ -129,29 +131,29 @@ class ModeSwitch(abc.ABC):
         """The plan for ``mode``; ``auto`` only where the family has a native auto mode."""
         kwargs = dict(template_kwargs or {})
         if mode is ThinkingMode.FAST:
-            return self.fast(family, _copy(messages), kwargs)
+            return self.fast(family, _copy(messages), kwargs=kwargs)
         if mode is ThinkingMode.SLOW:
-            return self.slow(family, _copy(messages), kwargs)
+            return self.slow(family, _copy(messages), kwargs=kwargs)
         if not self.native_auto:
             raise ValueError(
                 f"family {family.name!r} has no native auto mode; resolve auto to fast or slow"
             )
-        return self.auto(family, _copy(messages), kwargs)
+        return self.auto(family, _copy(messages), kwargs=kwargs)
 
     @abc.abstractmethod
     def fast(
-        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+        self, family: FamilyMarkers, messages: list[dict[str, str]], *, kwargs: dict[str, Any]
     ) -> ModePlan:
         """Thinking explicitly OFF."""
 
     @abc.abstractmethod
     def slow(
-        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+        self, family: FamilyMarkers, messages: list[dict[str, str]], *, kwargs: dict[str, Any]
     ) -> ModePlan:
         """Thinking explicitly ON."""
 
     def auto(
-        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+        self, family: FamilyMarkers, messages: list[dict[str, str]], *, kwargs: dict[str, Any]
     ) -> ModePlan:
         """The family's own adaptive mode (only when ``native_auto``)."""
         raise NotImplementedError
@@ -175,6 +177,7 @@ class SoftSwitchSuffix(ModeSwitch):
         self,
         family: FamilyMarkers,
         mode: ThinkingMode,
+        *,
         messages: list[dict[str, str]],
         kwargs: dict[str, Any],
     ) -> ModePlan:
@@ -196,19 +199,19 @@ class SoftSwitchSuffix(ModeSwitch):
         )
 
     def fast(
-        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+        self, family: FamilyMarkers, messages: list[dict[str, str]], *, kwargs: dict[str, Any]
     ) -> ModePlan:
-        return self._plan(family, ThinkingMode.FAST, messages, kwargs)
+        return self._plan(family, ThinkingMode.FAST, messages=messages, kwargs=kwargs)
 
     def slow(
-        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+        self, family: FamilyMarkers, messages: list[dict[str, str]], *, kwargs: dict[str, Any]
     ) -> ModePlan:
-        return self._plan(family, ThinkingMode.SLOW, messages, kwargs)
+        return self._plan(family, ThinkingMode.SLOW, messages=messages, kwargs=kwargs)
 
     def auto(
-        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+        self, family: FamilyMarkers, messages: list[dict[str, str]], *, kwargs: dict[str, Any]
     ) -> ModePlan:
-        return self._plan(family, ThinkingMode.AUTO, messages, kwargs)
+        return self._plan(family, ThinkingMode.AUTO, messages=messages, kwargs=kwargs)
 
 
 class TemplateFlagSwitch(ModeSwitch):
@@ -222,7 +225,12 @@ class TemplateFlagSwitch(ModeSwitch):
         self.kwarg = kwarg
 
     def _plan(
-        self, family: FamilyMarkers, on: bool, messages: list[dict[str, str]], kwargs: dict[str, Any]
+        self,
+        family: FamilyMarkers,
+        *,
+        on: bool,
+        messages: list[dict[str, str]],
+        kwargs: dict[str, Any],
     ) -> ModePlan:
         return ModePlan(
             mode=ThinkingMode.SLOW if on else ThinkingMode.FAST,
@@ -236,14 +244,14 @@ class TemplateFlagSwitch(ModeSwitch):
         )
 
     def fast(
-        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+        self, family: FamilyMarkers, messages: list[dict[str, str]], *, kwargs: dict[str, Any]
     ) -> ModePlan:
-        return self._plan(family, False, messages, kwargs)
+        return self._plan(family, on=False, messages=messages, kwargs=kwargs)
 
     def slow(
-        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+        self, family: FamilyMarkers, messages: list[dict[str, str]], *, kwargs: dict[str, Any]
     ) -> ModePlan:
-        return self._plan(family, True, messages, kwargs)
+        return self._plan(family, on=True, messages=messages, kwargs=kwargs)
 
 
 def _markers(family: FamilyMarkers) -> tuple[str, str]:
@@ -261,7 +269,7 @@ class ThinkingBlockPrefill(ModeSwitch):
     """
 
     def fast(
-        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+        self, family: FamilyMarkers, messages: list[dict[str, str]], *, kwargs: dict[str, Any]
     ) -> ModePlan:
         think_open, think_close = _markers(family)
         prefill = f"\n{think_close}\n\n"
@@ -280,7 +288,7 @@ class ThinkingBlockPrefill(ModeSwitch):
         )
 
     def slow(
-        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+        self, family: FamilyMarkers, messages: list[dict[str, str]], *, kwargs: dict[str, Any]
     ) -> ModePlan:
         think_open, _ = _markers(family)
         prefill = "" if family.starts_in_thinking else think_open + "\n"
@@ -324,7 +332,7 @@ class PromptedThinking(ModeSwitch):
         self.plain_family = plain_family
 
     def fast(
-        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+        self, family: FamilyMarkers, messages: list[dict[str, str]], *, kwargs: dict[str, Any]
     ) -> ModePlan:
         return ModePlan(
             mode=ThinkingMode.FAST,
@@ -338,7 +346,7 @@ class PromptedThinking(ModeSwitch):
         )
 
     def slow(
-        self, family: FamilyMarkers, messages: list[dict[str, str]], kwargs: dict[str, Any]
+        self, family: FamilyMarkers, messages: list[dict[str, str]], *, kwargs: dict[str, Any]
     ) -> ModePlan:
         if messages and messages[0].get("role") == "system":
             first = messages[0]

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tts_orchestrator.exceptions import ConfigError
+from tts_orchestrator.security.config import SecurityConfig
 
 EngineKind = Literal["llama_cpp", "vllm", "openai", "replay"]
 
@@ -149,12 +150,15 @@ class Settings(BaseSettings):
     ray: RayConfig = Field(default_factory=RayConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     tts: TtsDefaults = Field(default_factory=TtsDefaults)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
 
     @model_validator(mode="after")
     def _unique_pools(self) -> Settings:
         names = [p.name for p in self.pools]
         if len(names) != len(set(names)):
             raise ValueError(f"pool names must be unique: {names}")
+        if self.security.enabled and self.redis.url is None:
+            raise ValueError("security.enabled needs a persistent Redis (`redis.url`)")
         return self
 
     def pool(self, name: str) -> PoolConfig:

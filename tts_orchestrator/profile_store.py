@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import random
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -156,6 +157,8 @@ class RedisProfileStore(ProfileStore):
         self._keys = keys or KeySchema()
         self._ttl_s = ttl_s if ttl_s is not None else KeyTtls().profile_s
         self._owns_client = owns_client
+        # Updates from this process queue here; WATCH only has to arbitrate between processes.
+        self._observe_lock = asyncio.Lock()
 
     @classmethod
     def from_url(
@@ -171,6 +174,14 @@ class RedisProfileStore(ProfileStore):
 
     def key(self, pool: str) -> str:
         return self._keys.live_profile(pool)
+
+    async def ttl_s(self, pool: str) -> int | None:
+        """Seconds until the profile of ``pool`` expires (None: no such profile)."""
+        try:
+            ttl = int(await self._client.ttl(self.key(pool)))
+        except RedisError as exc:
+            raise StateUnavailable(f"profile store unavailable (ttl {pool}): {exc}") from exc
+        return ttl if ttl >= 0 else None
 
     async def get(self, pool: str) -> PoolProfile | None:
         try:
@@ -211,9 +222,29 @@ class RedisProfileStore(ProfileStore):
         accepted_tokens_per_step: float | None = None,
         alpha: float = 0.2,
     ) -> PoolProfile | None:
+        async with self._observe_lock:
+            return await self._observe(
+                pool,
+                concurrency=concurrency,
+                step_time_s=step_time_s,
+                accepted_tokens_per_step=accepted_tokens_per_step,
+                alpha=alpha,
+            )
+
+    async def _observe(
+        self,
+        pool: str,
+        *,
+        concurrency: int,
+        step_time_s: float | None,
+        accepted_tokens_per_step: float | None,
+        alpha: float,
+    ) -> PoolProfile | None:
         key = self.key(pool)
         try:
-            for _ in range(_OBSERVE_ATTEMPTS):
+            for attempt in range(_OBSERVE_ATTEMPTS):
+                if attempt:
+                    await asyncio.sleep(random.uniform(0, 0.01 * attempt))
                 async with self._client.pipeline(transaction=True) as pipe:
                     try:
                         await pipe.watch(key)

@@ -30,13 +30,12 @@ the same counters give an observation to fold into the stored profile.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -44,10 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from policies.profile import PoolProfile, SpeculativeMethod, StepTimePoint
 from tts_orchestrator.backends.base import SamplingParams, WorkerBackend, WorkerMetrics
 from tts_orchestrator.config import PoolConfig
-from tts_orchestrator.exceptions import TTSError, WorkerError
-from tts_orchestrator.profile_store import ProfileStore
-
-log = logging.getLogger(__name__)
+from tts_orchestrator.exceptions import WorkerError
 
 #: Decode probe: a math word problem, the traffic this service exists for (speculative
 #: acceptance depends on the text, so it is measured on the kind of text branches write).
@@ -516,66 +512,3 @@ def observation_from_counters(
         step_time_s=step,
         accepted_tokens_per_step=a if speculated else None,
     )
-
-
-MetricsSource = Callable[[], Awaitable[Sequence[WorkerMetrics]]]
-
-
-class LiveProfileUpdater:
-    """Keeps a pool's stored profile current from its live traffic.
-
-    Every ``interval_s`` it snapshots each worker's metrics (``metrics`` returns one snapshot
-    per worker, e.g. ``PoolRunner.metrics``) and folds each busy window into the store with
-    weight ``alpha``. Store or worker errors are logged and the loop goes on.
-    """
-
-    def __init__(
-        self,
-        store: ProfileStore,
-        *,
-        pool: str,
-        engine: str,
-        metrics: MetricsSource,
-        interval_s: float = 5.0,
-        alpha: float = 0.1,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.store = store
-        self._clock = clock
-        self.pool = pool
-        self.engine = engine
-        self._metrics = metrics
-        self.interval_s = interval_s
-        self.alpha = alpha
-        self._last: tuple[float, Sequence[WorkerMetrics]] | None = None
-
-    async def poll_once(self) -> list[LiveObservation]:
-        """Take a snapshot; fold and return the observations since the previous one."""
-        now, snapshot = self._clock(), await self._metrics()
-        previous, self._last = self._last, (now, snapshot)
-        if previous is None or len(previous[1]) != len(snapshot):
-            return []
-        wall = now - previous[0]
-        observations = [
-            obs
-            for before, after in zip(previous[1], snapshot, strict=True)
-            if (obs := observation_from_counters(before, after, wall_s=wall, engine=self.engine))
-        ]
-        for obs in observations:
-            await self.store.observe(
-                self.pool,
-                concurrency=obs.concurrency,
-                step_time_s=obs.step_time_s,
-                accepted_tokens_per_step=obs.accepted_tokens_per_step,
-                alpha=self.alpha,
-            )
-        return observations
-
-    async def run(self) -> None:
-        """Poll until cancelled."""
-        while True:
-            try:
-                await self.poll_once()
-            except TTSError as exc:
-                log.warning("live profile update of %s failed: %s", self.pool, exc)
-            await asyncio.sleep(self.interval_s)

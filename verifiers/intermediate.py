@@ -96,7 +96,7 @@ _ASKED_PHRASE = re.compile(
     re.IGNORECASE,
 )
 _OF_PHRASE = re.compile(
-    r"^\s+of\s+(?:the\s+|all\s+)?(?P<np>[\w\s'-]{2,60}?)(?=\s+(?:of|in|on|for|that|when|if|is"
+    r"^\s+of\s+(?:the\s+|all\s+)?(?:\x00\d+\x00)?(?P<np>[\w-][\w\s'-]{1,60}?)(?=\s+(?:of|in|on|for|that|when|if|is"
     r"|are|does|do|can|to|such|where|whose|with)\b|[?.,;:()\x00]|$)",
     re.IGNORECASE,
 )

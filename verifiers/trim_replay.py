@@ -295,8 +295,10 @@ async def _drive(
         await deliver()
         if controller.decision is not None:
             break
-    # Thoughts closed by the end of thinking cannot trim anything any more.
-    return controller.decision, controller.thoughts_closed
+    if controller.decision is not None:
+        return controller.decision, controller.thoughts_closed
+    # The thought closed by the end of thinking cannot trim anything any more; count it only.
+    return None, controller.thoughts_closed + len(segmenter.finish())
 
 
 def _gradeable(answer: str | None, judge: ThoughtJudge) -> str | None:

@@ -140,6 +140,7 @@ class TrimController:
         self._anchor = 0
         self._streak = 0
         self._outlier_used = False
+        self._latest_candidate: str | None = None
         self.decision: TrimDecision | None = None
 
     # -- state -------------------------------------------------------------------------------
@@ -168,7 +169,13 @@ class TrimController:
 
     @property
     def latest_answer(self) -> str | None:
-        return self._chain[-1].answer if self._chain else None
+        """The latest answer that counted, else the latest weaker candidate (or None).
+
+        A forced stop (underthinking, loop) makes the model answer from where it is: its last
+        concluded answer or, failing that, its most recent result is the best guess of what it
+        will write.
+        """
+        return self._chain[-1].answer if self._chain else self._latest_candidate
 
     # -- events ------------------------------------------------------------------------------
 
@@ -206,6 +213,8 @@ class TrimController:
         self._verdicts[thought_index] = verdict
         while self._known in self._verdicts:
             known = self._verdicts[self._known]
+            if known.answer is not None:
+                self._latest_candidate = known.answer
             if known.positive and known.confirms and self._chain:
                 # Agrees with the last answer by construction: no comparison needed.
                 previous = self._chain[-1]
@@ -297,6 +306,8 @@ class TrimController:
             return self.decision
         if TrimRule.UNDERTHINKING not in self._config.rules or self._streak > 0:
             return None
+        if self._cursor < len(self._chain):
+            return None  # a pending comparison may still show convergence
         cfg = self._config
         limit = cfg.underthink_ratio * self._budget if self._budget else None
         over_budget = limit is not None and self.tokens >= limit

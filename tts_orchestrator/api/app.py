@@ -19,6 +19,8 @@ from tts_orchestrator.api.routes import router
 from tts_orchestrator.config import Settings
 from tts_orchestrator.metrics import ServiceMetrics
 from tts_orchestrator.orchestrator import Orchestrator
+from tts_orchestrator.security.auth import Gatekeeper, install_security
+from tts_orchestrator.security.redaction import install_redaction
 from tts_orchestrator.state.base import StateStore
 from tts_orchestrator.state.embedded import EmbeddedRedis
 from tts_orchestrator.state.redis_store import RedisStateStore
@@ -53,6 +55,20 @@ def build_app(settings: Settings) -> FastAPI:
             store = RedisStateStore(url, config=settings.redis)
             stack.push_async_callback(store.aclose)
             await store.ping()
+            gate = Gatekeeper.over_redis(
+                settings.security,
+                store.client,
+                schema=store.keys,
+                op_timeout_s=2 * settings.redis.socket_timeout_s + 0.25,
+            )
+            stack.push_async_callback(gate.aclose)
+            stack.callback(install_redaction(log_prompts=settings.security.log_prompts))
+            if not settings.security.enabled and settings.server.host not in (
+                "127.0.0.1",
+                "::1",
+                "localhost",
+            ):
+                log.warning("API keys are disabled and the API listens on %s", settings.server.host)
             started_ray = not ray.is_initialized()
             connect_ray(settings.ray)
             if started_ray and settings.ray.address is None:
@@ -77,7 +93,11 @@ def build_app(settings: Settings) -> FastAPI:
             listener = asyncio.create_task(_listen_for_cancels(store, orchestrator))
             stack.push_async_callback(_cancel_task, listener)
             app.state.services = Services(
-                settings=settings, orchestrator=orchestrator, store=store, metrics=metrics
+                settings=settings,
+                orchestrator=orchestrator,
+                store=store,
+                metrics=metrics,
+                security=gate,
             )
             log.info("tts-orchestrator ready on pools %s", [h.config.name for h in handles])
             yield
@@ -86,6 +106,7 @@ def build_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="tts-orchestrator", version="0.1.0", lifespan=lifespan)
     app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
     install_error_handlers(app)
+    install_security(app, settings.security)
     app.include_router(router)
     return app
 

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from tts_orchestrator.config import Settings
 from tts_orchestrator.metrics import ServiceMetrics
 from tts_orchestrator.orchestrator import Orchestrator
+from tts_orchestrator.security.auth import Gatekeeper
 from tts_orchestrator.state.base import StateStore
 
 
@@ -21,6 +22,7 @@ class Services:
     orchestrator: Orchestrator
     store: StateStore
     metrics: ServiceMetrics
+    security: Gatekeeper
 
 
 def get_services(request: Request) -> Services:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -19,6 +20,8 @@ from tts_orchestrator.protocol import (
     ModelCard,
     ModelList,
 )
+from tts_orchestrator.security.auth import Admitted, AuthContext, authenticated, recorded_tokens
+from tts_orchestrator.security.redaction import mark_sensitive
 from tts_orchestrator.state.keys import is_valid_request_id
 from tts_orchestrator.state.records import Endpoint, RequestRecord
 
@@ -31,12 +34,26 @@ async def _serve(
     orchestrator: OrchestratorDep,
     body: ChatCompletionRequest | CompletionRequest,
     endpoint: Endpoint,
+    auth: AuthContext,
 ) -> Response | ChatCompletionResponse | CompletionResponse:
+    texts = (
+        [m.text() for m in body.messages]
+        if isinstance(body, ChatCompletionRequest)
+        else [body.prompt]
+    )
+    mark_sensitive(*texts)
+    body = auth.capped(
+        body,
+        default_n_branches=orchestrator.settings.tts.n_branches,
+        default_max_tokens=orchestrator.settings.server.default_max_tokens,
+    )
     try:
         prepared = await orchestrator.prepare(body, endpoint)
     except TTSError as exc:
         orchestrator.metrics.errors.labels(exc.error_type).inc()
         raise
+    # Charged when the response is over (the dependency's exit), from the request record.
+    auth.charge_on_exit(functools.partial(recorded_tokens, orchestrator.store, prepared.id))
     if body.stream:
         return EventStreamResponse(
             sse_stream(orchestrator, prepared, include_usage=body.include_usage),
@@ -51,26 +68,26 @@ async def _serve(
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, orchestrator: OrchestratorDep
+    body: ChatCompletionRequest, orchestrator: OrchestratorDep, auth: Admitted
 ) -> Response | ChatCompletionResponse | CompletionResponse:
-    return await _serve(orchestrator, body, Endpoint.CHAT)
+    return await _serve(orchestrator, body, Endpoint.CHAT, auth)
 
 
 @router.post("/v1/completions", response_model=None)
 async def completions(
-    body: CompletionRequest, orchestrator: OrchestratorDep
+    body: CompletionRequest, orchestrator: OrchestratorDep, auth: Admitted
 ) -> Response | ChatCompletionResponse | CompletionResponse:
-    return await _serve(orchestrator, body, Endpoint.COMPLETIONS)
+    return await _serve(orchestrator, body, Endpoint.COMPLETIONS, auth)
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", dependencies=[Depends(authenticated)])
 async def list_models(orchestrator: OrchestratorDep) -> ModelList:
     return ModelList(
         data=[ModelCard(id=model, pools=pools) for model, pools in orchestrator.models().items()]
     )
 
 
-@router.get("/v1/pools")
+@router.get("/v1/pools", dependencies=[Depends(authenticated)])
 async def list_pools(orchestrator: OrchestratorDep) -> dict[str, object]:
     """Pools with their workers' health, load and processes (an operator's view)."""
     handles = list(orchestrator.pools.values())
@@ -96,12 +113,12 @@ def _checked_id(request_id: str) -> str:
     return request_id
 
 
-@router.get("/v1/requests/{request_id}")
+@router.get("/v1/requests/{request_id}", dependencies=[Depends(authenticated)])
 async def get_request(request_id: str, store: StoreDep) -> RequestRecord:
     return await store.get_request(_checked_id(request_id))
 
 
-@router.delete("/v1/requests/{request_id}")
+@router.delete("/v1/requests/{request_id}", dependencies=[Depends(authenticated)])
 async def cancel_request(request_id: str, store: StoreDep) -> dict[str, object]:
     record = await store.get_request(_checked_id(request_id))
     if not record.status.terminal:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Annotated, Any, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar, cast
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -40,7 +40,7 @@ from tts_orchestrator.state.keys import KeySchema
 
 log = logging.getLogger(__name__)
 
-Body = TypeVar("Body", ChatCompletionRequest, CompletionRequest)
+Body = TypeVar("Body", bound=ChatCompletionRequest | CompletionRequest)
 UsageSource = Callable[[], Awaitable[int]]
 
 
@@ -122,7 +122,9 @@ class AuthContext:
                 )
             if asked is None and default_max_tokens > limits.max_tokens:
                 update["max_tokens"] = limits.max_tokens
-        return body.model_copy(update=update) if update else body
+        if not update:
+            return body
+        return cast(Body, body.model_copy(update=update))
 
     def charge_on_exit(self, usage: UsageSource) -> None:
         """Charge the key, when the request ends, with the tokens ``usage`` reports then."""

@@ -47,8 +47,7 @@ _UNLIMITED_HELP = " 0 = unlimited; omitted = security.default_limits."
 
 def security_section(settings: Settings) -> SecurityConfig:
     """The settings' `security` section (defaults while `Settings` has none)."""
-    section = getattr(settings, "security", None)
-    return section if isinstance(section, SecurityConfig) else SecurityConfig()
+    return settings.security
 
 
 def _fail(message: str) -> typer.Exit:

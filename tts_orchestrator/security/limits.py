@@ -123,9 +123,7 @@ class Lease:
 
     def start_renewing(self) -> None:
         if self._renewer is None and not self._released:
-            self._renewer = asyncio.create_task(
-                self._limiter.renew_until_cancelled(self), name=f"lease-{self.lease_id}"
-            )
+            self._renewer = self._limiter.start_renewal(self)
 
     def stop_renewing(self) -> None:
         """Stop the renewals without releasing: the slot expires after the lease TTL."""
@@ -163,6 +161,7 @@ class Limiter:
         self._admit = client.register_script(_ADMIT_LUA)
         self._renew = client.register_script(_RENEW_LUA)
         self._background: set[asyncio.Task[None]] = set()
+        self._renewals: set[asyncio.Task[None]] = set()
 
     async def admit(self, key_id: str, limits: KeyLimits) -> Lease | None:
         """Admit one request of ``key_id`` or raise :class:`RateLimited`.
@@ -199,7 +198,13 @@ class Limiter:
         lease.start_renewing()
         return lease
 
-    async def renew_until_cancelled(self, lease: Lease) -> None:
+    def start_renewal(self, lease: Lease) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._renew_until_cancelled(lease), name="tts-lease-renewal")
+        self._renewals.add(task)
+        task.add_done_callback(self._renewals.discard)
+        return task
+
+    async def _renew_until_cancelled(self, lease: Lease) -> None:
         interval_s = self._lease_ttl_ms / 3000
         while True:
             await asyncio.sleep(interval_s)
@@ -251,7 +256,11 @@ class Limiter:
             return int(await self._client.zcount(self._keys.leases(key_id), now_ms, "+inf"))
 
     async def aclose(self) -> None:
-        """Wait for releases and charges still running (at shutdown)."""
+        """At shutdown: stop renewing the leases still held (they expire by themselves) and
+        wait for the releases and charges still running."""
+        for task in list(self._renewals):
+            task.cancel()
+        await asyncio.gather(*self._renewals, return_exceptions=True)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 

@@ -20,11 +20,12 @@ from tts_orchestrator.backends.base import (
 )
 from tts_orchestrator.config import PoolConfig
 from tts_orchestrator.exceptions import WorkerError
+from tts_orchestrator.live_profiles import LivePlanner, LivePool, LiveProfileUpdater
+from tts_orchestrator.planning import PlannerSettings, PlanRequest
 from tts_orchestrator.profile_store import FileProfileStore
 from tts_orchestrator.profiler import (
     ConcurrencySample,
     CounterDelta,
-    LiveProfileUpdater,
     PrefillSample,
     ProfilerSettings,
     StreamTiming,
@@ -285,7 +286,10 @@ class FakeEngine(WorkerBackend):
         return list(range(len(text.split())))
 
     async def apply_chat_template(
-        self, messages: Sequence[dict[str, str]], *, template_kwargs: dict[str, object] | None = None
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        template_kwargs: dict[str, object] | None = None,
     ) -> str:
         return " ".join(m["content"] for m in messages)
 
@@ -298,7 +302,9 @@ def _step_time(b: int) -> float:
     ("method", "tokens_per_step"),
     [pytest.param("none", 1, id="plain"), pytest.param("draft", 3, id="draft-3-per-step")],
 )
-async def test_profiler_recovers_the_fake_engines_numbers(method: str, tokens_per_step: int) -> None:
+async def test_profiler_recovers_the_fake_engines_numbers(
+    method: str, tokens_per_step: int
+) -> None:
     clock = VirtualClock()
     engine = FakeEngine(clock, step_time=_step_time, tokens_per_step=tokens_per_step)
     settings = ProfilerSettings(decode_tokens=61, prefill_tokens=200)
@@ -410,6 +416,33 @@ async def test_live_updater_folds_busy_windows_into_the_store(tmp_path: Path) ->
     stored = await store.get("plain")
     assert stored is not None and stored.observations == 1
     assert stored.step_time_s(1) == pytest.approx(0.075)  # halfway from 0.1 to 0.05
+
+
+async def test_live_planner_seeds_from_the_file_and_follows_the_store(tmp_path: Path) -> None:
+    profiles_file = tmp_path / "profiles.json"
+    FileProfileStore(profiles_file).merge(_profile("plain", 0.1))
+    FileProfileStore(profiles_file).merge(_profile("other-model", 0.1, model="x"))
+    store = FileProfileStore(tmp_path / "shared.json")  # stands in for Redis
+    settings = PlannerSettings(profiles_path=str(profiles_file), live_update_interval_s=60)
+
+    async def idle() -> list[WorkerMetrics]:
+        return [_metrics()]
+
+    live = LivePlanner(settings, store=store)
+    assert not live.planner.can_plan("m")  # usable before start: plans nothing
+    await live.start([LivePool(name="plain", engine="llama_cpp", metrics=idle)])
+    try:
+        assert (await store.load()).pools == ["plain"]  # only the served pools are seeded
+        assert live.planner.can_plan("m")
+        assert await live.seed() == 0  # the store already has it: live numbers win
+        await store.put(_profile("plain", 0.5))
+        planner = await live.refresh()
+        assert planner.profiles.get("plain").step_time_s(1) == pytest.approx(0.5)
+        plan = planner.plan(PlanRequest(model="m", prompt_tokens=10, latency_budget_s=1e4))
+        assert plan.pool == "plain"
+    finally:
+        await live.aclose()
+    assert live._tasks == []
 
 
 # -- file profile store ----------------------------------------------------------------------

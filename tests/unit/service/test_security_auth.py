@@ -36,9 +36,7 @@ KEY = "tts-" + "k" * 43
         pytest.param({"authorization": f"Bearer {KEY}"}, KEY, id="bearer"),
         pytest.param({"authorization": f"bearer   {KEY} "}, KEY, id="bearer-lowercase-spaces"),
         pytest.param({"api-key": KEY}, KEY, id="api-key-header"),
-        pytest.param(
-            {"authorization": f"Bearer {KEY}", "api-key": "other"}, KEY, id="bearer-wins"
-        ),
+        pytest.param({"authorization": f"Bearer {KEY}", "api-key": "other"}, KEY, id="bearer-wins"),
     ],
 )
 def test_the_key_is_read_from_bearer_or_api_key(headers: dict[str, str], expected: str) -> None:
@@ -74,7 +72,11 @@ def test_missing_or_malformed_credentials_are_401(headers: dict[str, str], code:
 def test_retry_after_is_whole_seconds_rounded_up(retry_after_s: float, header: str) -> None:
     exc = RateLimited("slow down", kind=LimitKind.RATE, retry_after_s=retry_after_s)
     assert exc.headers() == {"Retry-After": header}
-    assert (exc.status_code, exc.error_type, exc.code) == (429, "rate_limit_error", "rate_limit_exceeded")
+    assert (exc.status_code, exc.error_type, exc.code) == (
+        429,
+        "rate_limit_error",
+        "rate_limit_exceeded",
+    )
 
 
 def _limited(**limits: Any) -> AuthContext:
@@ -118,7 +120,9 @@ def test_caps_fill_in_defaults_above_them(
 @pytest.mark.parametrize(
     ("limits", "body", "param"),
     [
-        pytest.param({"max_branches": 4}, {"tts": {"n_branches": 5}}, "tts.n_branches", id="branches"),
+        pytest.param(
+            {"max_branches": 4}, {"tts": {"n_branches": 5}}, "tts.n_branches", id="branches"
+        ),
         pytest.param({"max_tokens": 64}, {"max_tokens": 65}, "max_tokens", id="max-tokens"),
         pytest.param(
             {"max_tokens": 64}, {"max_completion_tokens": 100}, "max_tokens", id="completion"

@@ -95,7 +95,7 @@ def test_marked_text_is_redacted_in_any_form_within_its_context() -> None:
         return [
             flt.redact(f"user said {prompt}"),
             flt.redact(f"escaped {prompt!r}"),
-            flt.redact(f"partial: Then explain why. ok"),
+            flt.redact("partial: Then explain why. ok"),
         ]
 
     lines = _in_fresh_context(inside)
@@ -150,7 +150,13 @@ def test_untouched_records_keep_their_arguments() -> None:
     assert RedactionFilter().filter(record)
     assert record.args == ("1.2.3.4", "GET", "/x") and record.getMessage() == '1.2.3.4 - "GET /x"'
     record = logging.LogRecord(
-        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s"', ("1.2.3.4", "GET", f"/x?k={KEY}"), None
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s"',
+        ("1.2.3.4", "GET", f"/x?k={KEY}"),
+        None,
     )
     assert RedactionFilter().filter(record)
     assert isinstance(record.args, tuple) and len(record.args) == 3

@@ -19,7 +19,10 @@ from verifiers.repetition import (
 )
 from verifiers.trim_replay import ReplayTrace
 
-SKY = Path(__file__).resolve().parents[3] / "evals/data/traces/skythought_sky-t1-math-correct-5k-27b.jsonl"
+SKY = (
+    Path(__file__).resolve().parents[3]
+    / "evals/data/traces/skythought_sky-t1-math-correct-5k-27b.jsonl"
+)
 # Cut off by the token cap while cycling "So, the number is of the form ...20, ..." 44 times.
 LOOPING_ID = "math500/10:test/number_theory/1032.json"
 # Complete traces that legitimately repeat long formulas (double sums, binomial expansions).

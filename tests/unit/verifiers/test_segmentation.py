@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -73,9 +74,7 @@ def texts(thoughts: list[Thought]) -> list[str]:
         pytest.param("", "generic", [], [], id="empty"),
     ],
 )
-def test_boundaries(
-    text: str, family: str, expected: list[str], markers: list[str | None]
-) -> None:
+def test_boundaries(text: str, family: str, expected: list[str], markers: list[str | None]) -> None:
     thoughts = segment(text, SegmenterConfig(family=family))
     assert texts(thoughts) == expected
     assert [t.marker for t in thoughts] == markers
@@ -105,7 +104,7 @@ def test_thoughts_tile_the_text_on_real_traces() -> None:
     for family, text in real_texts():
         thoughts = segment(text, SegmenterConfig(family=family))
         assert "".join(texts(thoughts)) == text
-        assert all(a.end == b.start for a, b in zip(thoughts, thoughts[1:], strict=False))
+        assert all(a.end == b.start for a, b in itertools.pairwise(thoughts))
         assert all(t.text == text[t.start : t.end] for t in thoughts)
     assert len(segment(real_texts()[0][1], SegmenterConfig(family="sky_t1"))) > 3
 
@@ -117,7 +116,9 @@ def test_feed_returns_only_newly_closed_thoughts() -> None:
     closed = segmenter.feed("it, second idea that is long enough.\n\n")
     assert texts(closed) == ["First idea.\n\n"]
     assert texts(segmenter.finish()) == ["Wait, second idea that is long enough.\n\n"]
-    assert segmenter.consumed_chars == len("First idea.\n\nWait, second idea that is long enough.\n\n")
+    assert segmenter.consumed_chars == len(
+        "First idea.\n\nWait, second idea that is long enough.\n\n"
+    )
 
 
 def test_feed_after_finish_is_an_error() -> None:
@@ -128,9 +129,7 @@ def test_feed_after_finish_is_an_error() -> None:
     assert segmenter.finish() == []
 
 
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.data_too_large]
-)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.data_too_large])
 @given(data=st.data())
 def test_streaming_equals_batch_for_any_chunking(data: st.DataObject) -> None:
     family, text = data.draw(st.sampled_from(real_texts()), label="trace")

@@ -1,0 +1,1 @@
+"""Fitted models shipped with the policies (provenance in README.md here)."""

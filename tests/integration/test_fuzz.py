@@ -1,0 +1,268 @@
+"""Fuzz every endpoint of the live service from its own OpenAPI schema (schemathesis).
+
+The service runs for real (Redis, Ray, the replay engine over the recorded Sky-T1 / R1 traces),
+so generation is cheap but goes through the whole pipeline. Request bodies are generated from
+the schema (valid ones, and invalid ones for operations with inputs); a third of them are
+steered to the served model and a real trace problem so they reach generation, branching,
+voting and trimming rather than stopping at validation. Every response must be:
+
+* not a 5xx, except the known outcome in ``KNOWN_5XX`` (counted and printed);
+* on time: each request has a 30 s client timeout; a timeout fails the test (a hang);
+* for a 4xx, an OpenAI error body ``{"error": {"message", "type", "param", "code"}}``;
+* for a 2xx JSON body, conformant to the response schema; for SSE, ``data:`` lines of JSON
+  (errors in the OpenAI shape) ending with ``data: [DONE]``.
+
+After the run the service must still be healthy with no request in flight.
+
+Case count: ``TTS_FUZZ_CASES`` (default 150, what CI runs), spread over the operations by
+weight. The full run::
+
+    TTS_FUZZ_CASES=1200 .venv/bin/pytest tests/integration/test_fuzz.py -p no:cacheprovider -s
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import response_schema_conformance
+
+from benchmarks.service import RunningService, replay_pool, start_service
+
+pytestmark = pytest.mark.integration
+
+CASES = int(os.environ.get("TTS_FUZZ_CASES", "150"))
+REQUEST_TIMEOUT_S = 30.0
+TRACES = sorted((Path(__file__).resolve().parents[2] / "evals" / "data" / "traces").glob("*.jsonl"))
+
+#: (method, path) -> share of the case budget. Every operation of the schema must be here.
+OPERATIONS: dict[tuple[str, str], float] = {
+    ("POST", "/v1/chat/completions"): 0.30,
+    ("POST", "/v1/completions"): 0.30,
+    ("GET", "/v1/requests/{request_id}"): 0.10,
+    ("DELETE", "/v1/requests/{request_id}"): 0.10,
+    ("GET", "/v1/models"): 0.05,
+    ("GET", "/v1/pools"): 0.05,
+    ("GET", "/health"): 0.05,
+    ("GET", "/metrics"): 0.05,
+}
+WITH_INPUT = {op for op in OPERATIONS if op[0] == "POST" or "{" in op[1]}
+
+
+def _unknown_replay_prompt(status: int, error: dict[str, Any]) -> bool:
+    """The replay engine cannot answer a prompt that contains none of its traces' problems.
+
+    The service maps that worker error to 502 `worker_error` (a real engine would generate).
+    """
+    return (
+        status in (200, 502)
+        and error.get("type") == "worker_error"
+        and "contains the problem of none of its" in str(error.get("message"))
+    )
+
+
+#: Error types the service uses for 5xx statuses (a stream that already sent 200 carries them).
+SERVER_ERROR_TYPES = {"internal_error", "worker_error", "service_unavailable", "timeout_error"}
+
+KNOWN_5XX: dict[str, Callable[[int, dict[str, Any]], bool]] = {
+    "replay-unknown-prompt": _unknown_replay_prompt,
+}
+
+
+def _problems() -> list[str]:
+    out: list[str] = []
+    for path in TRACES:
+        with path.open() as f:
+            out += [json.loads(line)["problem"] for line in f if line.strip()]
+    return sorted(set(out), key=len)[:200]  # short problems: cheaper prompts
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    config = {
+        "server": {
+            "default_max_tokens": 256,
+            "max_tokens_cap": 2048,
+            "request_timeout_s": 60,
+        },
+        "pools": [replay_pool(tokens_per_s=4000)],
+        "ray": {"num_cpus": 2},
+        "tts": {"max_branches": 4},
+    }
+    # `load_settings` reads every TTS_* variable as config: keep ours out of the service's env.
+    saved = os.environ.pop("TTS_FUZZ_CASES", None)
+    try:
+        running = start_service(config, tmp_path_factory.mktemp("fuzz-service"))
+    finally:
+        if saved is not None:
+            os.environ["TTS_FUZZ_CASES"] = saved
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def schema(service: RunningService) -> Any:
+    return schemathesis.openapi.from_url(f"{service.url}/openapi.json")
+
+
+@pytest.fixture(scope="module")
+def tally(service: RunningService) -> Iterator[Counter[str]]:
+    counts: Counter[str] = Counter()
+    yield counts
+    print(f"\nfuzz tally ({CASES} cases requested): " + json.dumps(dict(sorted(counts.items()))))
+
+
+def test_every_schema_operation_is_fuzzed(schema: Any) -> None:
+    ops = {(r.ok().method.upper(), r.ok().path) for r in schema.get_all_operations()}
+    assert ops == set(OPERATIONS), "a new endpoint needs a share of the fuzz budget"
+
+
+def _steer(body: Any, problem: str, how: str) -> Any:
+    """Point a generated body at the served model, optionally with a real trace problem."""
+    if how == "as-is" or not isinstance(body, dict):
+        return body
+    body = {**body, "model": "replay"}
+    if how != "real-problem":
+        return body
+    if isinstance(body.get("prompt"), str):
+        body["prompt"] += problem
+    msgs = body.get("messages")
+    if isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict):
+        msgs = [*msgs[:-1], {**msgs[-1], "role": "user", "content": problem}]
+        body["messages"] = msgs
+    return body
+
+
+def _error_of(response: requests.Response) -> dict[str, Any]:
+    body = response.json()
+    assert isinstance(body, dict) and isinstance(body.get("error"), dict), response.text[:500]
+    error: dict[str, Any] = body["error"]
+    assert isinstance(error.get("message"), str) and error["message"], error
+    assert isinstance(error.get("type"), str) and error["type"], error
+    assert {"param", "code"} <= error.keys(), error
+    return error
+
+
+def _sse_events(response: requests.Response) -> list[str]:
+    lines = [ln for ln in response.text.split("\n") if ln.strip()]
+    assert lines and lines[-1] == "data: [DONE]", response.text[-300:]
+    return [ln[len("data: ") :] for ln in lines[:-1]]
+
+
+def _judge(case: Any, response: requests.Response, counts: Counter[str]) -> None:
+    status = response.status_code
+    label = f"{case.method} {case.path}"
+    media = response.headers.get("content-type", "")
+    if status >= 500:
+        error = _error_of(response)
+        known = next((k for k, match in KNOWN_5XX.items() if match(status, error)), None)
+        assert known is not None, f"{label} -> {status}: {response.text[:500]}"
+        counts[f"{label} {status} {known}"] += 1
+        return
+    counts[f"{label} {status}"] += 1
+    if status >= 400:
+        _error_of(response)
+    elif media.startswith("text/event-stream"):
+        for event in _sse_events(response):
+            data = json.loads(event)
+            if "error" in data:
+                error = _error_of(_FakeJSON(data))
+                known = next((k for k, m in KNOWN_5XX.items() if m(status, error)), None)
+                assert known is not None or error["type"] not in SERVER_ERROR_TYPES, data
+                counts[f"{label} sse-error {known or error['type']}"] += 1
+    elif media.startswith("application/json"):
+        case.validate_response(response, checks=[response_schema_conformance])
+
+
+class _FakeJSON:
+    """Lets `_error_of` check an SSE error event like a response body."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+        self.text = json.dumps(data)
+
+    def json(self) -> dict[str, Any]:
+        return self._data
+
+
+def _budget(op: tuple[str, str], mode: GenerationMode) -> int:
+    share = OPERATIONS[op] * CASES
+    if op in WITH_INPUT:
+        share /= 2  # half positive, half negative
+    return max(3, round(share))
+
+
+@pytest.mark.parametrize(
+    ("op", "mode"),
+    [
+        pytest.param(op, mode, id=f"{op[0]} {op[1]} {mode.value}")
+        for op in OPERATIONS
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+        if mode is GenerationMode.POSITIVE or op in WITH_INPUT
+    ],
+)
+def test_operation_survives_fuzzing(
+    schema: Any,
+    service: RunningService,
+    tally: Counter[str],
+    op: tuple[str, str],
+    mode: GenerationMode,
+) -> None:
+    operation = schema[op[1]][op[0]]
+    problems = _problems()
+    session = requests.Session()
+    slowest = 0.0
+
+    @settings(
+        max_examples=_budget(op, mode),
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=True,
+    )
+    @given(
+        case=operation.as_strategy(generation_mode=mode),
+        how=st.sampled_from(["as-is", "real-model", "real-problem"]),
+        problem=st.sampled_from(problems),
+    )
+    def run(case: Any, how: str, problem: str) -> None:
+        nonlocal slowest
+        if case.body is not None and op[0] == "POST":
+            case.body = _steer(case.body, problem, how)
+        start = time.monotonic()
+        response = case.call(
+            base_url=service.url, session=session, timeout=(5.0, REQUEST_TIMEOUT_S)
+        )
+        slowest = max(slowest, time.monotonic() - start)
+        _judge(case, response, tally)
+
+    run()
+    tally[f"slowest {op[0]} {op[1]} (ms)"] = max(
+        tally[f"slowest {op[0]} {op[1]} (ms)"], round(slowest * 1e3)
+    )
+
+
+def test_service_is_healthy_and_idle_after_fuzzing(service: RunningService) -> None:
+    """Runs last in this module (pytest keeps file order): nothing leaked, nothing stuck."""
+    deadline = time.monotonic() + 20
+    while True:
+        pools = httpx.get(f"{service.url}/v1/pools", timeout=10).json()["data"]
+        inflight = sum(p["inflight_requests"] for p in pools)
+        if inflight == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert inflight == 0
+    assert httpx.get(f"{service.url}/health", timeout=10).status_code == 200
+    assert service.proc.poll() is None

@@ -1,0 +1,241 @@
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from policies.features import FEATURE_NAMES, extract_features
+from policies.modes import ThinkingMode
+from policies.router import RouterModel, RouterThresholds
+from tts_orchestrator.exceptions import ConfigError, RequestError
+from tts_orchestrator.modes import (
+    DecisionStage,
+    ModeResolver,
+    ModesConfig,
+    RunMode,
+    UncertainAction,
+    load_router,
+    splitter_family,
+)
+from verifiers.families import get_family
+from verifiers.reasoning import split_reasoning
+
+MATH500 = Path(__file__).resolve().parents[3] / "evals" / "data" / "math500.jsonl"
+GENERIC, QWEN3, PANGU = get_family("generic"), get_family("qwen3"), get_family("openpangu")
+
+
+def toy_router() -> RouterModel:
+    """ "prove" pushes to slow, "what is" to fast; anything else scores exactly 0.5."""
+    weights = {"kw_prove": 6.0, "kw_simple_ask": -6.0}
+    return RouterModel(
+        mean=(0.0,) * len(FEATURE_NAMES),
+        scale=(1.0,) * len(FEATURE_NAMES),
+        weights=tuple(weights.get(n, 0.0) for n in FEATURE_NAMES),
+        bias=0.0,
+        thresholds=RouterThresholds(fast_below=0.4, slow_at_or_above=0.6),
+    )
+
+
+def resolver(**config: Any) -> ModeResolver:
+    return ModeResolver(ModesConfig(**config), router=toy_router())
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "mode", "stage", "budget", "reason"),
+    [
+        ({"mode": ThinkingMode.FAST, "reasoning_effort": "high"}, "fast", "request", None,
+         "tts.mode=fast requested"),
+        ({"mode": ThinkingMode.SLOW, "template_kwargs": {"enable_thinking": False}}, "slow",
+         "request", None, "tts.mode=slow requested"),
+        ({"template_kwargs": {"enable_thinking": False}, "reasoning_effort": "high"}, "fast",
+         "template_kwargs", None, "enable_thinking=false"),
+        ({"reasoning_effort": "low"}, "fast", "effort", None, "reasoning_effort=low maps to fast"),
+        ({"reasoning_effort": "medium"}, "slow", "effort", 2048, "2048-token thinking budget"),
+        ({"reasoning_effort": "high"}, "slow", "effort", 8192, "reasoning_effort=high"),
+        ({"reasoning_effort": "high", "thinking_budget": 300}, "slow", "effort", 300,
+         "300-token"),
+        ({"mode": ThinkingMode.SLOW, "thinking_budget": 300}, "slow", "request", 300,
+         "requested"),
+        ({"mode": ThinkingMode.FAST, "thinking_budget": 300}, "fast", "request", None,
+         "requested"),
+        ({}, "fast", "default", None, "family generic has no native thinking, so fast"),
+    ],
+    ids=[
+        "mode-beats-effort",
+        "mode-beats-template-flag",
+        "template-flag-beats-effort",
+        "effort-low",
+        "effort-medium",
+        "effort-high",
+        "explicit-budget-beats-effort-budget",
+        "slow-keeps-explicit-budget",
+        "fast-has-no-budget",
+        "generic-default-is-fast",
+    ],
+)  # fmt: skip
+def test_decision_precedence_and_reason(
+    inputs: dict[str, Any], mode: str, stage: str, budget: int | None, reason: str
+) -> None:
+    choice = resolver().decide(GENERIC, prompt_text="What is 2 + 2?", **inputs)
+    assert (choice.mode.value, choice.stage.value, choice.thinking_budget) == (mode, stage, budget)
+    assert reason in choice.reason
+
+
+def test_defaults_follow_the_family_then_config() -> None:
+    assert resolver().decide(QWEN3, prompt_text="hi").mode is RunMode.SLOW
+    configured = resolver(default_mode=ThinkingMode.SLOW, slow_thinking_budget=512)
+    choice = configured.decide(GENERIC, prompt_text="hi")
+    assert (choice.mode, choice.thinking_budget) == (RunMode.SLOW, 512)
+    assert "server default slow" in choice.reason and choice.requested is None
+
+
+def test_unknown_effort_is_a_request_error_naming_the_levels() -> None:
+    with pytest.raises(RequestError, match="valid: none, minimal, low") as info:
+        resolver().decide(GENERIC, prompt_text="hi", reasoning_effort="extreme")
+    assert info.value.param == "reasoning_effort"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "on_uncertain", "mode"),
+    [
+        ("Prove that the sum of two even numbers is even.", UncertainAction.PROBE, "slow"),
+        ("What is 2 + 2?", UncertainAction.PROBE, "fast"),
+        ("Hello there", UncertainAction.PROBE, "probe"),
+        ("Hello there", UncertainAction.SLOW, "slow"),
+        ("Hello there", UncertainAction.FAST, "fast"),
+    ],
+    ids=["slow", "fast", "uncertain-probes", "uncertain-slow", "uncertain-fast"],
+)
+def test_auto_asks_the_stage1_router(prompt: str, on_uncertain: UncertainAction, mode: str) -> None:
+    r = resolver(on_uncertain=on_uncertain, slow_thinking_budget=700)
+    choice = r.decide(GENERIC, prompt_text=prompt, mode=ThinkingMode.AUTO)
+    assert choice.mode.value == mode and choice.stage is DecisionStage.ROUTER
+    assert choice.score is not None and "stage 1: P(needs slow)=" in choice.reason
+    assert choice.thinking_budget == (700 if mode in ("slow", "probe") else None)
+    assert ("uncertain" in choice.reason) == (prompt == "Hello there")
+
+
+def test_auto_uses_a_trained_auto_mode_unless_told_not_to() -> None:
+    resolution = resolver().resolve(PANGU, messages=user("Hello there"), mode=ThinkingMode.AUTO)
+    assert resolution.choice.mode is RunMode.AUTO
+    assert resolution.choice.stage is DecisionStage.NATIVE_AUTO
+    assert resolution.plan is not None
+    assert resolution.plan.messages[-1]["content"] == "Hello there /auto_think"
+    routed = resolver(prefer_native_auto=False).resolve(
+        PANGU, messages=user("What is 2 + 2?"), mode=ThinkingMode.AUTO
+    )
+    assert routed.choice.mode is RunMode.FAST and routed.plan is not None
+    assert routed.plan.messages[-1]["content"] == "What is 2 + 2? /no_think"
+
+
+def test_server_default_auto_says_so() -> None:
+    choice = resolver(default_mode=ThinkingMode.AUTO).decide(GENERIC, prompt_text="What is 1?")
+    assert choice.mode is RunMode.FAST and choice.stage is DecisionStage.ROUTER
+    assert choice.reason.startswith("no mode requested: server default auto; auto: stage 1")
+
+
+def test_resolve_plans_the_decided_mode_and_records_the_switch() -> None:
+    resolution = resolver().resolve(QWEN3, messages=user("hi"), reasoning_effort="low")
+    assert resolution.plan is not None and resolution.escalation is None
+    assert resolution.plan.template_kwargs == {"enable_thinking": False}
+    assert resolution.choice.switch == "qwen3: chat template enable_thinking=False"
+
+
+def test_a_probe_plans_fast_samples_and_a_slow_escalation() -> None:
+    resolution = resolver().resolve(GENERIC, messages=user("Hello there"), mode=ThinkingMode.AUTO)
+    assert resolution.choice.mode is RunMode.PROBE
+    assert resolution.plan is not None and resolution.plan.mode is ThinkingMode.FAST
+    assert resolution.escalation is not None and resolution.escalation.grammar is not None
+
+
+@pytest.mark.parametrize(
+    ("answers", "mode", "says"),
+    [
+        (["4", "4", "4"], RunMode.FAST, "3/3 fast probes agree"),
+        (["4", "5", "4"], RunMode.SLOW, "escalate to slow"),
+        (["4", None, "4"], RunMode.SLOW, "1/3 probes gave no answer"),
+    ],
+    ids=["agree", "disagree", "unanswered"],
+)
+def test_after_probe_stays_fast_or_escalates(
+    answers: list[str | None], mode: RunMode, says: str
+) -> None:
+    r = resolver(slow_thinking_budget=900)
+    choice = r.decide(GENERIC, prompt_text="Hello there", mode=ThinkingMode.AUTO)
+    after = r.after_probe(choice, answers)
+    assert after.mode is mode and after.stage is DecisionStage.PROBE
+    assert after.reason.startswith(choice.reason) and says in after.reason
+    assert after.thinking_budget == (900 if mode is RunMode.SLOW else None)
+    assert after.score == choice.score
+
+
+def test_probe_agreement_threshold_comes_from_config() -> None:
+    r = resolver(probe_min_agreement=0.6)
+    choice = r.decide(GENERIC, prompt_text="Hello there", mode=ThinkingMode.AUTO)
+    assert r.after_probe(choice, ["4", "5", "4"]).mode is RunMode.FAST
+
+
+def test_a_raw_prompt_is_decided_but_not_switched() -> None:
+    resolution = resolver().resolve(QWEN3, messages=None, prompt_text="hi", mode=ThinkingMode.FAST)
+    assert resolution.plan is None and resolution.choice.mode is RunMode.FAST
+    assert "raw prompt" in resolution.choice.reason
+
+
+@pytest.mark.parametrize(
+    ("family", "mode", "output", "reasoning", "content"),
+    [
+        ("deepseek_r1", ThinkingMode.FAST, "It is 4.", "", "It is 4."),
+        (
+            "deepseek_r1",
+            ThinkingMode.SLOW,
+            "2+2=4\n</think>\n\nIt is 4.",
+            "2+2=4\n",
+            "\n\nIt is 4.",
+        ),
+        ("generic", ThinkingMode.SLOW, "<think>\n2+2=4\n</think>\n\n4", "\n2+2=4\n", "\n\n4"),
+        ("generic", ThinkingMode.FAST, "<think>x</think>4", "", "<think>x</think>4"),
+        ("sky_t1", ThinkingMode.SLOW, "hmm<|end_of_thought|>4", "hmm", "4"),
+    ],
+    ids=["r1-fast", "r1-slow", "generic-slow", "generic-fast", "sky-slow-prefilled"],
+)
+def test_splitter_family_splits_where_the_output_starts(
+    family: str, mode: ThinkingMode, output: str, reasoning: str, content: str
+) -> None:
+    plan = resolver().plan(get_family(family), RunMode(mode.value), user("hi"))
+    assert split_reasoning(output, splitter_family(plan)) == (reasoning, content)
+
+
+def test_check_family_rejects_unknown_families() -> None:
+    resolver().check_family("qwen3")
+    with pytest.raises(ConfigError, match=r"unknown model family 'qwen2\.5'"):
+        resolver().check_family("qwen2.5")
+
+
+def test_router_model_errors_are_config_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "router.json"
+    bad.write_text("{}")
+    with pytest.raises(ConfigError, match="cannot load the router model"):
+        load_router(bad)
+    with pytest.raises(ConfigError):
+        ModeResolver(ModesConfig(router_model=str(tmp_path / "missing.json")))
+
+
+def test_the_shipped_proxy_router_scores_harder_levels_higher() -> None:
+    model = load_router(None)
+    assert model.feature_names == FEATURE_NAMES and model.trained_on == 500
+    rows = [json.loads(line) for line in MATH500.read_text(encoding="utf-8").splitlines()]
+    mean = {
+        level: statistics.fmean(
+            model.score(extract_features(r["problem"])) for r in rows if r["level"] == level
+        )
+        for level in (1, 3, 5)
+    }
+    assert mean[1] < mean[3] < mean[5]
+    assert ModeResolver().router == model

@@ -1,0 +1,316 @@
+"""Candidate answers of thoughts: concluding answers vs intermediate quantities.
+
+Sentences are real ones from the development traces (Sky-T1 and R1-distill on MATH problems).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from verifiers.answers import normalize_answer
+from verifiers.intermediate import (
+    AnswerExtractorConfig,
+    AnswerStrength,
+    IntermediateAnswerExtractor,
+    QuestionTarget,
+    split_sentences,
+)
+from verifiers.segmentation import SegmenterConfig, segment
+from verifiers.trim_replay import load_replay_traces
+
+TRACES = Path(__file__).resolve().parents[3] / "evals" / "data" / "traces"
+
+P_CUBIC = (
+    "Let $a$ be a positive real number such that all the roots of\n"
+    "\\[x^3 + ax^2 + ax + 1 = 0\\]are real.  Find the smallest possible value of $a.$"
+)
+P_FUNCTIONAL = (
+    "The function $f$ satisfies the functional equation\n\\[f(x) + f(y) = f(x + y) - xy - 1\\]"
+    "for all real numbers $x$ and $y.$  If $f(1) = 1,$ then find all integers $n$ such that "
+    "$f(n) = n.$  Enter all such integers, separated by commas."
+)
+P_CUBE = (
+    "What is the smallest positive perfect cube that can be written as the sum of three "
+    "consecutive integers?"
+)
+P_BITS = (
+    "When the base-16 number $66666_{16}$ is written in base 2, how many base-2 digits (bits) "
+    "does it have?"
+)
+P_PORTER = (
+    "William Sydney Porter tried to perform the calculation $\\frac{-3+4i}{1+2i}$. However, he "
+    "accidentally missed the minus sign, finding $\\frac{3+4i}{1+2i}=\\frac{11}{5}-\\frac{2}{5}i$."
+    " What answer should he have obtained?"
+)
+P_SQRT = "Simplify $\\sqrt{242}$."
+P_CUBIC_FIT = (
+    "A cubic polynomial $p(x)$ satisfies\n\\[p(n) = \\frac{1}{n^2}\\]for $n = 1, 2, 3,$ and "
+    "$4.$  Find $p(5).$"
+)
+P_HEXAGON = (
+    "A regular hexagon can be divided into six equilateral triangles. If the perimeter of one of "
+    "the triangles is 21 inches, what is the perimeter, in inches, of the regular hexagon?"
+)
+P_PRODUCT = (
+    "Find the product $CD$ of the integers $C$ and $D$ for which\n"
+    "\\[\\frac{C}{x-3}+\\frac{D}{x+8}=\\frac{4x-23}{x^2+5x-24}\\]for all real values of $x$ "
+    "except $-8$ and $3$."
+)
+P_COUNT = "For how many values of $x$ is the expression $\\frac{x-5}{x^2-9}$ not defined?"
+
+E, T, S, B = (
+    AnswerStrength.EXPRESSION,
+    AnswerStrength.TARGET,
+    AnswerStrength.STATED,
+    AnswerStrength.BOXED,
+)
+
+
+@pytest.mark.parametrize(
+    ("problem", "sentence", "answer", "strength"),
+    [
+        # Concluding answers.
+        pytest.param(P_CUBIC, r"So, the answer is \( a = 3 \).", "3", S, id="stated"),
+        pytest.param(
+            P_CUBIC,
+            r"Therefore, the smallest positive real number \( a \) such that all roots are real "
+            r"is \( a = 3 \).",
+            "3",
+            T,
+            id="target-symbol-in-subject",
+        ),
+        pytest.param(
+            P_FUNCTIONAL,
+            r"Therefore, the integers \(n\) such that \(f(n) = n\) are \(n = 1\) and \(n = -2\).",
+            "1, -2",
+            T,
+            id="target-list",
+        ),
+        pytest.param(
+            P_CUBE,
+            "So, 27 is the smallest perfect cube that is a multiple of 3.",
+            "27",
+            T,
+            id="value-first-target-noun",
+        ),
+        pytest.param(P_BITS, "Therefore, the number of bits is 19.", "19", T, id="noun-synonym"),
+        pytest.param(
+            P_PORTER,
+            r"So, the correct answer should be \(1 + 2i\), as I calculated earlier.",
+            "1 + 2i",
+            S,
+            id="correct-answer-should-be",
+        ),
+        pytest.param(
+            P_PORTER,
+            r"According to my calculations, the correct answer is \(1 + 2i\), but perhaps I need "
+            r"to check if there's another way to approach this.",
+            "1 + 2i",
+            S,
+            id="doubt-about-further-work-only",
+        ),
+        pytest.param(
+            P_SQRT,
+            r"So, putting it all together, \(\sqrt{242} = 11\sqrt{2}\).",
+            r"11\sqrt{2}",
+            T,
+            id="asked-expression-equation",
+        ),
+        pytest.param(P_CUBIC_FIT, "Thus, p(5) = -120/288 = -5/12.", "-5/12", T, id="plain-eq"),
+        pytest.param(
+            P_HEXAGON,
+            "Therefore, the perimeter of the hexagon is 6 times 7 inches, which is 42 inches.",
+            "42",
+            T,
+            id="which-is-restatement",
+        ),
+        pytest.param(
+            P_PRODUCT, r"Therefore, the product \( CD = (1)(-5) = -5 \).", "-5", T, id="compound"
+        ),
+        pytest.param(
+            P_SQRT,
+            r"Thus, the simplified form of \(\sqrt{242}\) is \(\boxed{11\sqrt{2}}\).",
+            r"11\sqrt{2}",
+            B,
+            id="boxed",
+        ),
+        pytest.param(
+            "", r"Therefore, the final answer is: \[ \boxed{5} \]", "5", B, id="boxed-display"
+        ),
+        pytest.param("", "So, I think the answer is two y-intercepts.", "2", S, id="number-word"),
+        pytest.param(
+            "", r"I feel confident with my answer of \( c = 33 \).", "33", S, id="answer-of"
+        ),
+        # Intermediate quantities: found, but graded below TARGET.
+        pytest.param(P_FUNCTIONAL, r"Interesting, so \(f(2) = 4\).", "4", E, id="sub-result"),
+        pytest.param(
+            P_CUBIC,
+            r"So, the critical point is at \( x = -1 \), and it's a double root.",
+            "-1",
+            E,
+            id="other-variable",
+        ),
+        pytest.param(
+            P_BITS, "So, 66666₁₆ would be 20 bits in binary.", "20", E, id="subject-not-asked"
+        ),
+        pytest.param(
+            P_HEXAGON,
+            "So, for six triangles, there are 6 times 2 = 12 internal sides.",
+            "12",
+            E,
+            id="there-are-other-noun",
+        ),
+        pytest.param(
+            P_PRODUCT, r"So, \( C = -1 \) and \( D = 5 \).", "5", E, id="part-of-compound"
+        ),
+        pytest.param(
+            "", "Therefore, the only integer roots are x = 1 and x = -2.", "1, -2", E, id="list"
+        ),
+        pytest.param("", "So, the number of ways is (9-1)! = 8!.", "8!", E, id="factorial"),
+        pytest.param(
+            "", "So, the total number of ways should be 5 × 4 × 3.", "5 × 4 × 3", E, id="times"
+        ),
+        pytest.param(
+            "", "Therefore, the polar coordinates are (3, π/2).", "(3, π/2)", E, id="tuple"
+        ),
+    ],
+)
+def test_grades(problem: str, sentence: str, answer: str, strength: AnswerStrength) -> None:
+    found = IntermediateAnswerExtractor().grade(
+        sentence, target=QuestionTarget.from_problem(problem)
+    )
+    assert found is not None
+    assert (found.answer, found.strength) == (answer, strength)
+
+
+@pytest.mark.parametrize(
+    ("problem", "sentence"),
+    [
+        pytest.param(
+            P_PORTER, r"Maybe I need to accept that the correct answer is \(1 + 2i\).", id="hedged"
+        ),
+        pytest.param(P_CUBIC, "So the answer is 3, but that can't be right.", id="retracted"),
+        pytest.param(P_CUBIC, "Is the answer 3?", id="question"),
+        pytest.param(
+            P_CUBIC,
+            r"Wait a minute, but earlier I had \(r = 3.5\) as a solution, but it makes the "
+            r"denominator zero, so it's invalid.",
+            id="rejected-value",
+        ),
+        pytest.param(
+            P_CUBIC,
+            r"This is a quadratic equation in \( x \), and its discriminant is "
+            r"\( (2a)^2 - 4 \cdot 3 \cdot a = 4a^2 - 12a = 4a(a - 3) \).",
+            id="no-conclusion-cue",
+        ),
+        pytest.param(
+            P_COUNT,
+            r"Therefore, the expression is undefined at two values of \(x\): \(x = 3\) and "
+            r"\(x = -3\).",
+            id="negated-property",
+        ),
+        pytest.param("", "Let me compute 6 times 7 first.", id="plan"),
+    ],
+)
+def test_no_candidate(problem: str, sentence: str) -> None:
+    target = QuestionTarget.from_problem(problem)
+    assert IntermediateAnswerExtractor().grade(sentence, target=target) is None
+
+
+@pytest.mark.parametrize(
+    ("problem", "symbols", "nouns"),
+    [
+        pytest.param(P_CUBIC, ("a",), ("smallest",), id="value-of-symbol"),
+        pytest.param(P_FUNCTIONAL, ("n",), (), id="condition-dropped"),
+        pytest.param(P_CUBE, (), ("cube",), id="head-noun"),
+        pytest.param(P_BITS, (), ("digit", "bit"), id="parenthesised-synonym"),
+        pytest.param(P_SQRT, ("\\sqrt{242}",), ("simplified", "expression"), id="simplify"),
+        pytest.param(P_CUBIC_FIT, ("p(5)",), ("expression",), id="find-expression"),
+        pytest.param(P_PRODUCT, ("CD", "x"), ("product",), id="compound-symbol"),
+        pytest.param(P_COUNT, (), (), id="how-many-is-a-count"),
+        pytest.param(
+            "Find the number of $x$-intercepts of the graph.",
+            ("x",),
+            ("intercept",),
+            id="generic-head-through-of",
+        ),
+    ],
+)
+def test_question_target(problem: str, symbols: tuple[str, ...], nouns: tuple[str, ...]) -> None:
+    target = QuestionTarget.from_problem(problem)
+    assert (target.symbols, target.nouns) == (symbols, nouns)
+
+
+def test_split_sentences_keeps_display_math_and_lead_ins_together() -> None:
+    text = (
+        "First, multiply. So, the numerator becomes:\n\n\\[\n-3 + 6i\n\\]\n\n"
+        "Therefore, the final answer is:\n\n\\[ \\boxed{5} \\]"
+    )
+    assert split_sentences(text) == [
+        "First, multiply.",
+        "So, the numerator becomes: \\[ -3 + 6i \\]",
+        "Therefore, the final answer is: \\[ \\boxed{5} \\]",
+    ]
+
+
+def test_extract_prefers_the_strongest_then_the_latest() -> None:
+    thought = "So, the answer is 5.\n\nThen 2 + 3 = 5 again, so x = 5.\n\nNice."
+    found = IntermediateAnswerExtractor().extract(thought)
+    assert found is not None and (found.answer, found.strength) == ("5", S)
+
+
+def test_window_limits_how_far_back_the_answer_may_be() -> None:
+    thought = "So, the answer is 5. Let me check once. I add. I subtract. I compare."
+    assert IntermediateAnswerExtractor().extract(thought) is None
+    wide = IntermediateAnswerExtractor(AnswerExtractorConfig(window_sentences=5))
+    assert wide.extract(thought) is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "confirms"),
+    [
+        pytest.param("Plugging in: 5 = 1 + 4.\n\nYes, that checks out.", True, id="checks-out"),
+        pytest.param("Hmm, that seems correct.", True, id="seems-correct"),
+        pytest.param("So, that confirms it.", True, id="confirms"),
+        pytest.param("That doesn't match.", False, id="negated"),
+        pytest.param("Yes, that's correct, but let me try another way.", False, id="but"),
+        pytest.param("Is that correct?", False, id="question"),
+        pytest.param("Let me try another approach.", False, id="nothing"),
+    ],
+)
+def test_confirmation(text: str, confirms: bool) -> None:
+    assert IntermediateAnswerExtractor().confirms(text) is confirms
+
+
+def test_grades_separate_conclusions_from_intermediates_on_real_traces() -> None:
+    """On the development traces, TARGET-or-better candidates are mostly the trace's final
+    answer and weaker ones mostly are not: the grade carries the signal the rules need."""
+    traces = load_replay_traces(
+        [
+            TRACES / "skythought_sky-t1-math-correct-5k-27b.jsonl",
+            TRACES / "thought-anchors_deepseek-r1-distill-qwen-14b_math.jsonl",
+        ],
+        datasets=["math500", "math_hendrycks"],
+    )[::3]
+
+    def norm(answer: str) -> str:
+        return re.sub(r"\s+", "", normalize_answer(answer))
+
+    extractor = IntermediateAnswerExtractor()
+    agree = {True: [0, 0], False: [0, 0]}  # strong? -> [matches final, total]
+    for trace in traces:
+        target = QuestionTarget.from_problem(trace.problem)
+        for thought in segment(trace.thinking, SegmenterConfig(family=trace.family)):
+            found = extractor.extract(thought.text, target=target)
+            if found is None:
+                continue
+            bucket = agree[found.strength >= AnswerStrength.TARGET]
+            bucket[0] += norm(found.answer) == norm(trace.final_answer or "")
+            bucket[1] += 1
+    strong, weak = (agree[k][0] / agree[k][1] for k in (True, False))
+    assert agree[True][1] > 100 and agree[False][1] > 100
+    assert strong > 0.6
+    assert strong > 2 * weak

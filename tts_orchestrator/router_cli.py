@@ -1,0 +1,472 @@
+"""`tts-orchestrator router fit | fit-levels | decide`: the fast / slow router on the command line.
+
+``fit`` learns the stage-1 model from eval runs (the JSONL files `evals` writes, each next to its
+``.meta.json``): runs in fast mode and in slow mode over the same problems are paired, and a
+problem *needs slow thinking* when its slow samples solved it (majority) and its fast ones did
+not. ``fit-levels`` fits the proxy model shipped with the service from a dataset's difficulty
+levels. Both print the accuracy / token trade-off curve on held-out problems.
+
+The eval files are read as data: this module does not import ``evals`` (which depends on the
+service, not the other way round); the records' fields are the ones ``evals.records`` writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from policies.features import extract_features
+from policies.modes import EffortPolicy, ThinkingMode
+from policies.router import (
+    RouterExample,
+    RouterModel,
+    TradeoffReport,
+    fit_router,
+    tradeoff_report,
+)
+from tts_orchestrator.exceptions import ConfigError, RequestError
+from tts_orchestrator.modes import ModeResolver, ModesConfig, load_router
+from verifiers.families import get_family
+
+router_app = typer.Typer(
+    help="Fast / slow thinking router: fit it from eval runs, inspect its decisions.",
+    no_args_is_help=True,
+)
+
+
+class RouterDataError(ValueError):
+    """Eval logs or problem files that cannot be turned into router examples."""
+
+
+class _Sample(BaseModel):
+    """The fields of an eval record (``evals.records.SampleRecord``) the router needs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    problem_id: str
+    sample_index: int = 0
+    correct: bool = False
+    thinking_tokens: int | None = None
+    answer_tokens: int | None = None
+    error: str | None = None
+    tts: dict[str, Any] | None = None
+
+    @property
+    def tokens(self) -> int:
+        return (self.thinking_tokens or 0) + (self.answer_tokens or 0)
+
+
+class EvalRun(BaseModel):
+    """One eval run file: its mode, dataset and successful samples."""
+
+    path: Path
+    mode: ThinkingMode
+    dataset: str | None = Field(description="The run's dataset (name or JSONL path).")
+    samples: list[_Sample]
+
+
+def _meta_path(run: Path) -> Path:
+    return run.with_name(run.name.removesuffix(".jsonl") + ".meta.json")
+
+
+def mode_of_config(config: Mapping[str, Any], policy: EffortPolicy | None = None) -> ThinkingMode:
+    """The mode an eval run asked for: ``tts.mode`` > ``enable_thinking`` > effort.
+
+    Raises RouterDataError when the run asked for none (or for auto, which is not one mode).
+    """
+    tts = config.get("tts") or {}
+    extra = config.get("extra_body") or {}
+    flag = (extra.get("chat_template_kwargs") or {}).get("enable_thinking")
+    if tts.get("mode"):
+        mode = ThinkingMode(tts["mode"])
+    elif isinstance(flag, bool):
+        mode = ThinkingMode.SLOW if flag else ThinkingMode.FAST
+    elif extra.get("reasoning_effort"):
+        mode = (policy or EffortPolicy()).setting_for(extra["reasoning_effort"]).mode
+    else:
+        raise RouterDataError("the run sets no tts.mode, enable_thinking or reasoning_effort")
+    if mode is ThinkingMode.AUTO:
+        raise RouterDataError("an auto run mixes modes; fit from fast and slow runs")
+    return mode
+
+
+def load_run(path: Path, *, mode: ThinkingMode | None = None) -> EvalRun:
+    """Read a run file and its meta file; ``mode`` overrides what the meta file says."""
+    meta_file = _meta_path(path)
+    config: dict[str, Any] = {}
+    if meta_file.exists():
+        config = json.loads(meta_file.read_text(encoding="utf-8")).get("config") or {}
+    if mode is None:
+        if not config:
+            raise RouterDataError(f"{path}: no {meta_file.name} to tell its mode; pass --mode")
+        try:
+            mode = mode_of_config(config)
+        except (RouterDataError, ValueError) as exc:
+            raise RouterDataError(f"{path}: {exc}") from exc
+    samples = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise RouterDataError(f"cannot read {path}: {exc}") from exc
+    latest: dict[tuple[str, int], _Sample] = {}
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            sample = _Sample.model_validate_json(line)
+        except ValidationError:
+            continue  # a line torn by a killed run, as evals.records skips it
+        latest[(sample.problem_id, sample.sample_index)] = sample
+    samples = [s for s in latest.values() if s.error is None]
+    return EvalRun(path=path, mode=mode, dataset=config.get("dataset"), samples=samples)
+
+
+def dataset_rows(path_or_name: str) -> list[dict[str, Any]]:
+    """Rows of a problems JSONL file, or of a dataset packaged with ``evals``.
+
+    A packaged dataset is read as a data file (``evals/data/<name>.jsonl``); no evals code runs.
+    """
+    path = Path(path_or_name)
+    try:
+        if path.suffix == ".jsonl" and path.exists():
+            text = path.read_text(encoding="utf-8")
+        else:
+            folder = resources.files("evals.data")
+            text = folder.joinpath(f"{path_or_name}.jsonl").read_text(encoding="utf-8")
+    except (OSError, ModuleNotFoundError) as exc:
+        raise RouterDataError(f"no problems file or packaged dataset {path_or_name!r}") from exc
+    try:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise RouterDataError(f"{path_or_name}: not JSONL: {exc}") from exc
+
+
+def read_problems(path_or_name: str) -> dict[str, str]:
+    """Problem id → text (see :func:`dataset_rows`)."""
+    return {str(row["id"]): str(row["problem"]) for row in dataset_rows(path_or_name)}
+
+
+def examples_from_runs(
+    runs: Sequence[EvalRun], problems: Mapping[str, str]
+) -> tuple[list[RouterExample], list[str]]:
+    """Pair fast and slow samples per problem: (examples, problem ids in the same order).
+
+    A problem counts as solved in a mode when at least half its samples were correct; its
+    tokens are the mean over its samples. Problems seen in one mode only are skipped.
+    """
+    by_mode: dict[ThinkingMode, dict[str, list[_Sample]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        for sample in run.samples:
+            by_mode[run.mode][sample.problem_id].append(sample)
+    fast, slow = by_mode[ThinkingMode.FAST], by_mode[ThinkingMode.SLOW]
+    if not fast or not slow:
+        raise RouterDataError("need at least one fast run and one slow run")
+    ids = sorted(set(fast) & set(slow))
+    missing = [i for i in ids if i not in problems]
+    if missing:
+        raise RouterDataError(f"{len(missing)} problems have no text, e.g. {missing[0]!r}")
+
+    def solved(samples: list[_Sample]) -> bool:
+        return 2 * sum(s.correct for s in samples) >= len(samples)
+
+    def tokens(samples: list[_Sample]) -> float:
+        return sum(s.tokens for s in samples) / len(samples)
+
+    examples = [
+        RouterExample(
+            prompt=problems[i],
+            solved_fast=solved(fast[i]),
+            solved_slow=solved(slow[i]),
+            tokens_fast=tokens(fast[i]),
+            tokens_slow=tokens(slow[i]),
+        )
+        for i in ids
+    ]
+    return examples, ids
+
+
+def examples_from_levels(
+    rows: Iterable[Mapping[str, Any]], *, slow_from_level: int
+) -> tuple[list[RouterExample], list[str]]:
+    """Proxy examples: a problem of level >= ``slow_from_level`` needs slow thinking.
+
+    Fast mode is taken to solve the others, slow mode all; tokens are relative (fast 0, slow 1),
+    so the trade-off's token column is the share of problems routed to slow thinking.
+    """
+    examples, ids = [], []
+    for row in rows:
+        level = row.get("level")
+        if not isinstance(level, int):
+            continue
+        examples.append(
+            RouterExample(
+                prompt=str(row["problem"]),
+                solved_fast=level < slow_from_level,
+                solved_slow=True,
+                tokens_fast=0.0,
+                tokens_slow=1.0,
+            )
+        )
+        ids.append(str(row["id"]))
+    if len(examples) < 2:
+        raise RouterDataError("need at least two problems with a level")
+    return examples, ids
+
+
+def holdout_split(ids: Sequence[str], fraction: float) -> tuple[list[int], list[int]]:
+    """Deterministic split by a hash of the problem id: (train indices, held-out indices)."""
+    train: list[int] = []
+    held: list[int] = []
+    for i, pid in enumerate(ids):
+        bucket = int.from_bytes(hashlib.sha256(pid.encode()).digest()[:4], "big") / 2**32
+        (held if bucket < fraction else train).append(i)
+    return train, held
+
+
+class FitResult(BaseModel):
+    """A fitted router and its trade-off report."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: RouterModel = Field(description="Fitted on every example: the one to save.")
+    report: TradeoffReport
+    report_model: RouterModel = Field(description="The model the report routes with.")
+    held_out: bool = Field(description="The report is on held-out problems.")
+
+
+def fit_with_holdout(
+    examples: Sequence[RouterExample],
+    ids: Sequence[str],
+    *,
+    holdout: float,
+    l2: float,
+    max_accuracy_drop: float,
+    uncertain_margin: float,
+) -> FitResult:
+    """Fit on all examples; report the curve of a model fitted without the held-out share
+    (on the fitting data, flagged, when that share is empty)."""
+
+    def fit(chosen: Sequence[RouterExample]) -> RouterModel:
+        return fit_router(
+            chosen, l2=l2, max_accuracy_drop=max_accuracy_drop, uncertain_margin=uncertain_margin
+        )
+
+    model = fit(examples)
+    train, held = holdout_split(ids, holdout) if holdout > 0 else (list(range(len(ids))), [])
+    if len(train) >= 2 and held:
+        trial = fit([examples[i] for i in train])
+        report = tradeoff_report(trial, [examples[i] for i in held])
+        return FitResult(model=model, report=report, report_model=trial, held_out=True)
+    report = tradeoff_report(model, examples)
+    return FitResult(model=model, report=report, report_model=model, held_out=False)
+
+
+def routed_index(report: TradeoffReport, model: RouterModel) -> int:
+    """The curve point the model routes at: the first threshold at or above its slow cut."""
+    cut = model.thresholds.slow_at_or_above
+    return next(
+        (i for i, p in enumerate(report.curve) if p.threshold >= cut), len(report.curve) - 1
+    )
+
+
+def tradeoff_table(
+    report: TradeoffReport,
+    model: RouterModel,
+    *,
+    title: str,
+    show_tokens: bool = True,
+    rows: int = 15,
+) -> Table:
+    """The trade-off curve (about ``rows`` points, always with the routed one) and its ends."""
+    table = Table(title=title)
+    names = ["slow if P ≥", "slow share", "accuracy", *(["mean tokens"] * show_tokens), ""]
+    for name in names:
+        table.add_column(name, justify="right" if name else "left")
+
+    def add(label: str, share: float, accuracy: float, tokens: float, mark: str = "") -> None:
+        cells = [label, f"{share:.0%}", f"{accuracy:.1%}"]
+        table.add_row(*cells, *([f"{tokens:,.1f}"] * show_tokens), mark)
+
+    add("all fast", 0.0, report.fast_accuracy, report.fast_mean_tokens)
+    n = len(report.curve)
+    routed = routed_index(report, model)
+    shown = {round(k * (n - 1) / max(rows - 1, 1)) for k in range(min(rows, n))} | {routed}
+    for i in sorted(shown):
+        p = report.curve[i]
+        mark = "← routed" if i == routed else ""
+        add(f"{min(p.threshold, 1.0):.3f}", p.slow_fraction, p.accuracy, p.mean_tokens, mark)
+    add("all slow", 1.0, report.slow_accuracy, report.slow_mean_tokens)
+    return table
+
+
+def _print_fit(console: Console, result: FitResult, *, show_tokens: bool = True) -> None:
+    report = result.report
+    where = (
+        f"{report.examples} held-out problems"
+        if result.held_out
+        else "the fitting data (optimistic)"
+    )
+    console.print(
+        tradeoff_table(
+            report, result.report_model, title=f"trade-off on {where}", show_tokens=show_tokens
+        )
+    )
+    t = result.model.thresholds
+    console.print(
+        f"saved model: fitted on {result.model.trained_on} problems; fast below "
+        f"P={t.fast_below:.3f}, slow from P={t.slow_at_or_above:.3f}, uncertain in between"
+    )
+
+
+def _fail(console: Console, message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(1)
+
+
+HoldoutOpt = Annotated[
+    float, typer.Option(min=0.0, max=0.9, help="Share of problems held out for the report.")
+]
+DropOpt = Annotated[
+    float,
+    typer.Option(min=0.0, max=1.0, help="Accuracy below all-slow that routing may cost."),
+]
+MarginOpt = Annotated[
+    float, typer.Option(min=0.0, max=1.0, help="Width of the uncertain band below the slow cut.")
+]
+L2Opt = Annotated[float, typer.Option(min=0.0, help="L2 penalty of the logistic fit.")]
+
+
+@router_app.command()
+def fit(
+    logs: Annotated[
+        list[Path], typer.Option("--logs", help="Eval run JSONL files (fast and slow runs).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the router model JSON.")],
+    problems: Annotated[
+        str | None,
+        typer.Option(help="Problems JSONL or packaged dataset [default: the runs' dataset]."),
+    ] = None,
+    holdout: HoldoutOpt = 0.2,
+    max_accuracy_drop: DropOpt = 0.02,
+    uncertain_margin: MarginOpt = 0.1,
+    l2: L2Opt = 1.0,
+) -> None:
+    """Learn the stage-1 router and its thresholds from fast and slow eval runs."""
+    console = Console()
+    try:
+        runs = [load_run(path) for path in logs]
+        source = problems or next((r.dataset for r in runs if r.dataset), None)
+        if source is None:
+            raise RouterDataError("the runs name no dataset; pass --problems")
+        examples, ids = examples_from_runs(runs, read_problems(source))
+        result = fit_with_holdout(
+            examples,
+            ids,
+            holdout=holdout,
+            l2=l2,
+            max_accuracy_drop=max_accuracy_drop,
+            uncertain_margin=uncertain_margin,
+        )
+    except (RouterDataError, ValueError) as exc:
+        raise _fail(console, str(exc)) from None
+    needs = sum(e.needs_slow for e in examples)
+    console.print(f"{len(examples)} problems in both modes; {needs} needed slow thinking")
+    _print_fit(console, result)
+    result.model.save(out)
+    console.print(f"saved {out}")
+
+
+@router_app.command("fit-levels")
+def fit_levels(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the router model JSON.")],
+    problems: Annotated[
+        str, typer.Option(help="Problems JSONL with levels, or a packaged dataset.")
+    ] = "math500",
+    slow_from_level: Annotated[
+        int, typer.Option(min=1, help="Levels from this one count as needing slow thinking.")
+    ] = 4,
+    holdout: HoldoutOpt = 0.2,
+    max_accuracy_drop: DropOpt = 0.1,
+    uncertain_margin: MarginOpt = 0.1,
+    l2: L2Opt = 1.0,
+) -> None:
+    """Fit the PROXY router from difficulty levels (what ships until eval logs exist)."""
+    console = Console()
+    try:
+        rows = dataset_rows(problems)
+        examples, ids = examples_from_levels(rows, slow_from_level=slow_from_level)
+        result = fit_with_holdout(
+            examples,
+            ids,
+            holdout=holdout,
+            l2=l2,
+            max_accuracy_drop=max_accuracy_drop,
+            uncertain_margin=uncertain_margin,
+        )
+    except (RouterDataError, ValueError) as exc:
+        raise _fail(console, str(exc)) from None
+    console.print(
+        f"{len(examples)} problems; proxy label: level ≥ {slow_from_level} needs slow thinking"
+    )
+    _print_fit(console, result, show_tokens=False)
+    result.model.save(out)
+    console.print(f"saved {out}")
+
+
+@router_app.command()
+def decide(
+    prompt: Annotated[str, typer.Argument(help="The prompt (a user turn) to route.")],
+    model: Annotated[
+        Path | None, typer.Option(help="Router model JSON [default: the shipped proxy].")
+    ] = None,
+    family: Annotated[str, typer.Option(help="Model family of the pool.")] = "generic",
+    mode: Annotated[
+        ThinkingMode, typer.Option(help="tts.mode of the request.")
+    ] = ThinkingMode.AUTO,
+    effort: Annotated[
+        str | None, typer.Option(help="reasoning_effort (used when --mode is not given).")
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, help="Feature contributions to show.")] = 8,
+) -> None:
+    """Print the mode decision for a prompt, with its reasons and the stage-1 features."""
+    console = Console()
+    try:
+        router = load_router(model)
+        resolver = ModeResolver(ModesConfig(), router=router)
+        resolver.check_family(family)
+        fam = get_family(family)
+        chosen_mode = None if effort is not None else mode
+        resolution = resolver.resolve(
+            fam,
+            messages=[{"role": "user", "content": prompt}],
+            mode=chosen_mode,
+            reasoning_effort=effort,
+        )
+    except (ConfigError, RequestError) as exc:
+        raise _fail(console, exc.message) from None
+    choice = resolution.choice
+    console.print(f"[bold]mode:[/bold] {choice.mode.value}  (stage: {choice.stage.value})")
+    console.print(f"[bold]reason:[/bold] {choice.reason}")
+    if resolution.plan is not None:
+        console.print(f"[bold]switch:[/bold] {resolution.plan.switch}")
+    if choice.thinking_budget is not None:
+        console.print(f"[bold]thinking budget:[/bold] {choice.thinking_budget} tokens")
+    features = extract_features(prompt)
+    contributions = router.contributions(features)
+    table = Table(title=f"stage-1 features (P(needs slow) = {router.score(features):.3f})")
+    for name in ("feature", "value", "logit contribution"):
+        table.add_column(name, justify="left" if name == "feature" else "right")
+    ranked = sorted(contributions.items(), key=lambda kv: -abs(kv[1]))[:top]
+    for name, value in ranked:
+        table.add_row(name, f"{features.values[name]:.3f}", f"{value:+.3f}")
+    console.print(table)
