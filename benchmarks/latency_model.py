@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import random
 import statistics
 import tempfile
@@ -40,7 +41,7 @@ import yaml
 
 from benchmarks.common import write_section
 from benchmarks.service import REPO, RunningService, start_service
-from policies.latency import EmpiricalBranchLengths, LatencyModel
+from policies.latency import EmpiricalBranchLengths, LatencyModel, LognormalBranchLengths
 from policies.profile import PoolProfile, ProfileSet
 from tts_orchestrator.backends.llamacpp import LlamaCppBackend
 from tts_orchestrator.config import Settings
@@ -308,6 +309,24 @@ async def collect(
     return runs, measurements
 
 
+def length_fit(measurements: list[Measurement], *, max_tokens: int) -> str:
+    """A lognormal fit per prompt set of the branch lengths (input for the planner default)."""
+    lines = []
+    for prompt_set in sorted({m.prompt_set for m in measurements}):
+        lengths = [t for m in measurements if m.prompt_set == prompt_set for t in m.branch_tokens]
+        capped = sum(t >= max_tokens for t in lengths) / len(lengths)
+        try:
+            fit = LognormalBranchLengths.fit(lengths)
+        except ValueError:
+            continue
+        lines.append(
+            f"- {prompt_set}: {len(lengths)} branches, median {statistics.median(lengths):.0f} "
+            f"tokens, lognormal fit median {math.exp(fit.mu):.0f} sigma {fit.sigma:.2f}; "
+            f"{capped:.0%} hit max_tokens"
+        )
+    return "Branch lengths:\n\n" + "\n".join(lines) + "\n"
+
+
 def report(
     args: argparse.Namespace, plan: Plan, runs: list[ProfileRun], measurements: list[Measurement]
 ) -> None:
@@ -319,7 +338,8 @@ def report(
         f"; `draft` = Qwen2.5-Coder-0.5B drafting, k=4), temperature 0.7, max_tokens "
         f"{plan.max_tokens}, no early stop, requests one at a time. Problems per prompt set: "
         f"{plan.per_set}.\n\nProfiles measured in place before the runs:\n\n"
-        f"{profile_table(runs)}\n{results_table(rows)}\n"
+        f"{profile_table(runs)}\n{results_table(rows)}\n\n"
+        f"{length_fit(measurements, max_tokens=plan.max_tokens)}"
     )
     print(body)
     if args.out:

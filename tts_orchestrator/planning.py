@@ -9,10 +9,11 @@ for a request with ``tts.latency_budget_s`` and no explicit ``tts.n_branches``, 
 
 Default branch-length distribution (used until a workload's own lengths are configured): a
 lognormal with median ``DEFAULT_MEDIAN_TOKENS`` and log-standard-deviation ``DEFAULT_SIGMA``.
-Measured on this project's CPU default: Qwen2.5-Coder-1.5B-Instruct (Q4_K_M, llama.cpp,
-temperature 0.7) answering 24 MATH-500 problems of levels 1-3 eight times each with
-``max_tokens`` 1024 wrote a median of ~330 tokens with sigma ~0.45 in log space (see
-``benchmarks/latency_model.py``). ``max_tokens`` caps it per request.
+These are PLACEHOLDERS of the right order for a small instruct model answering MATH-500-style
+problems without a thinking mode (a few hundred tokens, spread about x1.6 either way), not a
+measurement. ``python -m benchmarks.latency_model`` prints a lognormal fit of the branch lengths
+it records on the CPU default; put those numbers here (or set ``lengths`` in the settings).
+``max_tokens`` caps the distribution per request.
 """
 
 from __future__ import annotations

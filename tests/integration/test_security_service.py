@@ -1,0 +1,78 @@
+"""API keys on the real service: a key made with the CLI, 401 without it, 429 past its rate."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from benchmarks.service import replay_pool, start_service
+from integration.conftest import VOTE_TRACES
+from tts_orchestrator.state.embedded import EmbeddedRedis
+
+pytestmark = pytest.mark.integration
+
+BODY = {"model": "replay", "messages": [{"role": "user", "content": "VOTE-TIE: pick a number."}]}
+
+
+@pytest.fixture(scope="module")
+async def redis_url() -> AsyncIterator[str]:
+    async with EmbeddedRedis() as redis:
+        yield redis.url
+
+
+async def test_keys_guard_the_api(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    security = {"enabled": True, "pepper": "test-pepper"}
+    config = {
+        "pools": [replay_pool(traces=[VOTE_TRACES], tokens_per_s=2000)],
+        "redis": {"url": redis_url},
+        "ray": {"num_cpus": 1},
+        "security": security,
+    }
+    service = await asyncio.to_thread(start_service, config, tmp_path_factory.mktemp("secure"))
+    try:
+        created = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tts_orchestrator",
+                "keys",
+                "create",
+                "--name",
+                "ci",
+                "--rpm",
+                "3",
+                "--redis-url",
+                redis_url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+            env={"TTS_SECURITY__PEPPER": "test-pepper", "PATH": "/usr/bin:/bin"},
+        )
+        key = created.stdout.strip()
+        assert key.startswith("tts-")
+        async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+            r = await http.post("/v1/chat/completions", json=BODY)
+            assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+            r = await http.post(
+                "/v1/chat/completions", json=BODY, headers={"Authorization": "Bearer tts-wrong"}
+            )
+            assert r.status_code == 401
+            auth = {"Authorization": f"Bearer {key}"}
+            statuses = [
+                (await http.post("/v1/chat/completions", json=BODY, headers=auth)).status_code
+                for _ in range(4)
+            ]
+            assert statuses == [200, 200, 200, 429]
+            assert (await http.get("/v1/models")).status_code == 401
+            assert (await http.get("/v1/models", headers=auth)).status_code == 200
+            assert (await http.get("/health")).status_code == 200
+        assert key not in service.log_path.read_text()
+    finally:
+        service.stop()
