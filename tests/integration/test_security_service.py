@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from integration.conftest import VOTE_TRACES
 
 from benchmarks.service import replay_pool, start_service
-from integration.conftest import VOTE_TRACES
 from tts_orchestrator.state.embedded import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
