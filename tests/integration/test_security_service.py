@@ -35,7 +35,8 @@ async def test_keys_guard_the_api(redis_url: str, tmp_path_factory: pytest.TempP
     }
     service = await asyncio.to_thread(start_service, config, tmp_path_factory.mktemp("secure"))
     try:
-        created = subprocess.run(
+        created = await asyncio.to_thread(
+            subprocess.run,
             [
                 sys.executable,
                 "-m",
