@@ -124,7 +124,7 @@ async def measure(
     wall = time.perf_counter() - start
     r.raise_for_status()
     data = r.json()
-    branches = data.get("tts", {}).get("branches") or [
+    branches = (data.get("tts") or {}).get("branches") or [
         {"tokens": data["usage"]["completion_tokens"]}
     ]
     return Measurement(

@@ -51,7 +51,7 @@ GENERAL_PROMPTS = (
     "Write a Python one-liner that reverses a string s.",
     "Is 91 a prime number?",
 )
-THINK_FORMAT = re.compile(r"<think>\n(?P<thought>.+?)\n</think>\n\n(?P<answer>\S.*)", re.S)
+THINK_FORMAT = re.compile(r"<think>\n(?P<thought>\S.*?)\n?</think>\n\n?(?P<answer>\S.*)", re.S)
 
 
 def select_problems(limit: int) -> list[Problem]:

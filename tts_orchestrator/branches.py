@@ -19,6 +19,7 @@ from tts_orchestrator.exceptions import WorkerError
 from tts_orchestrator.orchestrator_events import OutputEvent
 from tts_orchestrator.protocol import TtsOptions
 from tts_orchestrator.state.records import BranchRecord, RecordStatus, RecordUsage
+from tts_orchestrator.trimming import BranchTrimmer
 from verifiers.families import ModelFamily
 from verifiers.reasoning import ReasoningSplitter
 from verifiers.voting import EquivalenceFn
@@ -176,15 +177,44 @@ class Presenter(abc.ABC):
         self.thinking_budget = thinking_budget
         self.answer_budget = answer_budget
         self._interventions: list[Intervention] = []
+        self.trimmers: dict[int, BranchTrimmer] = {}
+
+    def _may_intervene(self, b: BranchState) -> bool:
+        return (
+            b.splitter.in_thinking
+            and not b.done
+            and not b.interventions
+            and not any(i.branch == b.index for i in self._interventions)
+        )
+
+    def _check_trim(self, b: BranchState, thinking_delta: str) -> None:
+        """Feed TrimR; act on a decision (which may have come from a late verdict)."""
+        trimmer = self.trimmers.get(b.index)
+        if trimmer is None or not self._may_intervene(b):
+            return
+        decision = trimmer.feed(thinking_delta, tokens=b.thinking_tokens)
+        if decision is None:
+            return
+        self._interventions.append(
+            Intervention(
+                branch=b.index,
+                rule=decision.rule.value,
+                reason=decision.reason,
+                injected=trimmer.intervention_text(decision),
+                max_tokens=self.answer_budget,
+            )
+        )
+
+    def close_trimmers(self) -> None:
+        for trimmer in self.trimmers.values():
+            trimmer.close()
 
     def _check_budget(self, b: BranchState) -> None:
         """Queue a forceful close when a branch spends its thinking budget."""
         if (
             self.thinking_budget is None
-            or not b.splitter.in_thinking
-            or b.done
+            or not self._may_intervene(b)
             or b.thinking_tokens < self.thinking_budget
-            or any(i.branch == b.index for i in self._interventions)
         ):
             return
         assert self.family.think_close is not None
@@ -275,6 +305,7 @@ class SinglePresenter(Presenter):
         if b.error is not None:
             raise WorkerError(f"generation failed on {b.worker or 'a worker'}: {b.error}")
         self._check_budget(b)
+        self._check_trim(b, r)
         return self._shown(b.index, r, c)
 
     async def finish(self, *, budget_reached: bool = False) -> list[OutputEvent]:
@@ -328,6 +359,7 @@ class VotingPresenter(Presenter):
             self._follow = b.index
         events += self._shown(b.index, r, c)
         self._check_budget(b)
+        self._check_trim(b, r)
         if b.finish_reason is not None or b.error is not None:
             await self._branch_ended(b)
             events += self._switch_follow()

@@ -126,6 +126,19 @@ class ModelsConfig(_Section):
     )
 
 
+class TrimConfig(_Section):
+    """TrimR trimming: the verifier service and the rule thresholds."""
+
+    default: bool = Field(False, description="Trim requests that do not say `tts.trim`.")
+    verifier_workers: int = Field(
+        1, ge=0, description="Verifier Ray actors (0: no service; trimming never fires)."
+    )
+    batch: int = Field(64, ge=1, description="Checks a verifier takes per micro-batch.")
+    rules: dict[str, Any] = Field(
+        default_factory=dict, description="TrimRConfig overrides (overthink_m, ...)."
+    )
+
+
 class TtsDefaults(_Section):
     """Server-side defaults for the per-request `tts` options."""
 
@@ -150,6 +163,7 @@ class Settings(BaseSettings):
     ray: RayConfig = Field(default_factory=RayConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     tts: TtsDefaults = Field(default_factory=TtsDefaults)
+    trim: TrimConfig = Field(default_factory=TrimConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
 
     @model_validator(mode="after")

@@ -41,7 +41,10 @@ from tts_orchestrator.state.records import (
     RequestRecord,
 )
 from tts_orchestrator.streams import BranchStreams
+from tts_orchestrator.trimming import BranchTrimmer
+from tts_orchestrator.verification import VerifierClient
 from verifiers.families import ModelFamily, get_family
+from verifiers.trimr import TrimRConfig
 from verifiers.voting import EquivalenceFn
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,7 @@ class PreparedRequest:
     tts: TtsOptions
     n_branches: int
     deadline: float
+    problem: str = ""
     created: float = field(default_factory=time.monotonic)
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_reason: str | None = None
@@ -76,7 +80,9 @@ class Orchestrator:
         metrics: ServiceMetrics,
         replica_id: str,
         equivalent: EquivalenceFn,
+        verifier: VerifierClient | None = None,
     ) -> None:
+        self.verifier = verifier
         self.settings = settings
         self.equivalent = equivalent
         self.pools = pools
@@ -128,9 +134,11 @@ class Orchestrator:
         pool = self.resolve_pool(request.model, tts)
         family = get_family(pool.config.model_family)
         if isinstance(request, ChatCompletionRequest):
-            prompt = await pool.render(request.message_dicts(), request.chat_template_kwargs or {})
+            messages = request.message_dicts()
+            prompt = await pool.render(messages, request.chat_template_kwargs or {})
+            problem = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         else:
-            prompt = request.prompt
+            prompt = problem = request.prompt
         await self._check_size(pool, prompt)
         server = self.settings.server
         requested = request.requested_max_tokens()
@@ -160,6 +168,7 @@ class Orchestrator:
             tts=tts,
             n_branches=n,
             deadline=time.monotonic() + server.request_timeout_s,
+            problem=problem,
         )
         await self.store.create_request(self._new_record(prepared))
         return prepared
@@ -244,6 +253,21 @@ class Orchestrator:
             answer_budget=answer_budget,
         )
 
+    def _attach_trimmers(self, p: PreparedRequest, presenter: Presenter) -> None:
+        wanted = p.tts.trim if p.tts.trim is not None else self.settings.trim.default
+        if not wanted or self.verifier is None or not p.family.has_markers:
+            return
+        config = TrimRConfig.model_validate(self.settings.trim.rules)
+        for b in presenter.branches:
+            presenter.trimmers[b.index] = BranchTrimmer(
+                key=f"{p.id}/{b.index}",
+                family=p.family,
+                config=config,
+                token_budget=p.params.max_tokens,
+                problem=p.problem,
+                verifier=self.verifier,
+            )
+
     async def run(self, p: PreparedRequest) -> AsyncIterator[OutputEvent]:
         """Generate, stream and record one prepared request."""
         self._running[p.id] = p
@@ -252,6 +276,7 @@ class Orchestrator:
             self.cancel_listener.watch(p.id)
         job = self._job(p)
         presenter = self._presenter(p, job)
+        self._attach_trimmers(p, presenter)
         self.metrics.branches.inc(p.n_branches)
         start = time.monotonic()
         ttft: float | None = None
@@ -279,6 +304,7 @@ class Orchestrator:
             if p.cancel.is_set():
                 status = RecordStatus.CANCELLED
             total = time.monotonic() - start
+            presenter.close_trimmers()
             self.metrics.observe_request(p.endpoint.value, status.value, total, presenter.usage())
             # A task of its own: a cancelled request still gets its record finished.
             task = asyncio.ensure_future(
@@ -359,7 +385,7 @@ class Orchestrator:
             events += presenter.apply_intervention(iv)
             self.metrics.interventions.labels(iv.rule).inc()
             params = p.params.model_copy(update={"seed": b.seed, "max_tokens": iv.max_tokens})
-            await streams.continue_branch(iv.branch, prompt, params)
+            await streams.continue_branch(iv.branch, prompt, params, worker=b.worker)
         return events
 
     async def _fill_usage(self, p: PreparedRequest, presenter: Presenter) -> None:

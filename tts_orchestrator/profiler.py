@@ -403,10 +403,14 @@ class WorkerProfiler:
         return PrefillSample(prompt_tokens=uncached, seconds=timing.ttft_s, source="client")
 
     async def measure_prefix_sharing(self, tokens: int = 64) -> bool:
-        """Do two branches of one new prompt, started together, prefill it only once?"""
+        """Do two branches of one new prompt, started together, prefill it only once?
+
+        Each generates a few tokens, so the first is still running when the second arrives
+        (a second request arriving after the first finished would find its cache).
+        """
         prompt = await self.fresh_prompt(tokens)
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._stream(prompt, self._params(1, i))) for i in (2, 3)]
+            tasks = [group.create_task(self._stream(prompt, self._params(8, i))) for i in (2, 3)]
         timings = [t.result() for t in tasks]
         processed = sum(_uncached_prompt_tokens(t) for t in timings)
         return processed < 1.5 * max(t.prompt_tokens for t in timings)

@@ -28,6 +28,7 @@ class TtsOptions(BaseModel):
     latency_budget_s: float | None = Field(None, gt=0, description="Answer within this time.")
     pool: str | None = Field(None, description="Pin the request to a pool.")
     seed: int | None = Field(None, description="Base seed; branch i uses seed + i.")
+    trim: bool | None = Field(None, description="TrimR trimming of overthinking (None: default).")
     thinking_budget: int | None = Field(
         None, ge=1, description="Thinking tokens per branch before it is told to answer."
     )

@@ -70,13 +70,16 @@ class BranchStreams:
                 by_job.setdefault(job_id, []).append(i)
         await asyncio.gather(*(self.pool.abort(j, idx) for j, idx in by_job.items()))
 
-    async def continue_branch(self, index: int, prompt: str, params: SamplingParams) -> None:
-        """Abort branch `index` where it runs and continue it from `prompt`."""
+    async def continue_branch(
+        self, index: int, prompt: str, params: SamplingParams, *, worker: str | None
+    ) -> None:
+        """Abort branch `index` where it runs and continue it from `prompt`, on the same
+        worker when possible (its prefix cache holds everything but the injected text)."""
         await self.abort([index])
         self._continuations += 1
         job = GenerationJob(
             request_id=f"{self.request_id}.c{self._continuations}",
-            branches=[BranchSpec(index=index, prompt=prompt, params=params)],
+            branches=[BranchSpec(index=index, prompt=prompt, params=params, prefer_worker=worker)],
         )
         self.start(job)
 

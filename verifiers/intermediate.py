@@ -3,17 +3,24 @@
 The hard part is not finding a number at the end of a thought but telling a concluding answer
 (one that answers the question) from an intermediate quantity: consecutive thoughts restate
 sub-results ("so f(3) = 8", "the discriminant is 4a(a-3)") as often as they restate the answer.
-A naive "last number after = or is" judge trims on those and loses 10-25 accuracy points on the
-development traces. The extractor therefore grades each candidate:
+The extractor reads the last `window_sentences` sentences of a thought and grades each
+candidate:
 
-* ``BOXED``  - a ``\\boxed{...}`` in the thought's last sentences;
+* ``BOXED``  - a ``\\boxed{...}``;
 * ``STATED`` - an explicit answer statement: "the answer is X", "X is the correct answer";
 * ``TARGET`` - a concluding sentence ("so", "therefore", "thus", "which matches", ...) whose
-  subject is what the question asks for: the asked symbol or expression (``a``, ``f(5)``,
-  ``\\sqrt{242}``) or the asked noun ("the remainder is 9", "the product is 52_8");
+  subject is what the question asks for (`QuestionTarget`): the asked symbol or expression
+  (``a``, ``p(5)``, ``\\sqrt{242}``) or the head noun of the asked phrase ("the remainder is
+  9", "27 is the smallest such cube");
 * ``EXPRESSION`` - a concluding sentence ending in "= X" / "is X" about anything else.
 
-Judges accept candidates from a configurable minimum grade upward (``TARGET`` by default).
+Hedged ("maybe", "if", a question), negated ("invalid", "extraneous") and retracted ("..., but
+that can't be right") sentences give no candidate. `confirms` recognises a thought that only
+re-confirms the previous answer ("Yes, that checks out.").
+
+On the development traces (complete Sky-T1 MATH-500 and R1-distill), TARGET-or-better
+candidates equal the trace's final answer about 2.5 times as often as EXPRESSION ones (66% vs
+25%, string match); judges accept from `TARGET` up by default.
 """
 
 from __future__ import annotations

@@ -102,6 +102,10 @@ class ThoughtJudge(abc.ABC):
     ) -> Verdict:
         """Are two answers (from `reaches_answer`) the same answer?"""
 
+    def gradeable_answer(self, answer: str) -> str | None:
+        """A `Verdict.answer` of this judge as an answer an equivalence checker can grade."""
+        return answer
+
     async def reaches_answer_many(
         self, items: Sequence[tuple[Thought, JudgeContext]]
     ) -> list[Verdict]:
@@ -266,12 +270,18 @@ class LlmJudge(ThoughtJudge):
     def __init__(self, score: ScoreFn, config: LlmJudgeConfig | None = None) -> None:
         self._score = score
         self._config = config or LlmJudgeConfig()
+        self._extractor = IntermediateAnswerExtractor()
         self._reaches = PromptTemplate.load("reaches_answer", self._config.prompt_dir)
         self._consistent = PromptTemplate.load("consistent", self._config.prompt_dir)
 
     @property
     def prompts(self) -> tuple[PromptTemplate, PromptTemplate]:
         return self._reaches, self._consistent
+
+    def gradeable_answer(self, answer: str) -> str | None:
+        """Verdict answers are thought tails here; read the candidate answer out of one."""
+        found = self._extractor.extract(answer)
+        return found.answer if found is not None else None
 
     def thought_tail(self, thought: Thought) -> str:
         tail = " ".join(split_sentences(thought.text)[-self._config.tail_sentences :])

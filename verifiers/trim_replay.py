@@ -9,7 +9,8 @@ branch would be aborted at that point and continued with the intervention, so:
 * thinking tokens at the trim point = word pieces (see `verifiers.repetition`) of the thinking
   up to where the rule fired, including the text streamed while verdicts were in flight;
 * the answer at the trim point = the controller's answer (overthinking: the agreed answer;
-  underthinking / repetition: the latest answer, or none - counted wrong);
+  underthinking / repetition: the last answer that counted, else the latest weaker candidate,
+  else none - counted wrong), in the judge's gradeable form;
 * accuracy after: an untrimmed trace keeps its recorded label (`is_correct`); a trimmed one is
   correct when its answer is equivalent to the trace's own final answer and that was correct, or
   else when it is equivalent to the ground truth (math-verify, `EquivalenceChecker`).
@@ -31,7 +32,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from verifiers.answers import normalize_answer
-from verifiers.intermediate import AnswerStrength, IntermediateAnswerExtractor
 from verifiers.judges import AnswerComparer, JudgeContext, ThoughtJudge, Verdict
 from verifiers.repetition import count_word_pieces
 from verifiers.segmentation import DEFAULT_FAMILY, SegmenterConfig, Thought, ThoughtSegmenter
@@ -235,8 +235,6 @@ class ReplayReport(BaseModel):
 class _Pending(BaseModel):
     """A verdict computed but not yet delivered (the verifier is still 'working')."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
     due_token: int
     thought: int | None = None
     request: ConsistencyRequest | None = None
@@ -301,16 +299,6 @@ async def _drive(
     return None, controller.thoughts_closed + len(segmenter.finish())
 
 
-def _gradeable(answer: str | None, judge: ThoughtJudge) -> str | None:
-    """The rule judge's answers are extracted already; an LLM judge's are thought tails."""
-    if answer is None or judge.name == "rule":
-        return answer
-    found = IntermediateAnswerExtractor().extract(answer)
-    if found is None or found.strength < AnswerStrength.EXPRESSION:
-        return None
-    return found.answer
-
-
 async def replay_trace(
     trace: ReplayTrace,
     *,
@@ -334,7 +322,7 @@ async def replay_trace(
     )
     if decision is None:
         return outcome
-    answer = _gradeable(decision.answer, judge)
+    answer = None if decision.answer is None else judge.gradeable_answer(decision.answer)
     matches_final: bool | None = None
     correct = False
     if answer is not None:
@@ -464,6 +452,7 @@ def _cli() -> None:
     import asyncio
 
     from verifiers.equivalence import EquivalenceChecker
+    from verifiers.intermediate import AnswerStrength
     from verifiers.judges import RuleJudge, RuleJudgeConfig
     from verifiers.trimr import UnderthinkMode
 

@@ -11,12 +11,17 @@ position at which it fires does. It asks for the consistency checks it needs thr
 Rules (every threshold in `TrimRConfig`; every trigger is logged with its reason):
 
 * overthinking - `overthink_m` consecutive equivalent answers (default 2, i.e. three agreeing
-  answer-bearing thoughts; thoughts without an answer neither count nor reset). A mismatch resets
-  the count, unless `tolerate_one_outlier` lets one disagreeing answer inside a run be skipped.
-* underthinking - no convergence (the current run of agreeing answers is empty) once the branch
-  has used `underthink_ratio` of its token budget, or closed `underthink_max_thoughts` thoughts
-  (`underthink_mode` says whether either or both must hold).
+  answer-bearing thoughts; thoughts without an answer neither count nor reset, and a thought the
+  judge marks as a bare confirmation of the previous answer counts as agreeing with it). A
+  mismatch resets the count, unless `tolerate_one_outlier` lets one disagreeing answer inside a
+  run be skipped.
+* underthinking - no convergence (the current run of agreeing answers is empty, and no
+  comparison that could extend it is pending) once the branch has used `underthink_ratio` of its
+  token budget, or closed `underthink_max_thoughts` thoughts (`underthink_mode`: either or both).
 * repetition - the rolling-hash loop detector of `verifiers.repetition` fires on the stream.
+
+A decision carries the answer the branch had reached: the agreed answer for overthinking; for a
+forced stop the last answer that counted, else the latest weaker candidate (its best guess).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import logging
 from pydantic import BaseModel, ConfigDict, Field
 
 from verifiers.judges import Verdict
-from verifiers.repetition import RepetitionConfig, RepetitionDetector, WordPieceStream
+from verifiers.repetition import RepetitionConfig, RepetitionDetector
 from verifiers.segmentation import Thought
 
 __all__ = [
@@ -108,6 +113,10 @@ class ConsistencyRequest(BaseModel):
 
 
 class _Link(BaseModel):
+    """An answer-bearing thought in the chain."""
+
+    model_config = ConfigDict(frozen=True)
+
     thought: int
     answer: str
 
@@ -125,8 +134,8 @@ class TrimController:
         self._config = config or TrimRConfig()
         self._budget = token_budget
         self._name = name
+        # Also the word-piece counter when the engine reports no token counts.
         self._repetition = RepetitionDetector(self._config.repetition)
-        self._pieces = WordPieceStream()
         self._chars = 0
         self._tokens: int | None = None  # engine-reported count, when the driver has one
         self._thoughts = 0
@@ -156,7 +165,7 @@ class TrimController:
     @property
     def tokens(self) -> int:
         """Engine-reported tokens when given to `observe_text`, else word pieces."""
-        return self._tokens if self._tokens is not None else self._pieces.count
+        return self._tokens if self._tokens is not None else self._repetition.pieces_seen
 
     @property
     def thoughts_closed(self) -> int:
@@ -184,19 +193,17 @@ class TrimController:
         if self.decision is not None:
             return self.decision
         self._chars += len(delta)
-        self._pieces.feed(delta)
         if token_count is not None:
             self._tokens = token_count
-        if TrimRule.REPETITION in self._config.rules:
-            hit = self._repetition.feed(delta)
-            if hit is not None:
-                cfg = self._config.repetition
-                return self._fire(
-                    TrimRule.REPETITION,
-                    f"a {cfg.ngram}-piece n-gram occurred {hit.occurrences} times within "
-                    f"{cfg.window} pieces: {hit.ngram_text[:80]!r}",
-                    answer=self.latest_answer,
-                )
+        hit = self._repetition.feed(delta)
+        if TrimRule.REPETITION in self._config.rules and hit is not None:
+            cfg = self._config.repetition
+            return self._fire(
+                TrimRule.REPETITION,
+                f"a {cfg.ngram}-piece n-gram occurred {hit.occurrences} times within "
+                f"{cfg.window} pieces: {hit.ngram_text[:80]!r}",
+                answer=self.latest_answer,
+            )
         return self._check_underthinking()
 
     def observe_thought(self, thought: Thought) -> TrimDecision | None:

@@ -1,4 +1,9 @@
-"""The prompted-thinking switch (instruction + ``think.gbnf``) on a real llama.cpp worker."""
+"""The prompted-thinking switch (instruction + ``think.gbnf``) on a real llama.cpp worker.
+
+SmolLM2-135M rarely closes its thinking by itself (the 1.5B Qwen does: see the "Prompted
+thinking grammar" section of docs/benchmarks.md), so the thinking budget closes it here as the
+orchestrator does: the text so far plus the close marker, continued without the grammar.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from benchmarks.service import free_port
 from policies.modes import ThinkingMode
-from policies.switches import SwitchTable
+from policies.switches import ModePlan, SwitchTable
 from tts_orchestrator.chat_template import ChatTemplate, ChatTemplateInfo
 from tts_orchestrator.models.pull import resolve_model_path
 from tts_orchestrator.modes import splitter_family
@@ -22,13 +28,14 @@ from verifiers.reasoning import split_reasoning
 
 pytestmark = pytest.mark.integration
 
-THINK_FORMAT = re.compile(r"<think>\n(?P<thought>.+?)\n</think>\n\n(?P<answer>\S.*)", re.S)
+CLOSED = re.compile(r"<think>\n(?P<thought>\S.*?)\n?</think>\n\n?(?P<answer>\S.*)", re.S)
 PROMPTS = [
     "What is 2 + 3? Put your final answer within \\boxed{}.",
     "What is 7 times 6? Put your final answer within \\boxed{}.",
     "Name the largest planet of the solar system.",
-    "Is 17 a prime number? Put your final answer within \\boxed{}.",
+    "What is the capital of France?",
 ]
+THINK_TOKENS = 96
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +65,9 @@ def worker() -> Iterator[str]:
         proc.wait(30)
 
 
-def _template(url: str) -> ChatTemplate:
-    props = httpx.get(f"{url}/props", timeout=30).json()
+@pytest.fixture(scope="module")
+def template(worker: str) -> ChatTemplate:
+    props = httpx.get(f"{worker}/props", timeout=30).json()
     return ChatTemplate(
         ChatTemplateInfo(
             template=props["chat_template"],
@@ -69,33 +77,41 @@ def _template(url: str) -> ChatTemplate:
     )
 
 
-def test_the_think_grammar_forces_thinking_then_an_answer(worker: str) -> None:
-    template = _template(worker)
-    table = SwitchTable()
-    outputs = []
-    for seed, prompt in enumerate(PROMPTS):
-        plan = table.plan(
-            get_family("generic"), ThinkingMode.SLOW, [{"role": "user", "content": prompt}]
-        )
-        body = {
-            "prompt": plan.prompt(template.render(plan.messages)),
-            "grammar": plan.grammar,
-            "max_tokens": 384,
-            "temperature": 0.7,
-            "seed": seed,
-        }
-        r = httpx.post(f"{worker}/v1/completions", json=body, timeout=300)
-        assert r.status_code == 200, r.text
-        choice = r.json()["choices"][0]
-        outputs.append((choice["text"], choice["finish_reason"], plan))
-    for text, finish, _ in outputs:
-        assert text.startswith("<think>\n"), text[:80]
-        assert text.count("</think>") <= 1
-        if finish == "stop":
-            assert THINK_FORMAT.fullmatch(text), text[-200:]
-    finished = [(t, p) for t, f, p in outputs if f == "stop"]
-    assert len(finished) >= len(PROMPTS) // 2, [t[-120:] for t, _, _ in outputs]
-    for text, plan in finished:
-        reasoning, content = split_reasoning(text, splitter_family(plan))
-        assert reasoning.strip() and content.strip()
-        assert "<think>" not in content and "</think>" not in content
+def complete(url: str, body: dict[str, Any]) -> tuple[str, str]:
+    r = httpx.post(f"{url}/v1/completions", json=body, timeout=300)
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    return str(choice["text"]), str(choice["finish_reason"])
+
+
+def slow_plan(prompt: str) -> ModePlan:
+    family = get_family("generic")
+    return SwitchTable().plan(family, ThinkingMode.SLOW, [{"role": "user", "content": prompt}])
+
+
+@pytest.mark.parametrize(("seed", "prompt"), list(enumerate(PROMPTS)), ids=range(len(PROMPTS)))
+def test_the_think_grammar_forces_thinking_then_an_answer(
+    worker: str, template: ChatTemplate, seed: int, prompt: str
+) -> None:
+    plan = slow_plan(prompt)
+    assert plan.grammar is not None and plan.split_family == "prompted_think"
+    prompt_text = plan.prompt(template.render(plan.messages))
+    sampling = {"temperature": 0.7, "seed": seed}
+    text, finish = complete(
+        worker,
+        {"prompt": prompt_text, "grammar": plan.grammar, "max_tokens": THINK_TOKENS, **sampling},
+    )
+    assert text.startswith("<think>\n") and not text[len("<think>\n") :].startswith((" ", "\n"))
+    reasoning, content = split_reasoning(text, splitter_family(plan))
+    assert "<think>" not in reasoning and text.count("</think>") <= 1
+    if "</think>" in text:
+        assert CLOSED.fullmatch(text), text
+    else:
+        # The budget is spent inside the thinking: close it and let the model answer freely.
+        assert finish == "length" and content == ""
+        text += "\n</think>\n\n"
+        answer, _ = complete(worker, {"prompt": prompt_text + text, "max_tokens": 48, **sampling})
+        text += answer
+    reasoning, content = split_reasoning(text, splitter_family(plan))
+    assert reasoning.strip() and content.strip()
+    assert "</think>" not in reasoning and "</think>" not in content

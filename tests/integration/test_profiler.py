@@ -39,6 +39,8 @@ async def test_profile_the_real_smollm2_worker(tmp_path: Path) -> None:
     assert [p.concurrency for p in profile.step_times] == [1, 2]
     assert profile.accepted_tokens_per_step == 1.0
     assert profile.max_concurrency == 2
+    # llama.cpp slots keep separate caches: simultaneous branches each prefill the prompt
+    assert not profile.prefix_cache_shared
     # A 135M model on two cores: milliseconds per step, not microseconds or seconds.
     for point in profile.step_times:
         assert 1e-3 < point.step_time_s < 1.0

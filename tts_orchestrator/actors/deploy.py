@@ -169,3 +169,38 @@ async def stop_pool(handle: PoolHandle, *, kill: bool) -> None:
         for a in [handle.actor, *handle.workers]:
             with contextlib.suppress(Exception):
                 ray.kill(a)
+
+
+async def start_verifiers(settings: Settings, redis_url: str) -> list[Any]:
+    """The TrimR verifier service: consumers of one Redis Stream group, as Ray actors."""
+    from tts_orchestrator.trimming import make_rule_judge
+    from tts_orchestrator.verification import VerifierWorker
+
+    lifetime = "detached" if settings.ray.address is not None else None
+    cls: Any = ray.remote(VerifierWorker)
+    workers = [
+        cls.options(
+            name=f"verifier:{i}",
+            get_if_exists=True,
+            lifetime=lifetime,
+            num_cpus=0,
+            max_restarts=-1,
+        ).remote(
+            redis_url,
+            consumer=f"verifier-{i}",
+            judge_factory=make_rule_judge,
+            batch=settings.trim.batch,
+        )
+        for i in range(settings.trim.verifier_workers)
+    ]
+    await asyncio.gather(*(call(w.start.remote()) for w in workers))
+    return workers
+
+
+async def stop_verifiers(workers: list[Any], *, kill: bool) -> None:
+    for w in workers:
+        with contextlib.suppress(Exception):
+            await call(w.stop.remote())
+        if kill:
+            with contextlib.suppress(Exception):
+                ray.kill(w)

@@ -13,6 +13,9 @@ class BranchSpec(BaseModel):
     index: int
     prompt: str
     params: SamplingParams
+    prefer_worker: str | None = Field(
+        None, description="Run on this worker if healthy (a continuation reuses its cache)."
+    )
 
 
 class GenerationJob(BaseModel):

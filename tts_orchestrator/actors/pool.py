@@ -95,8 +95,11 @@ class PoolRunner:
         await self._client.aclose()
 
     # -- queries -----------------------------------------------------------------------------
-    def _pick(self) -> WorkerBackend:
+    def _pick(self, prefer: str | None = None) -> WorkerBackend:
         healthy = [b for b in self.backends if self._healthy[b.name]]
+        for b in healthy:
+            if b.name == prefer:
+                return b
         if not healthy:
             raise NoWorkerAvailable(f"no healthy worker in pool {self.pool.name}")
         return min(healthy, key=lambda b: self._load[b.name])
@@ -154,7 +157,9 @@ class PoolRunner:
         backend: WorkerBackend | None = None
         engine_id = f"{request_id}/{spec.index}"
         try:
-            backend = self._pick()
+            backend = self._pick(prefer=spec.prefer_worker)
+            if spec.prefer_worker is not None:
+                await backend.settle(busy_at_most=self._load[backend.name])
             self._load[backend.name] += 1
             async for chunk in backend.stream_completion(
                 spec.prompt, spec.params, request_id=engine_id

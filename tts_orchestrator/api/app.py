@@ -11,7 +11,14 @@ from collections.abc import AsyncIterator
 import ray
 from fastapi import FastAPI
 
-from tts_orchestrator.actors.deploy import PoolHandle, connect_ray, start_pool, stop_pool
+from tts_orchestrator.actors.deploy import (
+    PoolHandle,
+    connect_ray,
+    start_pool,
+    start_verifiers,
+    stop_pool,
+    stop_verifiers,
+)
 from tts_orchestrator.api.deps import Services
 from tts_orchestrator.api.errors import install_error_handlers
 from tts_orchestrator.api.limits import BodySizeLimit
@@ -24,6 +31,7 @@ from tts_orchestrator.security.redaction import install_redaction
 from tts_orchestrator.state.base import StateStore
 from tts_orchestrator.state.embedded import EmbeddedRedis
 from tts_orchestrator.state.redis_store import RedisStateStore
+from tts_orchestrator.verification import VerifierClient
 from verifiers.equivalence import EquivalenceChecker
 
 log = logging.getLogger(__name__)
@@ -82,13 +90,24 @@ def build_app(settings: Settings) -> FastAPI:
             stack.callback(checker.close)
             await asyncio.to_thread(checker.warm)  # not on the first vote's critical path
             metrics = ServiceMetrics()
+            replica_id = uuid.uuid4().hex[:12]
+            verifier = None
+            if settings.trim.verifier_workers > 0:
+                workers = await start_verifiers(settings, url)
+                stack.push_async_callback(
+                    stop_verifiers, workers, kill=settings.ray.address is None
+                )
+                verifier = VerifierClient(store.client, replica_id=replica_id, keys=store.keys)
+                verifier.start()
+                stack.push_async_callback(verifier.aclose)
             orchestrator = Orchestrator(
                 settings=settings,
                 pools={h.config.name: h for h in handles},
                 store=store,
                 metrics=metrics,
-                replica_id=uuid.uuid4().hex[:12],
+                replica_id=replica_id,
                 equivalent=checker.equivalent,
+                verifier=verifier,
             )
             listener = asyncio.create_task(_listen_for_cancels(store, orchestrator))
             stack.push_async_callback(_cancel_task, listener)

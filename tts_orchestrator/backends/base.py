@@ -113,5 +113,9 @@ class WorkerBackend(abc.ABC):
     ) -> str:
         """Render chat messages to the raw prompt the model expects (generation prompt added)."""
 
+    async def settle(self, *, busy_at_most: int, timeout_s: float = 1.0) -> None:  # noqa: B027
+        """Wait until the engine has released aborted requests (engines whose prefix cache is
+        per slot need this before a continuation, or it lands on a cold slot)."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources owned by this backend (not the shared HTTP client)."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tts_orchestrator.backends.base import SamplingParams, WorkerMetrics
 from tts_orchestrator.backends.openai_http import OpenAIHTTPBackend
 from tts_orchestrator.chat_template import ChatTemplateInfo
+from tts_orchestrator.exceptions import WorkerError
 
 _METRIC_NAMES = {
     "requests_running": "llamacpp:requests_processing",
@@ -45,6 +47,19 @@ class LlamaCppBackend(OpenAIHTTPBackend):
             bos_token=props.get("bos_token") or "",
             eos_token=props.get("eos_token") or "",
         )
+
+    async def settle(self, *, busy_at_most: int, timeout_s: float = 1.0) -> None:
+        # A slot is picked by prompt similarity among IDLE slots only: wait for the aborted
+        # request's slot to go idle, or the continuation misses its own cache.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            try:
+                if await self.busy_slots() <= busy_at_most:
+                    return
+            except WorkerError:
+                return
+            await asyncio.sleep(0.01)
 
     async def busy_slots(self) -> int:
         """Slots currently processing (used to confirm an abort freed the engine)."""

@@ -80,6 +80,13 @@ class KeySchema:
     def verifier_stream(self) -> str:
         return f"{self.prefix}:verifier:thoughts"
 
+    @property
+    def verifier_group(self) -> str:
+        return f"{self.prefix}:verifiers"
+
+    def verifier_replies(self, replica_id: str) -> str:
+        return f"{self.prefix}:verifier:replies:{replica_id}"
+
     def live_profile(self, pool: str) -> str:
         return f"{self.prefix}:profiles:{pool}"
 

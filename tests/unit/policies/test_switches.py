@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -186,7 +187,7 @@ def test_auto_needs_a_native_auto_mode(family: str) -> None:
 
 
 def test_unknown_family_lists_the_known_ones() -> None:
-    with pytest.raises(KeyError, match="known: .*qwen3"):
+    with pytest.raises(KeyError, match=r"known: .*qwen3"):
         SwitchTable().switch_for("llama4")
 
 
@@ -202,8 +203,25 @@ def test_custom_instruction_and_grammar() -> None:
     assert plan.grammar == "root ::= .*"
 
 
-def test_grammar_forces_the_think_format_and_lists_known_grammars() -> None:
-    assert GRAMMAR.count("root ") == 1
-    assert '"<think>\\n" thought "\\n</think>\\n\\n" answer' in GRAMMAR
-    with pytest.raises(FileNotFoundError, match="known: \\['think'\\]"):
+def _rules(grammar: str) -> tuple[set[str], set[str]]:
+    """(defined, referenced) rule names of a GBNF text: literals, classes and comments aside."""
+    text = re.sub(r"#[^\n]*", "", grammar)
+    text = re.sub(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]', " ", text)
+    defined, referenced = set(), set()
+    for name, body in re.findall(
+        r"^([a-z][a-z0-9-]*) ::=(.*?)(?=^[a-z][a-z0-9-]* ::=|\Z)", text, re.M | re.S
+    ):
+        defined.add(name)
+        referenced |= set(re.findall(r"\b[a-z][a-z0-9-]*\b", body))
+    return defined, referenced
+
+
+def test_think_grammar_is_well_formed_and_opens_with_the_marker() -> None:
+    defined, referenced = _rules(GRAMMAR)
+    assert "root" in defined and referenced == defined - {"root"}
+    assert re.search(r'^root ::= "<think>\\n" thought .*"</think>\\n"', GRAMMAR, re.M)
+
+
+def test_unknown_grammar_lists_the_known_ones() -> None:
+    with pytest.raises(FileNotFoundError, match=r"known: \['think'\]"):
         load_grammar("nope")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from verifiers.equivalence import EquivalenceChecker
-from verifiers.judges import RuleJudge
+from verifiers.judges import LlmJudge, RuleJudge
 from verifiers.trim_replay import (
     ReplayConfig,
     ReplayTrace,
@@ -211,3 +211,19 @@ def test_headroom_shrinks_with_more_required_mentions() -> None:
     subjects = load_replay_traces([R1_QWEN])
     bounds = [headroom(subjects, mentions=n).saved_pct for n in (1, 2, 3)]
     assert bounds[0] > bounds[1] > bounds[2] > 0
+
+
+async def test_the_llm_judge_runs_the_same_path(checker: EquivalenceChecker) -> None:
+    """A scripted verifier: Yes when the excerpt mentions "answer"; all answers agree."""
+
+    async def score(prompt: str) -> dict[str, float]:
+        if prompt.rfind("\nSecond: ") > prompt.rfind("\nExcerpt: "):
+            return {"Yes": -0.01, "No": -5.0}  # consistency question
+        excerpt = prompt.rsplit("Excerpt:", 1)[-1]
+        return {"Yes": -0.01, "No": -5.0} if "answer" in excerpt else {"No": -0.01}
+
+    subject = trace(SKY, "math500/373:test/algebra/2264.json")
+    outcome = await replay_trace(subject, judge=LlmJudge(score), checker=checker)
+    assert outcome.rule is TrimRule.OVERTHINKING
+    assert outcome.answer_at_trim == "1 + 2i"  # read out of the agreed thought's tail
+    assert outcome.correct_after

@@ -1,0 +1,90 @@
+"""Live TrimR: thoughts go through the Redis-Streams verifier service (a Ray actor), a rule
+fires, the branch is cut and continued from `prompt + generated + injected`, and the worker's
+prefix cache serves the continuation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from benchmarks.service import REPO, RunningService, cpu_pool, replay_pool, start_service
+
+pytestmark = pytest.mark.integration
+
+R1_TRACES = [
+    str(REPO / "evals/data/traces/thought-anchors_deepseek-r1-distill-llama-8b_math.jsonl"),
+    str(REPO / "evals/data/traces/thought-anchors_deepseek-r1-distill-qwen-14b_math.jsonl"),
+]
+
+
+def _problem(trace_id: str) -> str:
+    for line in open(R1_TRACES[0]).read().splitlines():
+        row = json.loads(line)
+        if row["id"] == trace_id:
+            return str(row["problem"])
+    raise KeyError(trace_id)
+
+
+@pytest.fixture(scope="module")
+def r1_replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    pool = {**replay_pool(traces=R1_TRACES, tokens_per_s=1500), "model_family": "deepseek_r1"}
+    config = {"server": {"default_max_tokens": 16384}, "pools": [pool], "ray": {"num_cpus": 2}}
+    service = start_service(config, tmp_path_factory.mktemp("trim-replay"))
+    yield service
+    service.stop()
+
+
+def _chat(service: RunningService, content: str, model: str, **tts: Any) -> dict[str, Any]:
+    body = {"model": model, "messages": [{"role": "user", "content": content}], "tts": tts}
+    r = httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_overthinking_trim_on_a_recorded_r1_trace(r1_replay: RunningService) -> None:
+    problem = _problem("MATH-4682:correct_base_solution")
+    untrimmed = _chat(r1_replay, problem, "replay", seed=0, trim=False)
+    trimmed = _chat(r1_replay, problem, "replay", seed=0, trim=True)
+    assert "19" in trimmed["choices"][0]["message"]["content"]
+    record = httpx.get(f"{r1_replay.url}/v1/requests/{trimmed['id']}").json()
+    (iv,) = record["trims"]["interventions"]
+    assert iv["rule"] == "overthinking" and "equivalent" in iv["reason"]
+    assert iv["cached_prompt_tokens"] >= iv["continuation_prompt_tokens"] - 20
+    saved = 1 - trimmed["usage"]["completion_tokens"] / untrimmed["usage"]["completion_tokens"]
+    assert saved > 0.2, saved
+    assert "**Final Answer**" in trimmed["choices"][0]["message"]["content"]
+
+
+@pytest.fixture(scope="module")
+def smollm_thinking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    """SmolLM2 on a real llama.cpp worker, treated as an always-thinking (R1-style) family:
+    its whole output is thinking until the orchestrator closes it."""
+    pool = {**cpu_pool(), "model_family": "deepseek_r1"}
+    config = {"pools": [pool], "ray": {"num_cpus": 2}, "trim": {"default": True}}
+    service = start_service(config, tmp_path_factory.mktemp("trim-llama"))
+    yield service
+    service.stop()
+
+
+def test_underthinking_trim_on_llama_server_hits_prefix_cache(
+    smollm_thinking: RunningService,
+) -> None:
+    body = {
+        "model": "smollm2-135m-instruct",
+        "max_tokens": 160,
+        "messages": [{"role": "user", "content": "Tell a long story about numbers."}],
+    }
+    r = httpx.post(f"{smollm_thinking.url}/v1/chat/completions", json=body, timeout=120).json()
+    record = httpx.get(f"{smollm_thinking.url}/v1/requests/{r['id']}").json()
+    ivs = (record["trims"] or {}).get("interventions") or []
+    assert ivs, record
+    iv = ivs[0]
+    assert iv["rule"] in {"underthinking", "repetition"}
+    # llama.cpp's own usage: the continuation's prompt came from its prefix cache
+    assert iv["cached_prompt_tokens"] >= 0.8 * iv["continuation_prompt_tokens"]
+    assert r["choices"][0]["message"]["reasoning_content"]
+    assert r["choices"][0]["finish_reason"] in {"stop", "length"}

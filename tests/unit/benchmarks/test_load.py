@@ -1,0 +1,55 @@
+"""The pure parts of the load benchmark: added latency, the knee, the memory-growth fit."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.load import LevelStats, Outcome, RequestResult, growth_fit, knee
+
+RATE = 40.0  # tokens/s: 400 tokens are ideally 10 s
+
+
+def _level(c: int, *totals: float, outcome: Outcome = Outcome.COMPLETED) -> LevelStats:
+    return LevelStats(c, [RequestResult(outcome, t, completion_tokens=400) for t in totals])
+
+
+def test_added_ratio_is_relative_to_the_ideal_time() -> None:
+    assert RequestResult(Outcome.COMPLETED, 11.0, completion_tokens=400).added_ratio(RATE) == (
+        pytest.approx(0.1)
+    )
+    assert RequestResult(Outcome.HUNG, 99.0, completion_tokens=400).added_ratio(RATE) is None
+
+
+@pytest.mark.parametrize(
+    ("levels", "expected"),
+    [
+        pytest.param([_level(1, 10.1), _level(2, 10.5), _level(4, 12.0)], 2, id="third-too-slow"),
+        pytest.param([_level(1, 10.1), _level(2, 10.2)], 2, id="never-exceeded"),
+        pytest.param([_level(1, 12.0)], None, id="first-too-slow"),
+        pytest.param(
+            [_level(1, 10.1), _level(2, 10.1, outcome=Outcome.HUNG), _level(4, 10.1)],
+            1,
+            id="a-hung-request-ends-the-knee",
+        ),
+        pytest.param(
+            [_level(1, 10.1), _level(2, *([10.1] * 19 + [13.0]))], 2, id="one-slow-in-20-is-p95"
+        ),
+    ],
+)
+def test_knee_is_the_last_level_within_the_threshold(
+    levels: list[LevelStats], expected: int | None
+) -> None:
+    assert knee(levels, RATE, 0.10) == expected
+
+
+@pytest.mark.parametrize(
+    ("values", "slope"),
+    [
+        pytest.param([500.0] * 10, 0.0, id="flat"),
+        pytest.param([400.0 + 5 * i for i in range(10)], 60.0, id="leak-5mb-per-sample"),
+        pytest.param([900.0, 800.0, 700.0, 600.0] + [500.0] * 6, 0.0, id="warm-up-ignored"),
+    ],
+)
+def test_growth_fit_uses_the_second_half(values: list[float], slope: float) -> None:
+    times = [5.0 * i for i in range(len(values))]  # one sample every 5 s
+    assert growth_fit(times, values)[0] == pytest.approx(slope, abs=1e-6)
