@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
-import re
 import statistics
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+from evals.docs import machine, write_section
 
 
 @dataclass
@@ -63,31 +58,4 @@ def p50(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def machine() -> str:
-    py = f"{platform.python_implementation()} {platform.python_version()}"
-    return f"{platform.machine()}, {os.cpu_count()} cores, {py}"
-
-
-def write_section(name: str, body: str, command: str) -> None:
-    """Replace (or append) the section `name` of docs/benchmarks.md."""
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    text = (
-        DOCS.read_text()
-        if DOCS.exists()
-        else "# Benchmarks\n\nEach section is rewritten by its command.\n"
-    )
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    section = (
-        f"<!-- {name}:start -->\n## {name}\n\n"
-        f"Command: `{command}`  \nMachine: {machine()}  \nDate: {stamp}\n\n{body.strip()}\n"
-        f"<!-- {name}:end -->"
-    )
-    pattern = re.compile(
-        rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S
-    )
-    text = (
-        pattern.sub(section, text)
-        if pattern.search(text)
-        else text.rstrip() + "\n\n" + section + "\n"
-    )
-    DOCS.write_text(text)
+__all__ = ["StreamTiming", "machine", "p50", "timed_stream", "write_section"]

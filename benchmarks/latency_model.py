@@ -32,6 +32,7 @@ import random
 import statistics
 import tempfile
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,10 @@ async def measure(
 ) -> Measurement:
     body = {
         "model": MODEL,
-        "messages": [{"role": "user", "content": f"{INSTRUCTION}\n\n{problem}"}],
+        # A fresh tag per request: no run finds the prompt in a slot's cache from an earlier one.
+        "messages": [
+            {"role": "user", "content": f"[{uuid.uuid4().hex[:8]}] {INSTRUCTION}\n\n{problem}"}
+        ],
         "max_tokens": max_tokens,
         "temperature": 0.7,
         "tts": {"n_branches": n, "pool": pool, "seed": seed, "early_stop": "none"},

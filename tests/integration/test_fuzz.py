@@ -45,6 +45,8 @@ pytestmark = pytest.mark.integration
 
 CASES = int(os.environ.get("TTS_FUZZ_CASES", "150"))
 REQUEST_TIMEOUT_S = 30.0
+MAX_TOKENS_CAP = 2048
+MAX_BRANCHES = 4
 TRACES = sorted((Path(__file__).resolve().parents[2] / "evals" / "data" / "traces").glob("*.jsonl"))
 
 #: (method, path) -> share of the case budget. Every operation of the schema must be here.
@@ -95,12 +97,12 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService
     config = {
         "server": {
             "default_max_tokens": 256,
-            "max_tokens_cap": 2048,
+            "max_tokens_cap": MAX_TOKENS_CAP,
             "request_timeout_s": 60,
         },
         "pools": [replay_pool(tokens_per_s=4000)],
         "ray": {"num_cpus": 2},
-        "tts": {"max_branches": 4},
+        "tts": {"max_branches": MAX_BRANCHES},
     }
     with pytest.MonkeyPatch.context() as env:  # TTS_* variables would become service config
         env.delenv("TTS_FUZZ_CASES", raising=False)
@@ -127,7 +129,8 @@ def test_every_schema_operation_is_fuzzed(schema: Any) -> None:
 
 
 def _steer(body: Any, problem: str, how: str) -> Any:
-    """Point a generated body at the served model, optionally with a real trace problem."""
+    """Point a generated body at the served model; with `real-problem`, also at a recorded
+    trace, within the server's caps, so the rest of the generated body reaches generation."""
     if how == "as-is" or not isinstance(body, dict):
         return body
     body = {**body, "model": "replay"}
@@ -137,8 +140,16 @@ def _steer(body: Any, problem: str, how: str) -> Any:
         body["prompt"] += problem
     msgs = body.get("messages")
     if isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict):
-        msgs = [*msgs[:-1], {**msgs[-1], "role": "user", "content": problem}]
-        body["messages"] = msgs
+        body["messages"] = [*msgs[:-1], {**msgs[-1], "role": "user", "content": problem}]
+    for key in ("max_tokens", "max_completion_tokens"):
+        if isinstance(body.get(key), int) and body[key] > MAX_TOKENS_CAP:
+            body[key] = MAX_TOKENS_CAP
+    tts = body.get("tts")
+    if isinstance(tts, dict):
+        tts = {k: v for k, v in tts.items() if k != "pool"}
+        if isinstance(tts.get("n_branches"), int) and tts["n_branches"] > MAX_BRANCHES:
+            tts["n_branches"] = MAX_BRANCHES
+        body["tts"] = tts
     return body
 
 
