@@ -137,7 +137,8 @@ async def measure(
         pool=pool,
         n_branches=n,
         wall_s=wall,
-        prompt_tokens=int(data["usage"]["prompt_tokens"]),
+        # usage sums every branch's prompt; each branch prefills the same one
+        prompt_tokens=int(data["usage"]["prompt_tokens"]) // len(branches),
         branch_tokens=[int(b["tokens"]) for b in branches],
     )
 

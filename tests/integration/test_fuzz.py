@@ -139,8 +139,12 @@ def _steer(body: Any, problem: str, how: str) -> Any:
     if isinstance(body.get("prompt"), str):
         body["prompt"] += problem
     msgs = body.get("messages")
-    if isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict):
-        body["messages"] = [*msgs[:-1], {**msgs[-1], "role": "user", "content": problem}]
+    if isinstance(msgs, list) and msgs and all(isinstance(m, dict) for m in msgs):
+        texts = [
+            {**m, "content": m.get("content") if isinstance(m.get("content"), str) else ""}
+            for m in msgs[:-1]
+        ]
+        body["messages"] = [*texts, {**msgs[-1], "role": "user", "content": problem}]
     for key in ("max_tokens", "max_completion_tokens"):
         if isinstance(body.get(key), int) and body[key] > MAX_TOKENS_CAP:
             body[key] = MAX_TOKENS_CAP

@@ -21,7 +21,7 @@ from tts_orchestrator.backends.llamacpp import LlamaCppBackend
 from tts_orchestrator.backends.openai_http import OpenAIHTTPBackend
 from tts_orchestrator.chat_template import ChatTemplateInfo
 from tts_orchestrator.config import EngineKind, PoolConfig
-from tts_orchestrator.exceptions import NoWorkerAvailable, TTSError
+from tts_orchestrator.exceptions import NoWorkerAvailable, TTSError, WorkerError
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,10 @@ class PoolRunner:
         """The workers' chat template, so callers can render locally (None: render here)."""
         backend = self._pick()
         if isinstance(backend, OpenAIHTTPBackend):
-            return await backend.chat_template_info()
+            try:
+                return await backend.chat_template_info()
+            except WorkerError:
+                return None  # e.g. vLLM without its model folder: the worker renders it
         return None
 
     async def count_tokens(self, text: str) -> int:

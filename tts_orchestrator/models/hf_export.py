@@ -28,6 +28,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tts_orchestrator.exceptions import ModelFetchError  # standard library only
+
 #: Written last into an exported folder; its presence means the export completed.
 EXPORT_MARKER = ".tts-hf-export"
 
@@ -141,11 +143,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     expected: str | None = args.sha256
-    if args.catalog:
-        gguf, expected = catalog_gguf(args.catalog)
-    else:
-        gguf = args.gguf if args.gguf else locate_packaged_file(args.package, args.file)
-    out = export_gguf_to_hf(gguf, args.out, expected_sha256=expected, overwrite=args.overwrite)
+    try:
+        if args.catalog:
+            gguf, expected = catalog_gguf(args.catalog)
+        else:
+            gguf = args.gguf if args.gguf else locate_packaged_file(args.package, args.file)
+        out = export_gguf_to_hf(gguf, args.out, expected_sha256=expected, overwrite=args.overwrite)
+    except (FileNotFoundError, ValueError, ModelFetchError) as exc:
+        print(f"hf_export: {exc}", file=sys.stderr)
+        return 2
     print(out)
     return 0
 
