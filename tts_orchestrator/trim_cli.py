@@ -106,7 +106,8 @@ def trim_replay(
             "| trimmed | thinking tokens before | after | saved | accuracy before | after | "
             "change | lost | gained |\n|---|---|---|---|---|---|---|---|---|\n"
             f"| {t.trimmed} | {t.tokens_before} | {t.tokens_after} | {t.tokens_saved_pct:.1f}% | "
-            f"{t.accuracy_before:.1f}% | {t.accuracy_after:.1f}% | {t.accuracy_change_pt:+.1f} pt | "
+            f"{t.accuracy_before:.1f}% | {t.accuracy_after:.1f}% | "
+            f"{t.accuracy_change_pt:+.1f} pt | "
             f"{t.lost} | {t.gained} |\n\n| rule | trims | tokens saved |\n|---|---|---|\n" + rows
         )
         args = " ".join(f"--datasets {d}" for d in datasets or [])
