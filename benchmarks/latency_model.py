@@ -43,7 +43,7 @@ import yaml
 from benchmarks.common import write_section
 from benchmarks.service import REPO, RunningService, start_service
 from policies.latency import EmpiricalBranchLengths, LatencyModel, LognormalBranchLengths
-from policies.profile import PoolProfile, ProfileSet
+from policies.profile import PoolProfile, ProfileSet, StepTimePoint
 from tts_orchestrator.backends.llamacpp import LlamaCppBackend
 from tts_orchestrator.config import Settings
 from tts_orchestrator.planning import PlannerSettings
@@ -205,6 +205,38 @@ def predict_cells(
     return rows
 
 
+def averaged(runs: list[ProfileRun]) -> ProfileSet:
+    """One profile per pool: the mean of its runs (before and after the measurements), so a
+    load change on a shared machine during the benchmark hits the prediction half-way."""
+    by_pool: dict[str, list[PoolProfile]] = {}
+    for run in runs:
+        by_pool.setdefault(run.profile.pool, []).append(run.profile)
+    out = []
+    for profiles in by_pool.values():
+        first = profiles[0]
+        points = tuple(
+            StepTimePoint(
+                concurrency=point.concurrency,
+                step_time_s=statistics.mean(p.step_time_s(point.concurrency) for p in profiles),
+            )
+            for point in first.step_times
+        )
+        out.append(
+            first.model_copy(
+                update={
+                    "step_times": points,
+                    "prefill_tokens_per_s": statistics.mean(
+                        p.prefill_tokens_per_s for p in profiles
+                    ),
+                    "accepted_tokens_per_step": statistics.mean(
+                        p.accepted_tokens_per_step for p in profiles
+                    ),
+                }
+            )
+        )
+    return ProfileSet.of(out)
+
+
 def profile_table(runs: list[ProfileRun]) -> str:
     lines = [
         "| pool | speculation | B | ms/token | tokens/s per branch | tokens/step | step ms |",
@@ -269,8 +301,8 @@ class Plan:
 
 async def collect(
     plan: Plan, *, quick: bool, seed: int
-) -> tuple[list[ProfileRun], list[Measurement]]:
-    """Start the service, profile both pools in place, measure every cell."""
+) -> tuple[list[ProfileRun], list[ProfileRun], list[Measurement]]:
+    """Start the service, profile both pools in place, measure every cell, profile again."""
     config = yaml.safe_load(CONFIG.read_text())
     config["server"]["default_max_tokens"] = plan.max_tokens
     config["ray"] = {"num_cpus": 2}
@@ -284,8 +316,8 @@ async def collect(
         try:
             async with httpx.AsyncClient() as client:
                 urls = await worker_urls(client, service)
-                runs = await profile_pools(settings, urls, profiler)
-                print(profile_table(runs), flush=True)
+                before = await profile_pools(settings, urls, profiler)
+                print(profile_table(before), flush=True)
                 rng = random.Random(seed)
                 for set_name, problems in plan.sets.items():
                     for i, problem in enumerate(problems):
@@ -309,9 +341,11 @@ async def collect(
                                 f"branches {m.branch_tokens}",
                                 flush=True,
                             )
+                after = await profile_pools(settings, urls, profiler)
+                print(profile_table(after), flush=True)
         finally:
             service.stop()
-    return runs, measurements
+    return before, after, measurements
 
 
 def length_fit(measurements: list[Measurement], *, max_tokens: int) -> str:
@@ -333,17 +367,24 @@ def length_fit(measurements: list[Measurement], *, max_tokens: int) -> str:
 
 
 def report(
-    args: argparse.Namespace, plan: Plan, runs: list[ProfileRun], measurements: list[Measurement]
+    args: argparse.Namespace,
+    plan: Plan,
+    before: list[ProfileRun],
+    after: list[ProfileRun],
+    measurements: list[Measurement],
 ) -> None:
-    profiles = ProfileSet.of(r.profile for r in runs)
+    runs = before + after
+    profiles = averaged(runs)
     overhead_s = PlannerSettings().overhead_s
     rows = predict_cells(measurements, profiles, max_tokens=plan.max_tokens, overhead_s=overhead_s)
     body = (
         f"Service on `deploy/configs/cpu-speculative.yaml` ({MODEL}, Q4_K_M, llama.cpp, 2 threads"
         f"; `draft` = Qwen2.5-Coder-0.5B drafting, k=4), temperature 0.7, max_tokens "
         f"{plan.max_tokens}, no early stop, requests one at a time. Problems per prompt set: "
-        f"{plan.per_set}.\n\nProfiles measured in place before the runs:\n\n"
-        f"{profile_table(runs)}\n{results_table(rows)}\n\n"
+        f"{plan.per_set}.\n\nProfiles measured in place before and after the runs (the "
+        f"prediction uses their mean):\n\n"
+        f"Before:\n\n{profile_table(before)}\nAfter:\n\n{profile_table(after)}\n"
+        f"{results_table(rows)}\n\n"
         f"{length_fit(measurements, max_tokens=plan.max_tokens)}"
     )
     print(body)
@@ -373,8 +414,8 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
     args = ap.parse_args()
     plan = Plan.of(args)
-    runs, measurements = asyncio.run(collect(plan, quick=args.quick, seed=args.seed))
-    report(args, plan, runs, measurements)
+    before, after, measurements = asyncio.run(collect(plan, quick=args.quick, seed=args.seed))
+    report(args, plan, before, after, measurements)
 
 
 if __name__ == "__main__":

@@ -312,26 +312,26 @@ def plot_soak(soak: SoakResult, slope: float, intercept: float, path: Path) -> N
     import matplotlib.pyplot as plt
 
     minutes = np.asarray(soak.times_s) / 60
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.plot(minutes, soak.api_mb, label="API process RSS", color="tab:blue")
-    ax.plot(
-        minutes, soak.tree_mb, label="API + children (Redis, Ray, pool actor)", color="tab:gray"
-    )
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    top.plot(minutes, soak.api_mb, label="API process RSS", color="tab:blue")
     half = len(minutes) // 2
     if len(minutes) - half >= 2:
         fit_t = minutes[half:]
-        ax.plot(
+        top.plot(
             fit_t,
             slope * fit_t + intercept,
             "--",
             color="tab:red",
-            label=f"fit, second half: {slope:+.2f} MB/min",
+            label=f"linear fit, second half: {slope:+.2f} MB/min",
         )
-    ax.set_xlabel("minutes into the soak")
-    ax.set_ylabel("resident memory (MB)")
-    ax.set_title(f"Soak at concurrency {soak.concurrency}: {len(soak.results)} streamed requests")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="center right")
+    top.set_ylabel("API RSS (MB)")
+    top.set_title(f"Soak at concurrency {soak.concurrency}: {len(soak.results)} streamed requests")
+    bottom.plot(minutes, soak.tree_mb, color="tab:gray", label="API + children")
+    bottom.set_ylabel("API + Redis + Ray (MB)")
+    bottom.set_xlabel("minutes into the soak")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

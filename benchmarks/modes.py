@@ -246,6 +246,7 @@ class GrammarOutcome:
     finish_reason: str
     tokens: int
     correct: bool | None
+    output: str
 
 
 def _start_worker(model: str, port: int) -> subprocess.Popen[bytes]:
@@ -315,7 +316,7 @@ async def run_grammar(url: str, args: argparse.Namespace) -> list[GrammarOutcome
                 correct = (await grader.grade(out, gold)).verdict
             results.append(
                 GrammarOutcome(
-                    text[:60], ok, boxed, finish, data["usage"]["completion_tokens"], correct
+                    text[:60], ok, boxed, finish, data["usage"]["completion_tokens"], correct, out
                 )
             )
             print(
@@ -359,6 +360,8 @@ def main_grammar(args: argparse.Namespace) -> None:
         if proc is not None:
             proc.terminate()
             proc.wait(30)
+    if args.out:
+        Path(args.out).write_text("".join(json.dumps(r.__dict__) + "\n" for r in results))
     table = grammar_table(results)
     print(table)
     if args.no_write:
@@ -390,6 +393,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     grammar.add_argument("--model", default=MODEL, help="catalog name or GGUF path")
     grammar.add_argument("--worker-url", default=None, help="use this worker, start none")
     grammar.add_argument("--max-tokens", type=int, default=1024)
+    grammar.add_argument("--out", default=None, help="JSONL of every output")
     for p in (ap, modes, grammar):
         p.add_argument("--temperature", type=float, default=0.7)
         p.add_argument("--seed", type=int, default=1234)

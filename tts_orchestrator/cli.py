@@ -20,6 +20,7 @@ ConfigOpt = Annotated[
 
 def _mount_subcommands() -> None:
     from evals.cli import eval_app, sweep_app
+    from tts_orchestrator.doctor_cli import doctor
     from tts_orchestrator.models.cli import models_app
     from tts_orchestrator.security.cli import keys_app
     from tts_orchestrator.trim_cli import trim_replay
@@ -28,6 +29,7 @@ def _mount_subcommands() -> None:
     app.add_typer(eval_app, name="eval", help="Run and report evaluations on the live API.")
     app.add_typer(keys_app, name="keys", help="Create, revoke and list API keys.")
     app.command("trim-replay")(trim_replay)
+    app.command("doctor")(doctor)
     app.add_typer(sweep_app, name="sweep", help="Policy-config sweeps and Pareto reports.")
 
 

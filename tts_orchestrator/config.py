@@ -236,7 +236,8 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         if not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must be a mapping at the top level")
         data = loaded
-    data = _merge(_merge(data, env_overrides(os.environ)), overrides)
+    env = {k: v for k, v in env_overrides(os.environ).items() if k in Settings.model_fields}
+    data = _merge(_merge(data, env), overrides)
     try:
         return Settings(**data)
     except ValidationError as exc:

@@ -54,6 +54,8 @@ class _OpenAIRequest(BaseModel):
     def _stop_list(cls, v: str | list[str] | None) -> str | list[str] | None:
         if isinstance(v, list) and len(v) > 16:
             raise ValueError("at most 16 stop sequences")
+        for s in [v] if isinstance(v, str) else v or []:
+            _encodable(s)
         return v
 
     @property
@@ -83,6 +85,15 @@ class _OpenAIRequest(BaseModel):
         return None
 
 
+def _encodable(text: str) -> str:
+    """JSON may carry lone surrogates (\\ud800): not text a tokenizer can take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError("text is not valid Unicode (lone surrogate)") from exc
+    return text
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -93,13 +104,13 @@ class ChatMessage(BaseModel):
         if self.content is None:
             return ""
         if isinstance(self.content, str):
-            return self.content
+            return _encodable(self.content)
         parts = []
         for part in self.content:
             if part.get("type") != "text" or not isinstance(part.get("text"), str):
                 raise ValueError("only text content parts are supported")
             parts.append(part["text"])
-        return "".join(parts)
+        return _encodable("".join(parts))
 
 
 class ChatCompletionRequest(_OpenAIRequest):
@@ -128,6 +139,12 @@ class ChatCompletionRequest(_OpenAIRequest):
 
 class CompletionRequest(_OpenAIRequest):
     prompt: str = Field(..., description="A single raw prompt (lists are not supported).")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_text(cls, v: str) -> str:
+        return _encodable(v)
+
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
 

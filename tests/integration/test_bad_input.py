@@ -104,14 +104,7 @@ def _chunks(data: bytes, size: int = 8192) -> Iterator[bytes]:
     "framing",
     [
         "content-length",
-        pytest.param(
-            "chunked",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BodySizeLimit raises inside receive(); FastAPI's body parser swallows it "
-                "and answers 400 'error parsing the body' instead of 413",
-            ),
-        ),
+        "chunked",
     ],
 )
 def test_body_over_the_limit_is_413(client: httpx.Client, framing: str) -> None:
@@ -130,11 +123,6 @@ def test_prompt_over_the_token_limit_is_413(client: httpx.Client) -> None:
 
 
 # -- encoding and structure ----------------------------------------------------------------------
-#: json.loads keeps a lone surrogate (escaped, or UTF-8-encoded: it decodes bytes with
-#: surrogatepass); `Orchestrator._check_size` then calls `prompt.encode()` -> UnicodeEncodeError.
-SURROGATE_500 = pytest.mark.xfail(
-    strict=True, reason="a lone surrogate in the prompt is a 500 (UnicodeEncodeError in prepare)"
-)
 
 
 @pytest.mark.parametrize(
@@ -145,7 +133,6 @@ SURROGATE_500 = pytest.mark.xfail(
         pytest.param(
             b'{"model": "replay", "prompt": "\xed\xa0\x80"}',
             id="utf8-encoded-surrogate",
-            marks=SURROGATE_500,
         ),
         pytest.param(b'{"model": "replay", "prompt": "a"', id="truncated-json"),
         pytest.param(b"", id="empty-body"),
@@ -154,7 +141,6 @@ SURROGATE_500 = pytest.mark.xfail(
         pytest.param(
             b'{"model": "replay", "prompt": "\\ud800"}',
             id="lone-surrogate-escape",
-            marks=SURROGATE_500,
         ),
     ],
 )

@@ -206,11 +206,6 @@ async def test_speculation_is_read_from_each_worker(
     assert ngram.status is CheckStatus.OK and "2/2 slots speculative" in ngram.detail
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llamacpp_server assigns `--alias` (a str) to CommonParams.model_alias (a set): the "
-    "worker serves the alias's single letters as model ids; fix: `p.model_alias = {args.alias}`",
-)
 async def test_served_model_names_match_the_config(
     deployment: tuple[RunningService, Settings], worker_urls: dict[str, str]
 ) -> None:

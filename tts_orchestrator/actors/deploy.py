@@ -38,7 +38,8 @@ def connect_ray(cfg: RayConfig) -> None:
     main = threading.current_thread() is threading.main_thread()
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
     ray.init(
-        address=cfg.address,
+        # "local": a private cluster even if `ray start` left a cluster file on this machine
+        address=cfg.address or "local",
         namespace=cfg.namespace,
         num_cpus=cfg.num_cpus if cfg.address is None else None,
         include_dashboard=False,

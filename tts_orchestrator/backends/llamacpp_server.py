@@ -57,7 +57,7 @@ def build_params(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     p.cache_prompt = True
     p.warmup = True
     if args.alias:
-        p.model_alias = args.alias
+        p.model_alias = {args.alias}  # a set of aliases
     spec = p.speculative
     if args.spec_type == "draft":
         if not args.draft_model:

@@ -259,7 +259,7 @@ class ReplayBackend(WorkerBackend):
             if self._fallback_text is None:
                 raise WorkerError(
                     f"replay worker {self.name}: the prompt contains the problem of none of its "
-                    f"{self.index.n_traces} traces (prompt starts {prompt[:80]!r})",
+                    f"{self.index.n_traces} traces",  # never echo prompt text (logs)
                     code="replay_unknown_prompt",
                 )
             text = self._fallback_text
