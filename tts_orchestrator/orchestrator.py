@@ -81,8 +81,11 @@ class Orchestrator:
         replica_id: str,
         equivalent: EquivalenceFn,
         verifier: VerifierClient | None = None,
+        verifier_workers: list[Any] | None = None,
     ) -> None:
         self.verifier = verifier
+        #: Ray handles of the verifier actors (for operators' views).
+        self.verifier_workers = verifier_workers or []
         self.settings = settings
         self.equivalent = equivalent
         self.pools = pools

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -148,6 +149,9 @@ class VerifierWorker:
         self.batches = 0
 
     async def start(self) -> None:
+        """Start consuming; idempotent (the lifespan calls it again after Ray restarts us)."""
+        if self._task is not None and not self._task.done():
+            return
         self._redis = aioredis.Redis.from_url(self._url)
         self._judge = self._judge_factory()
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
@@ -156,8 +160,14 @@ class VerifierWorker:
             )
         self._task = asyncio.create_task(self._run())
 
-    async def stats(self) -> dict[str, int]:
-        return {"processed": self.processed, "batches": self.batches}
+    async def stats(self) -> dict[str, int | bool]:
+        running = self._task is not None and not self._task.done()
+        return {
+            "pid": os.getpid(),
+            "running": running,
+            "processed": self.processed,
+            "batches": self.batches,
+        }
 
     async def _run(self) -> None:
         stream, group = self._keys.verifier_stream, self._keys.verifier_group

@@ -315,6 +315,10 @@ class TrimController:
             return None
         if self._cursor < len(self._chain):
             return None  # a pending comparison may still show convergence
+        if self._known < self._thoughts:
+            return (
+                None  # unjudged thoughts: no evidence yet (a verifier that is down trims nothing)
+            )
         cfg = self._config
         limit = cfg.underthink_ratio * self._budget if self._budget else None
         over_budget = limit is not None and self.tokens >= limit

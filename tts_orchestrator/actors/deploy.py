@@ -198,6 +198,15 @@ async def start_verifiers(settings: Settings, redis_url: str) -> list[Any]:
     return workers
 
 
+async def supervise_verifiers(workers: list[Any], *, every_s: float = 2.0) -> None:
+    """Ray restarts a killed verifier actor but only re-runs its __init__: start it again."""
+    while True:
+        await asyncio.sleep(every_s)
+        for w in workers:
+            with contextlib.suppress(Exception):
+                await call(w.start.remote())
+
+
 async def stop_verifiers(workers: list[Any], *, kill: bool) -> None:
     for w in workers:
         with contextlib.suppress(Exception):

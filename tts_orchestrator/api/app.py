@@ -7,6 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import ray
 from fastapi import FastAPI
@@ -18,6 +19,7 @@ from tts_orchestrator.actors.deploy import (
     start_verifiers,
     stop_pool,
     stop_verifiers,
+    supervise_verifiers,
 )
 from tts_orchestrator.api.deps import Services
 from tts_orchestrator.api.errors import install_error_handlers
@@ -91,12 +93,15 @@ def build_app(settings: Settings) -> FastAPI:
             await asyncio.to_thread(checker.warm)  # not on the first vote's critical path
             metrics = ServiceMetrics()
             replica_id = uuid.uuid4().hex[:12]
-            verifier = None
+            verifier: VerifierClient | None = None
+            workers: list[Any] = []
             if settings.trim.verifier_workers > 0:
                 workers = await start_verifiers(settings, url)
                 stack.push_async_callback(
                     stop_verifiers, workers, kill=settings.ray.address is None
                 )
+                supervisor = asyncio.create_task(supervise_verifiers(workers))
+                stack.push_async_callback(_cancel_task, supervisor)
                 verifier = VerifierClient(store.client, replica_id=replica_id, keys=store.keys)
                 verifier.start()
                 stack.push_async_callback(verifier.aclose)
@@ -108,6 +113,7 @@ def build_app(settings: Settings) -> FastAPI:
                 replica_id=replica_id,
                 equivalent=checker.equivalent,
                 verifier=verifier,
+                verifier_workers=workers,
             )
             listener = asyncio.create_task(_listen_for_cancels(store, orchestrator))
             stack.push_async_callback(_cancel_task, listener)

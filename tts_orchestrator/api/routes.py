@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from tts_orchestrator.actors.deploy import call
 from tts_orchestrator.api.deps import MetricsDep, OrchestratorDep, ServicesDep, StoreDep
 from tts_orchestrator.api.streaming import EventStreamResponse, collect, sse_stream
 from tts_orchestrator.exceptions import RequestError, TTSError
@@ -92,6 +93,9 @@ async def list_pools(orchestrator: OrchestratorDep) -> dict[str, object]:
     """Pools with their workers' health, load and processes (an operator's view)."""
     handles = list(orchestrator.pools.values())
     statuses = await asyncio.gather(*(h.status() for h in handles))
+    verifiers = await asyncio.gather(
+        *(call(w.stats.remote()) for w in orchestrator.verifier_workers), return_exceptions=True
+    )
     return {
         "object": "list",
         "data": [
@@ -104,6 +108,7 @@ async def list_pools(orchestrator: OrchestratorDep) -> dict[str, object]:
             }
             for h, s in zip(handles, statuses, strict=True)
         ],
+        "verifiers": [v if isinstance(v, dict) else {"error": repr(v)} for v in verifiers],
     }
 
 

@@ -192,12 +192,21 @@ def underthinking(**update: object) -> TrimRConfig:
 
 def test_underthinking_after_too_many_thoughts() -> None:
     controller = TrimController(underthinking(underthink_max_thoughts=3))
-    assert controller.observe_thought(thought(0)) is None
-    assert controller.observe_thought(thought(1)) is None
-    decision = controller.observe_thought(thought(2))
+    for i in range(2):
+        assert controller.observe_thought(thought(i)) is None
+        assert controller.on_answer(i, verdict(None)) is None
+    assert controller.observe_thought(thought(2)) is None  # not judged yet: no evidence
+    decision = controller.on_answer(2, verdict(None))
     assert decision is not None and decision.rule is TrimRule.UNDERTHINKING
     assert decision.answer is None
     assert "3 thoughts >= 3" in decision.reason
+
+
+def test_no_verdicts_no_underthinking() -> None:
+    """A verifier that is down (no verdicts at all) must not make every branch 'unconverged'."""
+    controller = TrimController(underthinking(underthink_max_thoughts=3))
+    for i in range(10):
+        assert controller.observe_thought(thought(i)) is None
 
 
 def test_underthinking_after_the_budget_share() -> None:
@@ -217,8 +226,9 @@ def test_budget_counts_word_pieces_without_engine_counts() -> None:
 def test_underthinking_all_mode_needs_both_limits() -> None:
     config = underthinking(underthink_mode=UnderthinkMode.ALL, underthink_max_thoughts=2)
     controller = TrimController(config, token_budget=100)
-    controller.observe_thought(thought(0))
-    assert controller.observe_thought(thought(1)) is None  # thoughts, but no budget share
+    for i in range(2):
+        controller.observe_thought(thought(i))
+        assert controller.on_answer(i, verdict(None)) is None  # thoughts, but no budget share
     assert controller.observe_text("x", token_count=60) is not None
 
 
@@ -251,7 +261,9 @@ def test_forced_answer_falls_back_to_the_latest_weak_candidate() -> None:
     controller.observe_thought(thought(0))
     controller.on_answer(0, Verdict(positive=False, score=0.25, answer="12"))
     controller.observe_thought(thought(1))
-    decision = controller.observe_thought(thought(2))
+    controller.on_answer(1, verdict(None))
+    controller.observe_thought(thought(2))
+    decision = controller.on_answer(2, verdict(None))
     assert decision is not None and decision.answer == "12"
 
 
@@ -280,6 +292,7 @@ def test_every_trigger_is_logged_with_its_reason(caplog: pytest.LogCaptureFixtur
     caplog.set_level(logging.INFO, logger="verifiers.trimr")
     controller = TrimController(underthinking(underthink_max_thoughts=1), name="req-1/b0")
     controller.observe_thought(thought(0))
+    controller.on_answer(0, verdict(None))
     assert "trim underthinking [req-1/b0]" in caplog.text
     assert "no convergence after 1 thoughts >= 1" in caplog.text
 
