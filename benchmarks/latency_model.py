@@ -363,6 +363,8 @@ def length_fit(measurements: list[Measurement], *, max_tokens: int) -> str:
             f"tokens, lognormal fit median {math.exp(fit.mu):.0f} sigma {fit.sigma:.2f}; "
             f"{capped:.0%} hit max_tokens"
         )
+    if not lines:
+        return "Branch lengths: no lognormal fit (every branch hit max_tokens).\n"
     return "Branch lengths:\n\n" + "\n".join(lines) + "\n"
 
 

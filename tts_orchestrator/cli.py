@@ -22,6 +22,7 @@ def _mount_subcommands() -> None:
     from evals.cli import eval_app, sweep_app
     from tts_orchestrator.doctor_cli import doctor
     from tts_orchestrator.models.cli import models_app
+    from tts_orchestrator.policy_cli import plan_app, profile_app
     from tts_orchestrator.security.cli import keys_app
     from tts_orchestrator.trim_cli import trim_replay
 
@@ -30,6 +31,8 @@ def _mount_subcommands() -> None:
     app.add_typer(keys_app, name="keys", help="Create, revoke and list API keys.")
     app.command("trim-replay")(trim_replay)
     app.command("doctor")(doctor)
+    app.add_typer(profile_app, name="profile", help="Measure a pool's latency profile.")
+    app.add_typer(plan_app, name="plan", help="Show the latency policy's decision table.")
     app.add_typer(sweep_app, name="sweep", help="Policy-config sweeps and Pareto reports.")
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tts_orchestrator.exceptions import ConfigError
+from tts_orchestrator.planning import PlannerSettings
 from tts_orchestrator.security.config import SecurityConfig
 
 EngineKind = Literal["llama_cpp", "vllm", "openai", "replay"]
@@ -164,6 +165,7 @@ class Settings(BaseSettings):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     tts: TtsDefaults = Field(default_factory=TtsDefaults)
     trim: TrimConfig = Field(default_factory=TrimConfig)
+    policy: PlannerSettings = Field(default_factory=PlannerSettings)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
 
     @model_validator(mode="after")

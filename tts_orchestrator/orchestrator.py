@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from policies.modes import ThinkingMode
 from tts_orchestrator.actors.deploy import PoolHandle
 from tts_orchestrator.actors.jobs import BranchChunk, BranchSpec, GenerationJob
 from tts_orchestrator.backends.base import SamplingParams
@@ -29,8 +30,10 @@ from tts_orchestrator.exceptions import (
     RequestError,
     TTSError,
 )
+from tts_orchestrator.live_profiles import LivePlanner
 from tts_orchestrator.metrics import ServiceMetrics
 from tts_orchestrator.orchestrator_events import OutputEvent
+from tts_orchestrator.planning import Plan, PlanRequest
 from tts_orchestrator.protocol import ChatCompletionRequest, CompletionRequest, TtsOptions
 from tts_orchestrator.state.base import CancelListener, StateStore
 from tts_orchestrator.state.records import (
@@ -82,7 +85,9 @@ class Orchestrator:
         equivalent: EquivalenceFn,
         verifier: VerifierClient | None = None,
         verifier_workers: list[Any] | None = None,
+        planner: LivePlanner | None = None,
     ) -> None:
+        self.planner = planner
         self.verifier = verifier
         #: Ray handles of the verifier actors (for operators' views).
         self.verifier_workers = verifier_workers or []
@@ -154,6 +159,11 @@ class Orchestrator:
             default_max_tokens=server.default_max_tokens, max_tokens_cap=server.max_tokens_cap
         )
         n = tts.n_branches or self.settings.tts.n_branches
+        plan = await self._plan(request.model, pool, family, prompt, params, tts)
+        if plan is not None:
+            pool, n = self.pools[plan.pool], plan.n_branches
+            if tts.thinking_budget is None and plan.thinking_budget is not None:
+                tts = tts.model_copy(update={"thinking_budget": plan.thinking_budget})
         if n > self.settings.tts.max_branches:
             raise RequestError(
                 f"n_branches {n} exceeds the cap {self.settings.tts.max_branches}",
@@ -173,8 +183,46 @@ class Orchestrator:
             deadline=time.monotonic() + server.request_timeout_s,
             problem=problem,
         )
-        await self.store.create_request(self._new_record(prepared))
+        record = self._new_record(prepared)
+        if plan is not None:
+            record.plan = plan.record()
+        await self.store.create_request(record)
         return prepared
+
+    async def _plan(
+        self,
+        model: str,
+        pool: PoolHandle,
+        family: ModelFamily,
+        prompt: str,
+        params: SamplingParams,
+        tts: TtsOptions,
+    ) -> Plan | None:
+        """The latency policy picks pool × branches × thinking budget for a request with a
+        latency budget and no explicit `n_branches` (the user's explicit choice wins)."""
+        planner = self.planner.planner if self.planner is not None else None
+        if (
+            planner is None
+            or tts.latency_budget_s is None
+            or tts.n_branches is not None
+            or not planner.can_plan(model)
+        ):
+            return None
+        loads: dict[str, int] = {}
+        for running in self._running.values():
+            name = running.pool.config.name
+            loads[name] = loads.get(name, 0) + running.n_branches
+        request = PlanRequest(
+            model=model,
+            prompt_tokens=await pool.count_tokens(prompt),
+            latency_budget_s=tts.latency_budget_s,
+            max_tokens=params.max_tokens,
+            max_branches=self.settings.tts.max_branches,
+            pool=tts.pool,
+            pool_loads=loads,
+            mode=ThinkingMode.SLOW if family.has_markers else ThinkingMode.FAST,
+        )
+        return planner.plan(request)
 
     async def _check_size(self, pool: PoolHandle, prompt: str) -> None:
         limit = self.settings.server.max_prompt_tokens

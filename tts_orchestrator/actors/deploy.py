@@ -22,6 +22,7 @@ from ray.exceptions import RayError, RayTaskError
 from tts_orchestrator.actors.jobs import BranchChunk, GenerationJob
 from tts_orchestrator.actors.pool import PoolRunner
 from tts_orchestrator.actors.worker_process import WorkerProcess
+from tts_orchestrator.backends.base import WorkerMetrics
 from tts_orchestrator.chat_template import ChatTemplate
 from tts_orchestrator.config import PoolConfig, RayConfig, Settings
 from tts_orchestrator.exceptions import NoWorkerAvailable, TTSError, WorkerError
@@ -89,6 +90,9 @@ class PoolHandle:
 
     async def count_tokens(self, text: str) -> int:
         return int(await call(self.actor.count_tokens.remote(text)))
+
+    async def metrics(self) -> list[WorkerMetrics]:
+        return list(await call(self.actor.metrics.remote()))
 
     async def status(self) -> dict[str, Any]:
         status = dict(await call(self.actor.status.remote()))

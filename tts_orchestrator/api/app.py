@@ -26,8 +26,10 @@ from tts_orchestrator.api.errors import install_error_handlers
 from tts_orchestrator.api.limits import BodySizeLimit
 from tts_orchestrator.api.routes import router
 from tts_orchestrator.config import Settings
+from tts_orchestrator.live_profiles import LivePlanner, LivePool
 from tts_orchestrator.metrics import ServiceMetrics
 from tts_orchestrator.orchestrator import Orchestrator
+from tts_orchestrator.profile_store import RedisProfileStore
 from tts_orchestrator.security.auth import Gatekeeper, install_security
 from tts_orchestrator.security.redaction import install_redaction
 from tts_orchestrator.state.base import StateStore
@@ -105,6 +107,15 @@ def build_app(settings: Settings) -> FastAPI:
                 verifier = VerifierClient(store.client, replica_id=replica_id, keys=store.keys)
                 verifier.start()
                 stack.push_async_callback(verifier.aclose)
+            live = LivePlanner(settings.policy, store=RedisProfileStore(store.client))
+            await live.start(
+                [
+                    LivePool(h.config.name, h.config.engine, h.metrics)
+                    for h in handles
+                    if h.config.engine != "replay"
+                ]
+            )
+            stack.push_async_callback(live.aclose)
             orchestrator = Orchestrator(
                 settings=settings,
                 pools={h.config.name: h for h in handles},
@@ -114,6 +125,7 @@ def build_app(settings: Settings) -> FastAPI:
                 equivalent=checker.equivalent,
                 verifier=verifier,
                 verifier_workers=workers,
+                planner=live,
             )
             listener = asyncio.create_task(_listen_for_cancels(store, orchestrator))
             stack.push_async_callback(_cancel_task, listener)
