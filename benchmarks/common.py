@@ -18,6 +18,8 @@ class StreamTiming:
     ttft_s: float
     total_s: float
     completion_tokens: int
+    response_id: str = ""
+    worker_prompt_ms: float | None = None  # the engine's own prefill time, when it reports it
 
     @property
     def decode_tps(self) -> float:
@@ -33,6 +35,8 @@ async def timed_stream(client: httpx.AsyncClient, url: str, body: dict[str, Any]
     start = time.perf_counter()
     ttft: float | None = None
     tokens = 0
+    response_id = ""
+    prompt_ms: float | None = None
     async with client.stream("POST", url, json=body, timeout=300) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
@@ -48,9 +52,16 @@ async def timed_stream(client: httpx.AsyncClient, url: str, body: dict[str, Any]
                     ttft = time.perf_counter() - start
             if event.get("usage"):
                 tokens = int(event["usage"]["completion_tokens"])
+            response_id = event.get("id") or response_id
+            if event.get("timings"):
+                prompt_ms = float(event["timings"]["prompt_ms"])
     total = time.perf_counter() - start
     return StreamTiming(
-        ttft_s=ttft if ttft is not None else total, total_s=total, completion_tokens=tokens
+        ttft_s=ttft if ttft is not None else total,
+        total_s=total,
+        completion_tokens=tokens,
+        response_id=response_id,
+        worker_prompt_ms=prompt_ms,
     )
 
 

@@ -58,6 +58,7 @@ class BranchState:
     thinking_tokens: int = 0
     segment_base: int = 0
     interventions: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def done(self) -> bool:
@@ -90,6 +91,8 @@ class BranchState:
         if chunk.token_logprobs:
             self.logprob_sum += math.fsum(chunk.token_logprobs)
             self.logprob_n += len(chunk.token_logprobs)
+        if chunk.timings and not self.interventions:
+            self.timings = chunk.timings
         if chunk.usage is not None:
             self.tokens = self.segment_base + (chunk.usage.completion_tokens or 0) or self.tokens
             if self.interventions:  # a continuation: its prompt is ours + what we generated
@@ -275,6 +278,12 @@ class Presenter(abc.ABC):
         for b in self.branches:
             if b.prompt_tokens == 0:
                 b.prompt_tokens = n
+
+    def worker_timings(self) -> dict[str, float]:
+        """The engine's own timings of the first branch (prefill and decode), in ms."""
+        t = self.branches[0].timings
+        keep = {"prompt_ms": "worker_prompt_ms", "predicted_per_token_ms": "worker_ms_per_token"}
+        return {new: round(float(t[old]), 3) for old, new in keep.items() if old in t}
 
     def known_prompt_tokens(self) -> int:
         return max((b.prompt_tokens for b in self.branches), default=0)

@@ -460,7 +460,7 @@ class Orchestrator:
         ttft: float | None,
         total: float,
     ) -> None:
-        timings = {"total_s": round(total, 6)}
+        timings: dict[str, float] = {"total_s": round(total, 6), **presenter.worker_timings()}
         if ttft is not None:
             timings["ttft_s"] = round(ttft, 6)
         fields: dict[str, Any] = {
