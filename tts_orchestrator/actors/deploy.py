@@ -110,7 +110,8 @@ class PoolHandle:
         finished = False
         try:
             async for ref in gen:
-                yield await call(ref)
+                for item in await call(ref):  # the actor sends what is ready as one batch
+                    yield item
             finished = True
         finally:
             if not finished:  # cancelled or failed: release every engine request now

@@ -135,8 +135,11 @@ class PoolRunner:
         return list(await asyncio.gather(*(b.metrics() for b in self.backends)))
 
     # -- generation --------------------------------------------------------------------------
-    async def generate(self, job: GenerationJob) -> AsyncIterator[BranchChunk]:
-        """Stream every branch of `job`, interleaved, until all end or the job is aborted."""
+    async def generate(self, job: GenerationJob) -> AsyncIterator[list[BranchChunk]]:
+        """Stream every branch of `job`, interleaved, until all end or the job is aborted.
+
+        Chunks that are ready together go out as one batch: each yield is a Ray object, and
+        under load one object per token costs more than the tokens themselves."""
         self._ensure_health_loop()
         queue: asyncio.Queue[BranchChunk | object] = asyncio.Queue()
         tasks = self._tasks.setdefault(job.request_id, {})
@@ -145,12 +148,19 @@ class PoolRunner:
         live = len(job.branches)
         try:
             while live:
+                batch: list[BranchChunk] = []
                 item = await queue.get()
-                if item is _DONE:
-                    live -= 1
-                    continue
-                assert isinstance(item, BranchChunk)
-                yield item
+                while True:
+                    if item is _DONE:
+                        live -= 1
+                    else:
+                        assert isinstance(item, BranchChunk)
+                        batch.append(item)
+                    if queue.empty():
+                        break
+                    item = queue.get_nowait()
+                if batch:
+                    yield batch
         finally:
             await self.abort(job.request_id, [s.index for s in job.branches])
 
