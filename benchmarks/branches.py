@@ -183,7 +183,7 @@ def main() -> None:
         problem = _trace_file(Path(tmp) / "bench.jsonl", max(ns), args.words)
         (Path(tmp) / "replay").mkdir()
         cfg: dict[str, Any] = {
-            "server": {"default_max_tokens": 100_000},
+            "server": {"default_max_tokens": 20_000},
             "tts": {"max_branches": max(ns)},
             "pools": [replay_pool(traces=[str(Path(tmp) / "bench.jsonl")], tokens_per_s=args.rate)],
             "ray": {"num_cpus": 2},
