@@ -118,7 +118,7 @@ async def concurrency(
         body_base = {
             "model": "replay",
             "messages": [{"role": "user", "content": problem}],
-            "max_tokens": 100_000,
+            "max_tokens": 20_000,
         }
         # ideal = a single branch's length at the configured rate (measured once at N=1)
         r = await client.post(
