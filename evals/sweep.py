@@ -12,7 +12,7 @@ Grid file (all keys but ``grid`` optional)::
       limit: 20
       base_url: http://127.0.0.1:8000
     simulate:                               # used with --simulate (see evals.simulation)
-      traces: [../shared/traces/skythought_sky-t1-math-correct-5k-27b.jsonl]
+      traces: [evals/data/traces/skythought_sky-t1-math-correct-5k-27b.jsonl]
       datasets: [math500]
       model: {decode_tokens_per_s: {default: 25.0}}
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from evals.cli import eval_app, sweep_app
 from evals.records import RunStore, SampleRecord
 
-TRACES = Path("/work/shared/traces")
+TRACES = Path(__file__).resolve().parents[3] / "evals" / "data" / "traces"
 
 
 def test_import_has_no_heavy_side_effects() -> None:

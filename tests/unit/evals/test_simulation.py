@@ -13,7 +13,7 @@ from evals.simulation import (
     simulate,
 )
 
-TRACES = Path("/work/shared/traces")
+TRACES = Path(__file__).resolve().parents[3] / "evals" / "data" / "traces"
 SKY_T1 = TRACES / "skythought_sky-t1-math-correct-5k-27b.jsonl"
 
 # One character per token keeps the arithmetic readable; 100 tokens/s, 1 s prefill.
@@ -164,7 +164,6 @@ def test_weighted_aggregation_is_not_simulated() -> None:
         SimulationPoint(aggregation="weighted")
 
 
-@pytest.mark.skipif(not SKY_T1.exists(), reason="needs ../shared/traces")
 def test_single_branch_replay_reproduces_recorded_accuracy() -> None:
     rows = [json.loads(line) for line in SKY_T1.open()]
     rows = [r for r in rows if r["dataset"] == "math500"]

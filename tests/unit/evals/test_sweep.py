@@ -14,7 +14,7 @@ from evals.sweep import (
     write_sweep_outputs,
 )
 
-TRACES = Path("/work/shared/traces")
+TRACES = Path(__file__).resolve().parents[3] / "evals" / "data" / "traces"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -81,7 +81,6 @@ def _sim_grid(tmp_path: Path, *, limit: int | None) -> Path:
     return path
 
 
-@pytest.mark.skipif(not TRACES.exists(), reason="needs ../shared/traces")
 async def test_simulated_twenty_point_grid_writes_table_csv_and_png(tmp_path: Path) -> None:
     spec = load_sweep_spec(_sim_grid(tmp_path, limit=120))
     started = time.perf_counter()

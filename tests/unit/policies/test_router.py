@@ -22,7 +22,7 @@ from policies.router import (
     tradeoff_report,
 )
 
-MATH500 = Path("/work/shared/data/math500.jsonl")
+MATH500 = Path(__file__).resolve().parents[3] / "evals" / "data" / "math500.jsonl"
 
 
 def _math500() -> list[dict[str, object]]:
