@@ -120,8 +120,12 @@ async def _ask(
         r = await client.post("/v1/chat/completions", json=body, timeout=args.timeout)
         r.raise_for_status()
     except httpx.HTTPError as exc:
-        detail = exc.response.text[:300] if isinstance(exc, httpx.HTTPStatusError) else ""
-        return Outcome(mode, problem.id, problem.level, False, 0, 0.0, None, 0, f"{exc} {detail}")
+        error = (
+            f"HTTP {exc.response.status_code}: {exc.response.text[:300]}"
+            if isinstance(exc, httpx.HTTPStatusError)
+            else f"{type(exc).__name__}: {exc}"
+        )
+        return Outcome(mode, problem.id, problem.level, False, 0, 0.0, None, 0, error)
     latency = time.perf_counter() - start
     data = r.json()
     message = data["choices"][0]["message"]

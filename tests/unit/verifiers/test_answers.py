@@ -15,7 +15,7 @@ from verifiers.answers import (
     strip_thinking,
 )
 
-TRACES = Path(__file__).resolve().parents[3].parent / "shared" / "traces"
+TRACES = Path(__file__).resolve().parents[3] / "evals" / "data" / "traces"
 
 
 @pytest.mark.parametrize(
@@ -142,8 +142,6 @@ def test_strip_math_delimiters_nested() -> None:
 
 def _sky_t1_rows(limit: int) -> list[dict[str, object]]:
     path = TRACES / "skythought_sky-t1-math-correct-5k-27b.jsonl"
-    if not path.exists():
-        pytest.skip(f"recorded traces not found at {path}")
     rows = [json.loads(line) for line in path.open()]
     keep = [r for r in rows if r["dataset"] == "math500" and r["complete"] and r["is_correct"]]
     return keep[:limit]
