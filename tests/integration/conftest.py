@@ -1,11 +1,16 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from benchmarks.service import REPO, RunningService, cpu_pool, replay_pool, start_service
+from tts_orchestrator.security.keys import SecurityKeySchema
+from tts_orchestrator.state.embedded import EmbeddedRedis
+from tts_orchestrator.state.keys import KeySchema
 
 VOTE_TRACES = str(REPO / "tests" / "data" / "vote_traces.jsonl")
 
@@ -36,6 +41,31 @@ def replay_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running
     service = start_service(config, workdir)
     yield service
     service.stop()
+
+
+# -- security tests: one real redis-server, two clients of it (two API replicas) ---------------
+@pytest.fixture(scope="module")
+async def redis_url() -> AsyncIterator[str]:
+    async with EmbeddedRedis() as server:
+        yield server.url
+
+
+@pytest.fixture
+async def clients(redis_url: str) -> AsyncIterator[tuple[Redis, Redis]]:
+    """Two clients of one server: two API replicas."""
+    pair = (
+        Redis.from_url(redis_url, decode_responses=True),
+        Redis.from_url(redis_url, decode_responses=True),
+    )
+    await pair[0].flushall()
+    yield pair
+    for client in pair:
+        await client.aclose()
+
+
+@pytest.fixture
+def schema() -> SecurityKeySchema:
+    return SecurityKeySchema(KeySchema(prefix=f"t{uuid.uuid4().hex[:8]}"))
 
 
 @pytest.fixture(scope="session")

@@ -11,14 +11,14 @@ import asyncio
 import io
 import json
 import logging
-import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, MutableMapping
+from collections.abc import AsyncGenerator, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from integration.security_support import PEPPER, UNLIMITED, make_store
 from redis.asyncio import Redis
 
 from tts_orchestrator.api.errors import install_error_handlers
@@ -26,44 +26,12 @@ from tts_orchestrator.api.streaming import EventStreamResponse
 from tts_orchestrator.protocol import ChatCompletionRequest, TtsOptions
 from tts_orchestrator.security.auth import Admitted, Authenticated, Gatekeeper, install_security
 from tts_orchestrator.security.config import KeyLimits, SecurityConfig
-from tts_orchestrator.security.keys import ApiKeyStore, KeyHasher, SecurityKeySchema
+from tts_orchestrator.security.keys import ApiKeyStore, SecurityKeySchema
 from tts_orchestrator.security.limits import Limiter
 from tts_orchestrator.security.redaction import install_redaction, mark_sensitive
 from tts_orchestrator.state.embedded import EmbeddedRedis
-from tts_orchestrator.state.keys import KeySchema
 
 pytestmark = pytest.mark.integration
-
-PEPPER = "test-pepper"
-UNLIMITED = KeyLimits(requests_per_minute=None, max_concurrent=None)
-
-
-@pytest.fixture(scope="module")
-async def redis_url() -> AsyncIterator[str]:
-    async with EmbeddedRedis() as server:
-        yield server.url
-
-
-@pytest.fixture
-async def clients(redis_url: str) -> AsyncIterator[tuple[Redis, Redis]]:
-    """Two clients of one server: two API replicas."""
-    pair = (
-        Redis.from_url(redis_url, decode_responses=True),
-        Redis.from_url(redis_url, decode_responses=True),
-    )
-    await pair[0].flushall()
-    yield pair
-    for client in pair:
-        await client.aclose()
-
-
-@pytest.fixture
-def schema() -> SecurityKeySchema:
-    return SecurityKeySchema(KeySchema(prefix=f"t{uuid.uuid4().hex[:8]}"))
-
-
-def _store(client: Redis, schema: SecurityKeySchema, pepper: str | None = PEPPER) -> ApiKeyStore:
-    return ApiKeyStore(client, hasher=KeyHasher(pepper), keys=schema)
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -97,7 +65,7 @@ def _build_app(client: Redis, schema: SecurityKeySchema, *, log_prompts: bool = 
     harness = _Harness(
         app=app,
         gate=gate,
-        store=_store(client, schema),
+        store=make_store(client, schema),
         limiter=Limiter(client, keys=schema),
         stream_gate=asyncio.Event(),
     )

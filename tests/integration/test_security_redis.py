@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from integration.security_support import PEPPER, UNLIMITED, make_store
 from redis.asyncio import Redis
 from typer.testing import CliRunner
 
@@ -26,41 +25,8 @@ from tts_orchestrator.security.errors import (
 )
 from tts_orchestrator.security.keys import ApiKeyStore, KeyHasher, SecurityKeySchema
 from tts_orchestrator.security.limits import Limiter, utc_day
-from tts_orchestrator.state.embedded import EmbeddedRedis
-from tts_orchestrator.state.keys import KeySchema
 
 pytestmark = pytest.mark.integration
-
-PEPPER = "test-pepper"
-UNLIMITED = KeyLimits(requests_per_minute=None, max_concurrent=None)
-
-
-@pytest.fixture(scope="module")
-async def redis_url() -> AsyncIterator[str]:
-    async with EmbeddedRedis() as server:
-        yield server.url
-
-
-@pytest.fixture
-async def clients(redis_url: str) -> AsyncIterator[tuple[Redis, Redis]]:
-    """Two clients of one server: two API replicas."""
-    pair = (
-        Redis.from_url(redis_url, decode_responses=True),
-        Redis.from_url(redis_url, decode_responses=True),
-    )
-    await pair[0].flushall()
-    yield pair
-    for client in pair:
-        await client.aclose()
-
-
-@pytest.fixture
-def schema() -> SecurityKeySchema:
-    return SecurityKeySchema(KeySchema(prefix=f"t{uuid.uuid4().hex[:8]}"))
-
-
-def _store(client: Redis, schema: SecurityKeySchema, pepper: str | None = PEPPER) -> ApiKeyStore:
-    return ApiKeyStore(client, hasher=KeyHasher(pepper), keys=schema)
 
 
 async def _dump(client: Any) -> list[str]:
@@ -87,7 +53,7 @@ async def test_keys_are_hashed_at_rest(
     clients: tuple[Redis, Redis], schema: SecurityKeySchema
 ) -> None:
     client = clients[0]
-    store = _store(client, schema)
+    store = make_store(client, schema)
     limiter = Limiter(client, keys=schema)
     issued = [
         await store.create(f"user-{i}", limits=KeyLimits(daily_tokens=1000)) for i in range(3)
@@ -110,18 +76,18 @@ async def test_keys_are_hashed_at_rest(
 async def test_a_key_only_verifies_under_its_pepper(
     clients: tuple[Redis, Redis], schema: SecurityKeySchema
 ) -> None:
-    issued = await _store(clients[0], schema).create("ci", limits=UNLIMITED)
-    assert (await _store(clients[1], schema).verify(issued.secret)).id == issued.record.id
+    issued = await make_store(clients[0], schema).create("ci", limits=UNLIMITED)
+    assert (await make_store(clients[1], schema).verify(issued.secret)).id == issued.record.id
     for other in (None, "another-pepper"):
         with pytest.raises(AuthenticationError) as info:
-            await _store(clients[1], schema, other).verify(issued.secret)
+            await make_store(clients[1], schema, other).verify(issued.secret)
         assert info.value.code == "invalid_api_key"
 
 
 async def test_revoked_keys_stop_verifying_everywhere(
     clients: tuple[Redis, Redis], schema: SecurityKeySchema
 ) -> None:
-    replica_a, replica_b = _store(clients[0], schema), _store(clients[1], schema)
+    replica_a, replica_b = make_store(clients[0], schema), make_store(clients[1], schema)
     keep = await replica_a.create("keep", limits=UNLIMITED)
     drop = await replica_a.create("drop", limits=UNLIMITED)
     revoked = await replica_a.revoke(drop.record.id)
