@@ -181,6 +181,8 @@ class Presenter(abc.ABC):
         self.answer_budget = answer_budget
         self._interventions: list[Intervention] = []
         self.trimmers: dict[int, BranchTrimmer] = {}
+        #: Tokens an earlier phase of the request spent (the fast probes of ``auto``).
+        self.prior_usage: RecordUsage | None = None
 
     def _may_intervene(self, b: BranchState) -> bool:
         return (
@@ -289,12 +291,15 @@ class Presenter(abc.ABC):
         return max((b.prompt_tokens for b in self.branches), default=0)
 
     def usage(self) -> RecordUsage:
-        prompt = sum(b.prompt_tokens for b in self.branches)
-        completion = sum(b.tokens for b in self.branches)
+        """Tokens of every branch, plus those of an earlier phase (a mode probe) if any."""
+        before = self.prior_usage or RecordUsage()
+        prompt = sum(b.prompt_tokens for b in self.branches) + before.prompt_tokens
+        completion = sum(b.tokens for b in self.branches) + before.completion_tokens
+        cached = sum(b.cached_prompt_tokens for b in self.branches) + before.cached_prompt_tokens
         return RecordUsage(
             prompt_tokens=prompt,
             completion_tokens=completion,
-            cached_prompt_tokens=sum(b.cached_prompt_tokens for b in self.branches),
+            cached_prompt_tokens=cached,
             total_tokens=prompt + completion,
         )
 
@@ -339,12 +344,15 @@ class VotingPresenter(Presenter):
         equivalent: EquivalenceFn,
         thinking_budget: int | None = None,
         answer_budget: int = 512,
+        safe_lead: bool = True,
     ) -> None:
         super().__init__(
             seeds, family=family, thinking_budget=thinking_budget, answer_budget=answer_budget
         )
         self.tts = tts
-        self.consensus = Consensus(tts, n_branches=len(seeds), equivalent=equivalent)
+        self.consensus = Consensus(
+            tts, n_branches=len(seeds), equivalent=equivalent, safe_lead=safe_lead
+        )
         self._follow: int | None = None
         self._aborts: tuple[list[int], str] | None = None
         self._start = time.monotonic()

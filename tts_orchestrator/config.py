@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tts_orchestrator.exceptions import ConfigError
+from tts_orchestrator.modes import ModesConfig
 from tts_orchestrator.planning import PlannerSettings
 from tts_orchestrator.security.config import SecurityConfig
 
@@ -166,6 +167,7 @@ class Settings(BaseSettings):
     tts: TtsDefaults = Field(default_factory=TtsDefaults)
     trim: TrimConfig = Field(default_factory=TrimConfig)
     policy: PlannerSettings = Field(default_factory=PlannerSettings)
+    modes: ModesConfig = Field(default_factory=ModesConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
 
     @model_validator(mode="after")

@@ -36,9 +36,10 @@ class FirstAnswer(EarlyStopRule):
         return StopDecision(stop=False, reason="no parseable answer yet")
 
 
-def build_rule(tts: TtsOptions) -> EarlyStopRule:
+def build_rule(tts: TtsOptions, *, safe_lead: bool = True) -> EarlyStopRule:
     """The request's early-stop rule. A majority vote also stops once it is decided (SafeLead):
-    the unfinished branches cannot change its winner, so running them only costs time."""
+    the unfinished branches cannot change its winner, so running them only costs time.
+    ``safe_lead=False`` hears every branch out (a probe whose agreement is the question)."""
     aggregation = Aggregation(tts.aggregation)
     if aggregation is Aggregation.FIRST_FINISH:
         return FirstAnswer()
@@ -47,7 +48,7 @@ def build_rule(tts: TtsOptions) -> EarlyStopRule:
         "unanimous_window": lambda: UnanimousWindow(window=tts.early_stop_window),
         "beta": lambda: BetaConsensus(threshold=tts.early_stop_threshold),
     }[tts.early_stop]()
-    if aggregation is Aggregation.MAJORITY:
+    if aggregation is Aggregation.MAJORITY and safe_lead:
         return AnyOf(rules=(chosen, SafeLead()))
     return chosen
 
@@ -63,9 +64,16 @@ def branch_answer_text(content: str, reasoning: str) -> str | None:
 class Consensus:
     """Incremental vote of one request."""
 
-    def __init__(self, tts: TtsOptions, *, n_branches: int, equivalent: EquivalenceFn) -> None:
+    def __init__(
+        self,
+        tts: TtsOptions,
+        *,
+        n_branches: int,
+        equivalent: EquivalenceFn,
+        safe_lead: bool = True,
+    ) -> None:
         self.aggregation = Aggregation(tts.aggregation)
-        self.rule = build_rule(tts)
+        self.rule = build_rule(tts, safe_lead=safe_lead)
         self.n_branches = n_branches
         self._clusterer = AnswerClusterer(equivalent)
         self._start = time.monotonic()

@@ -46,6 +46,12 @@ class ServiceMetrics:
         self.early_stops = Counter(
             "tts_early_stops", "Early consensus stops, by rule", ["rule"], registry=r
         )
+        self.mode_decisions = Counter(
+            "tts_mode_decisions",
+            "Thinking-mode decisions, by the mode that ran and the stage that chose it",
+            ["mode", "stage"],
+            registry=r,
+        )
 
     def observe_request(
         self, endpoint: str, status: str, seconds: float, usage: RecordUsage

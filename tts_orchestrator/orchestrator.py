@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from policies.modes import ThinkingMode
 from tts_orchestrator.actors.deploy import PoolHandle
 from tts_orchestrator.actors.jobs import BranchChunk, BranchSpec, GenerationJob
 from tts_orchestrator.backends.base import SamplingParams
@@ -32,6 +31,8 @@ from tts_orchestrator.exceptions import (
 )
 from tts_orchestrator.live_profiles import LivePlanner
 from tts_orchestrator.metrics import ServiceMetrics
+from tts_orchestrator.mode_requests import ModeRun, ModeSetup, probe_answers, setup_chat, setup_raw
+from tts_orchestrator.modes import ModeChoice, ModeResolver, RunMode
 from tts_orchestrator.orchestrator_events import OutputEvent
 from tts_orchestrator.planning import Plan, PlanRequest
 from tts_orchestrator.protocol import ChatCompletionRequest, CompletionRequest, TtsOptions
@@ -66,6 +67,12 @@ class PreparedRequest:
     n_branches: int
     deadline: float
     problem: str = ""
+    #: The thinking-mode decision (updated when a probe stays fast or escalates).
+    mode: ModeChoice | None = None
+    #: The slow phase a stage-3 probe escalates to, and its branch count.
+    escalation: ModeRun | None = None
+    escalation_branches: int = 1
+    escalation_max_tokens: int = 0
     created: float = field(default_factory=time.monotonic)
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_reason: str | None = None
@@ -97,6 +104,9 @@ class Orchestrator:
         self.store = store
         self.metrics = metrics
         self.replica_id = replica_id
+        self.modes = ModeResolver(settings.modes)
+        for handle in pools.values():
+            self.modes.check_family(handle.config.model_family)
         self._running: dict[str, PreparedRequest] = {}
         self._background: set[asyncio.Future[None]] = set()
         self.accepting = True
@@ -141,13 +151,28 @@ class Orchestrator:
         tts = request.tts or TtsOptions()
         pool = self.resolve_pool(request.model, tts)
         family = get_family(pool.config.model_family)
+        setup: ModeSetup
         if isinstance(request, ChatCompletionRequest):
             messages = request.message_dicts()
-            prompt = await pool.render(messages, request.chat_template_kwargs or {})
+            setup = await setup_chat(
+                self.modes,
+                pool,
+                family,
+                messages,
+                mode=tts.mode,
+                reasoning_effort=request.reasoning_effort,
+                thinking_budget=tts.thinking_budget,
+                template_kwargs=request.chat_template_kwargs,
+            )
             problem = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         else:
-            prompt = problem = request.prompt
-        await self._check_size(pool, prompt)
+            problem = request.prompt
+            setup = setup_raw(
+                self.modes, family, problem, mode=tts.mode, thinking_budget=tts.thinking_budget
+            )
+        first = setup.first
+        prompt, family = first.prompt, first.family
+        await self._check_size(pool, setup.escalation.prompt if setup.escalation else prompt)
         server = self.settings.server
         requested = request.requested_max_tokens()
         if requested is not None and requested > server.max_tokens_cap:
@@ -158,8 +183,12 @@ class Orchestrator:
         params = request.to_sampling_params(
             default_max_tokens=server.default_max_tokens, max_tokens_cap=server.max_tokens_cap
         )
+        if first.grammar is not None:
+            params = params.model_copy(update={"grammar": first.grammar})
+        if first.thinking_budget is not None and tts.thinking_budget is None:
+            tts = tts.model_copy(update={"thinking_budget": first.thinking_budget})
         n = tts.n_branches or self.settings.tts.n_branches
-        plan = await self._plan(request.model, pool, family, prompt, params, tts)
+        plan = await self._plan(request.model, pool, prompt, params, tts, setup)
         if plan is not None:
             pool, n = self.pools[plan.pool], plan.n_branches
             if tts.thinking_budget is None and plan.thinking_budget is not None:
@@ -168,6 +197,13 @@ class Orchestrator:
             raise RequestError(
                 f"n_branches {n} exceeds the cap {self.settings.tts.max_branches}",
                 param="tts.n_branches",
+            )
+        slow_n, slow_max_tokens = n, params.max_tokens
+        if setup.probing:  # stage 3: k short fast samples first
+            probes = self.settings.modes
+            n = probes.probe_samples
+            params = params.model_copy(
+                update={"max_tokens": min(params.max_tokens, probes.probe_max_tokens)}
             )
         prefix = "chatcmpl" if endpoint is Endpoint.CHAT else "cmpl"
         prepared = PreparedRequest(
@@ -182,7 +218,13 @@ class Orchestrator:
             n_branches=n,
             deadline=time.monotonic() + server.request_timeout_s,
             problem=problem,
+            mode=setup.choice,
+            escalation=setup.escalation,
+            escalation_branches=slow_n,
+            escalation_max_tokens=slow_max_tokens,
         )
+        if not setup.probing:
+            self._count_mode(setup.choice)
         record = self._new_record(prepared)
         if plan is not None:
             record.plan = plan.record()
@@ -193,10 +235,10 @@ class Orchestrator:
         self,
         model: str,
         pool: PoolHandle,
-        family: ModelFamily,
         prompt: str,
         params: SamplingParams,
         tts: TtsOptions,
+        setup: ModeSetup,
     ) -> Plan | None:
         """The latency policy picks pool × branches × thinking budget for a request with a
         latency budget and no explicit `n_branches` (the user's explicit choice wins)."""
@@ -206,6 +248,7 @@ class Orchestrator:
             or tts.latency_budget_s is None
             or tts.n_branches is not None
             or not planner.can_plan(model)
+            or setup.thinking is None
         ):
             return None
         loads: dict[str, int] = {}
@@ -220,7 +263,7 @@ class Orchestrator:
             max_branches=self.settings.tts.max_branches,
             pool=tts.pool,
             pool_loads=loads,
-            mode=ThinkingMode.SLOW if family.has_markers else ThinkingMode.FAST,
+            mode=setup.thinking,
         )
         return planner.plan(request)
 
@@ -238,6 +281,7 @@ class Orchestrator:
     def _new_record(self, p: PreparedRequest) -> RequestRecord:
         base_seed = p.tts.seed if p.tts.seed is not None else p.params.seed
         return RequestRecord(
+            mode=p.mode.model_dump(exclude_none=True) if p.mode is not None else None,
             id=p.id,
             model=p.model,
             pool=p.pool.config.name,
@@ -287,7 +331,9 @@ class Orchestrator:
             )
         return GenerationJob(request_id=p.id, branches=branches)
 
-    def _presenter(self, p: PreparedRequest, job: GenerationJob) -> Presenter:
+    def _presenter(
+        self, p: PreparedRequest, job: GenerationJob, *, safe_lead: bool = True
+    ) -> Presenter:
         seeds = [b.params.seed for b in job.branches]
         budget = p.tts.thinking_budget if p.family.has_markers else None
         answer_budget = self.settings.tts.answer_budget
@@ -302,6 +348,7 @@ class Orchestrator:
             equivalent=self.equivalent,
             thinking_budget=budget,
             answer_budget=answer_budget,
+            safe_lead=safe_lead,
         )
 
     def _attach_trimmers(self, p: PreparedRequest, presenter: Presenter) -> None:
@@ -325,19 +372,18 @@ class Orchestrator:
         self._idle.clear()
         if self.cancel_listener is not None:
             self.cancel_listener.watch(p.id)
-        job = self._job(p)
-        presenter = self._presenter(p, job)
-        self._attach_trimmers(p, presenter)
-        self.metrics.branches.inc(p.n_branches)
+        phase = self._start_phase(p, None, probe=p.escalation is not None)
         start = time.monotonic()
         ttft: float | None = None
         status, error = RecordStatus.FINISHED, None
         self.metrics.inflight.inc()
         try:
-            async for event in self._generate(p, job, presenter):
+            async for event in self._phases(p, phase):
                 if ttft is None and (event.reasoning or event.content):
                     ttft = time.monotonic() - start
                     self.metrics.ttft.observe(ttft)
+                if event.finish_reason is not None and p.mode is not None:
+                    event.tts = {**(event.tts or {}), "mode": p.mode.model_dump(exclude_none=True)}
                 yield event
         except TTSError as exc:
             status, error = RecordStatus.FAILED, exc
@@ -355,6 +401,7 @@ class Orchestrator:
             if p.cancel.is_set():
                 status = RecordStatus.CANCELLED
             total = time.monotonic() - start
+            presenter = phase.presenter
             presenter.close_trimmers()
             self.metrics.observe_request(p.endpoint.value, status.value, total, presenter.usage())
             # A task of its own: a cancelled request still gets its record finished.
@@ -364,6 +411,53 @@ class Orchestrator:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             await asyncio.shield(task)
+
+    def _start_phase(self, p: PreparedRequest, before: _Phase | None, *, probe: bool) -> _Phase:
+        job = self._job(p)
+        phase = _Phase(job, self._presenter(p, job, safe_lead=not probe))
+        if before is not None:
+            phase.presenter.prior_usage = before.presenter.usage()
+        if not probe:
+            self._attach_trimmers(p, phase.presenter)
+        self.metrics.branches.inc(p.n_branches)
+        return phase
+
+    async def _phases(self, p: PreparedRequest, phase: _Phase) -> AsyncIterator[OutputEvent]:
+        """The request's generation: one phase, or (stage 3) fast probes then maybe slow."""
+        if p.escalation is None or p.mode is None:
+            async for event in self._generate(p, phase.job, phase.presenter):
+                yield event
+            return
+        held = [e async for e in self._generate(p, phase.job, phase.presenter)]
+        answers = probe_answers(phase.presenter.vote_detail(), p.n_branches)
+        p.mode = self.modes.after_probe(p.mode, answers)
+        self._count_mode(p.mode)
+        if p.mode.mode is RunMode.FAST:
+            # The probes' vote is the answer; their live text was a sample's, not reasoning.
+            for event in held:
+                if event.content or event.finish_reason is not None:
+                    event.reasoning = ""
+                    yield event
+            return
+        slow, tts = p.escalation, p.tts
+        if slow.thinking_budget is not None and tts.thinking_budget is None:
+            tts = tts.model_copy(update={"thinking_budget": slow.thinking_budget})
+        p.prompt, p.family, p.tts, p.n_branches = (
+            slow.prompt,
+            slow.family,
+            tts,
+            p.escalation_branches,
+        )
+        p.params = p.params.model_copy(
+            update={"grammar": slow.grammar, "max_tokens": p.escalation_max_tokens}
+        )
+        slow_phase = self._start_phase(p, phase, probe=False)
+        phase.job, phase.presenter = slow_phase.job, slow_phase.presenter
+        async for event in self._generate(p, phase.job, phase.presenter):
+            yield event
+
+    def _count_mode(self, choice: ModeChoice) -> None:
+        self.metrics.mode_decisions.labels(choice.mode.value, choice.stage.value).inc()
 
     async def _generate(
         self, p: PreparedRequest, job: GenerationJob, presenter: Presenter
@@ -435,7 +529,10 @@ class Orchestrator:
             prompt = p.prompt + b.generated() + iv.injected
             events += presenter.apply_intervention(iv)
             self.metrics.interventions.labels(iv.rule).inc()
-            params = p.params.model_copy(update={"seed": b.seed, "max_tokens": iv.max_tokens})
+            # A continuation holds the closed thinking block: a format grammar no longer fits.
+            params = p.params.model_copy(
+                update={"seed": b.seed, "max_tokens": iv.max_tokens, "grammar": None}
+            )
             await streams.continue_branch(iv.branch, prompt, params, worker=b.worker)
         return events
 
@@ -471,6 +568,7 @@ class Orchestrator:
             "answer": presenter.answer_text(),
             "vote": presenter.vote_detail(),
             "trims": {"interventions": iv} if (iv := presenter.interventions_detail()) else None,
+            "mode": p.mode.model_dump(exclude_none=True) if p.mode is not None else None,
         }
         if error is not None:
             fields["error"] = RecordError(message=error.message, type=error.error_type)
@@ -484,3 +582,11 @@ class Orchestrator:
                 await self.store.update_branch(p.id, b.index, **b.model_dump(exclude={"index"}))
         except TTSError:
             log.warning("could not record the end of %s", p.id)
+
+
+@dataclass
+class _Phase:
+    """The job and presenter running now; the last phase's presenter is recorded."""
+
+    job: GenerationJob
+    presenter: Presenter

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from policies.modes import ThinkingMode
 from tts_orchestrator.backends.base import SamplingParams
 
 
@@ -31,6 +32,9 @@ class TtsOptions(BaseModel):
     trim: bool | None = Field(None, description="TrimR trimming of overthinking (None: default).")
     thinking_budget: int | None = Field(
         None, ge=1, description="Thinking tokens per branch before it is told to answer."
+    )
+    mode: ThinkingMode | None = Field(
+        None, description="fast | slow | auto thinking (None: reasoning_effort, then config)."
     )
 
 
@@ -119,6 +123,9 @@ class ChatCompletionRequest(_OpenAIRequest):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     chat_template_kwargs: dict[str, Any] | None = None
+    reasoning_effort: str | None = Field(
+        None, description="OpenAI's low | medium | high (mapped to a mode by `modes.effort`)."
+    )
 
     @model_validator(mode="after")
     def _text_only(self) -> ChatCompletionRequest:

@@ -67,7 +67,8 @@ def test_client_disconnect_frees_every_slot(cpu_service: RunningService) -> None
             seen += line.startswith("data:")
             if seen >= 5:
                 break
-        assert busy_slots(url) >= 3
+        # /slots is a snapshot; take the best of a few so one sample between steps cannot decide.
+        assert max(busy_slots(url) for _ in range(5)) >= 3
     assert wait_slots_free(url, within_s=1.0) < 1.0
 
 
