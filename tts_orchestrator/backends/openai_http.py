@@ -131,7 +131,9 @@ class OpenAIHTTPBackend(WorkerBackend, abc.ABC):
             chunk = self._chunk_from_event(event)
             if chunk is None:
                 continue
-            # usage may arrive in a trailing choice-less event: fold it into the last chunk.
+            # Usage may arrive in a trailing choice-less event after the finishing chunk: only
+            # that chunk waits to take it in; every other one goes out at once (holding each
+            # chunk for the next would add a whole decode step to the time to first token).
             if pending is not None:
                 if not chunk.text and chunk.finish_reason is None and chunk.usage is not None:
                     pending = pending.model_copy(
@@ -139,7 +141,11 @@ class OpenAIHTTPBackend(WorkerBackend, abc.ABC):
                     )
                     continue
                 yield pending
-            pending = chunk
+                pending = None
+            if chunk.finish_reason is None:
+                yield chunk
+            else:
+                pending = chunk
         if pending is not None:
             yield pending
 

@@ -1,0 +1,65 @@
+"""Streaming parse of an OpenAI-style worker (llama.cpp adapter): chunks go out as they arrive."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from tts_orchestrator.backends.base import SamplingParams
+from tts_orchestrator.backends.llamacpp import LlamaCppBackend
+
+
+class CountingStream(httpx.AsyncByteStream):
+    """An SSE body that counts how many events the reader has pulled."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = events
+        self.pulled = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for event in self.events:
+            self.pulled += 1
+            yield f"data: {json.dumps(event)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+
+def token(text: str, finish: str | None = None) -> dict[str, Any]:
+    return {"choices": [{"index": 0, "text": text, "finish_reason": finish}]}
+
+
+USAGE = {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3}}
+
+
+def backend_for(stream: CountingStream) -> LlamaCppBackend:
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, stream=stream))
+    client = httpx.AsyncClient(transport=transport)
+    return LlamaCppBackend(url="http://worker", model="m", client=client)
+
+
+async def test_a_token_is_yielded_before_the_next_event_is_read() -> None:
+    stream = CountingStream([token("a"), token("b"), token("c", "stop"), USAGE])
+    chunks = backend_for(stream).stream_completion("p", SamplingParams(), request_id="r/0")
+    first = await anext(chunks)
+    assert first.text == "a" and stream.pulled == 1
+    second = await anext(chunks)
+    assert second.text == "b" and stream.pulled == 2
+    rest = [c async for c in chunks]
+    assert [c.text for c in rest] == ["c"]
+    assert rest[0].finish_reason == "stop"
+    assert rest[0].usage is not None and rest[0].usage.completion_tokens == 3
+
+
+async def test_a_finishing_chunk_without_trailer_keeps_its_own_usage() -> None:
+    last = token("b", "length") | {"usage": {"prompt_tokens": 2, "completion_tokens": 2}}
+    stream = CountingStream([token("a"), last])
+    chunks = [
+        c
+        async for c in backend_for(stream).stream_completion(
+            "p", SamplingParams(), request_id="r/1"
+        )
+    ]
+    assert [(c.text, c.finish_reason) for c in chunks] == [("a", None), ("b", "length")]
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 2
