@@ -14,7 +14,10 @@ Rules (every threshold in `TrimRConfig`; every trigger is logged with its reason
   answer-bearing thoughts; thoughts without an answer neither count nor reset, and a thought the
   judge marks as a bare confirmation of the previous answer counts as agreeing with it). A
   mismatch resets the count, unless `tolerate_one_outlier` lets one disagreeing answer inside a
-  run be skipped.
+  run be skipped. With `weak_agreement`, a thought whose only candidate is weaker than the
+  judge's bar (e.g. "= 12" about an unnamed quantity) counts as agreeing when it is equivalent
+  to the run's answer (a re-derivation that lands on it), and is ignored otherwise: a weak
+  candidate can extend a run, never start or break one.
 * underthinking - no convergence (the current run of agreeing answers is empty, and no
   comparison that could extend it is pending) once the branch has used `underthink_ratio` of its
   token budget, or closed `underthink_max_thoughts` thoughts (`underthink_mode`: either or both).
@@ -74,6 +77,11 @@ class TrimRConfig(BaseModel):
     tolerate_one_outlier: bool = Field(
         default=False, description="Skip one disagreeing answer inside a run instead of resetting."
     )
+    weak_agreement: bool = Field(
+        default=False,
+        description="A weak candidate equivalent to the run's answer extends the run "
+        "(a different one is ignored).",
+    )
     underthink_ratio: float = Field(
         default=0.5, gt=0.0, le=1.0, description="Share of the token budget without convergence."
     )
@@ -119,6 +127,7 @@ class _Link(BaseModel):
 
     thought: int
     answer: str
+    weak: bool = False  # a below-the-bar candidate: may extend a run, never anchor or reset it
 
 
 class TrimController:
@@ -184,7 +193,8 @@ class TrimController:
         concluded answer or, failing that, its most recent result is the best guess of what it
         will write.
         """
-        return self._chain[-1].answer if self._chain else self._latest_candidate
+        strong = [link for link in self._chain if not link.weak]
+        return strong[-1].answer if strong else self._latest_candidate
 
     # -- events ------------------------------------------------------------------------------
 
@@ -229,8 +239,12 @@ class TrimController:
                 self._links[(previous.thought, self._known)] = True
             elif known.positive and known.answer is not None:
                 self._chain.append(_Link(thought=self._known, answer=known.answer))
-                if len(self._chain) >= 2:
-                    self._request(len(self._chain) - 2, len(self._chain) - 1)
+                previous = self._previous_strong(len(self._chain) - 1)
+                if previous is not None:
+                    self._request(previous, len(self._chain) - 1)
+            elif self._config.weak_agreement and known.answer is not None and self._chain:
+                # Compared with the run's anchor once `_advance` reaches it.
+                self._chain.append(_Link(thought=self._known, answer=known.answer, weak=True))
             self._known += 1
         return self._advance()
 
@@ -274,28 +288,42 @@ class TrimController:
             if key not in self._links:
                 self._request(anchor, j)  # a no-op for consecutive pairs (asked eagerly)
                 break
+            if self._chain[j].weak:
+                # Agreeing: the run grows and keeps its (strong) anchor; else it is ignored.
+                self._streak += self._links[key]
+                self._cursor = j + 1
+                if self._links[key] and self._overthinking():
+                    return self._fire_overthinking()
+                continue
             if self._links[key]:
                 self._streak += 1
                 self._anchor, self._cursor = j, j + 1
-                if (
-                    TrimRule.OVERTHINKING in self._config.rules
-                    and self._streak >= self._config.overthink_m
-                ):
+                if self._overthinking():
                     return self._fire_overthinking()
             elif (
                 self._config.tolerate_one_outlier
                 and not self._outlier_used
                 and self._streak >= 1
-                and anchor == j - 1
+                and anchor == self._previous_strong(j)
             ):
                 self._outlier_used = True  # skip answer j; compare the next one to the anchor
                 self._cursor = j + 1
-            elif anchor != j - 1:
+            elif anchor != (outlier := self._previous_strong(j) or 0):
                 # The answer after a skipped outlier disagrees too: restart from the outlier.
-                self._anchor, self._streak, self._outlier_used, self._cursor = j - 1, 0, False, j
+                self._anchor, self._streak, self._outlier_used, self._cursor = outlier, 0, False, j
             else:
                 self._anchor, self._streak, self._outlier_used, self._cursor = j, 0, False, j + 1
         return self._check_underthinking()
+
+    def _previous_strong(self, j: int) -> int | None:
+        """Index of the last answer before chain position `j` that may anchor a run."""
+        return next((i for i in range(j - 1, -1, -1) if not self._chain[i].weak), None)
+
+    def _overthinking(self) -> bool:
+        return (
+            TrimRule.OVERTHINKING in self._config.rules
+            and self._streak >= self._config.overthink_m
+        )
 
     def _fire_overthinking(self) -> TrimDecision:
         link = self._chain[self._anchor]
