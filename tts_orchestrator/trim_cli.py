@@ -23,6 +23,9 @@ def trim_replay(
     include_incomplete: Annotated[bool, typer.Option(help="Also cut-off traces.")] = False,
     rules: Annotated[list[TrimRule] | None, typer.Option(help="Rules that may fire.")] = None,
     overthink_m: Annotated[int, typer.Option(help="Consecutive equivalent answers.")] = 2,
+    weak_agreement: Annotated[
+        bool, typer.Option(help="A weak candidate equal to the run's answer extends the run.")
+    ] = False,
     underthink_max_thoughts: Annotated[int, typer.Option()] = 20,
     underthink_mode: Annotated[UnderthinkMode, typer.Option()] = UnderthinkMode.ANY,
     delay_tokens: Annotated[int, typer.Option(help="Verdict latency, in streamed tokens.")] = 0,
@@ -38,6 +41,7 @@ def trim_replay(
 
     config = TrimRConfig(
         overthink_m=overthink_m,
+        weak_agreement=weak_agreement,
         underthink_max_thoughts=underthink_max_thoughts,
         underthink_mode=underthink_mode,
         **({"rules": frozenset(rules)} if rules else {}),

@@ -26,12 +26,21 @@ candidates equal the trace's final answer about 2.5 times as often as EXPRESSION
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from enum import IntEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from verifiers.answers import last_boxed
+from verifiers.question_target import (
+    _INEQUALITY,
+    _MATH_SPAN,
+    _PLACEHOLDER,
+    QuestionTarget,
+    _math_body,
+    _protect_math,
+    _squash,
+    _stem,
+)
 
 __all__ = [
     "AnswerExtractorConfig",
@@ -82,44 +91,8 @@ class AnswerExtractorConfig(BaseModel):
 
 # -- text helpers ---------------------------------------------------------------------------
 
-_MATH_SPAN = re.compile(
-    r"\\\((?:.|\n)+?\\\)|\\\[(?:.|\n)+?\\\]|\$\$(?:.|\n)+?\$\$|\$[^$]+?\$",
-)
 _DISPLAY_BLOCK = re.compile(r"\\\[(?:.|\n)*?\\\]|\$\$(?:.|\n)*?\$\$")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\(])")
-_ASKING = re.compile(
-    r"\b(?:find|compute|evaluate|simplify|determine|solve for|calculate|what|how|which|convert"
-    r"|expand|factor|rationalize|write|express)\b",
-    re.IGNORECASE,
-)
-_CLAUSE_END = re.compile(r"[.?!](?=\s|$)|\n\s*\n(?!\s*\x00)")
-# The asked noun phrase: after the verb (and "is the" / "many"), up to a preposition or clause.
-_ASKED_PHRASE = re.compile(
-    r"^(?:find|compute|determine|calculate|what(?:\s+(?:is|was|are|were))?|how\s+many|how\s+much"
-    r"|which|express|write|evaluate|simplify)\s+(?:(?:is|are|was)\s+)?(?:the\s+|all\s+|an?\s+)?"
-    r"(?P<np>[\w\s'-]{2,80}?)(?=\s+(?:of|in|on|for|that|when|if|is|are|was|were|does|do|did|can"
-    r"|could|will|would|should|must|might|may|has|have|had|to|such|where|whose|with|as|at|from"
-    r"|by)\b|[?.,;:()\x00]|$)",
-    re.IGNORECASE,
-)
-_OF_PHRASE = re.compile(
-    r"^\s+of\s+(?:the\s+|all\s+)?(?:\x00\d+\x00)?(?P<np>[\w-][\w\s'-]{1,60}?)(?=\s+(?:of|in|on|for|that|when|if|is"
-    r"|are|does|do|can|to|such|where|whose|with)\b|[?.,;:()\x00]|$)",
-    re.IGNORECASE,
-)
-# Words that never identify what is asked ("the number of ...", "all possible values").
-_GENERIC_WORDS = frozenset(
-    "the a an all any possible many much value values number numbers answer result following"
-    " your form and positive negative real integer integers total exact of new each more".split()
-)
-# Verbs whose conclusions name the expression rather than a noun ("the expression simplifies").
-_VERB_NOUNS: dict[str, tuple[str, ...]] = {
-    "simplify": ("simplified", "expression"),
-    "evaluate": ("expression",),
-    "expand": ("expanded", "expression"),
-    "factor": ("factored", "factorization"),
-    "rationalize": ("rationalized",),
-}
 _CONCLUSION_CUE = re.compile(
     r"^(?:and\s+)?(?:so|thus|therefore|hence|consequently|in conclusion|in summary|overall"
     r"|finally|that means|this means|which means|this gives|that gives|putting it all together"
@@ -146,10 +119,6 @@ _HEDGE = re.compile(
     r"|earlier i had|instead of)\b|\?",
     re.IGNORECASE,
 )
-_ASKS_FOR_MATH = re.compile(
-    r"^(?:what\s+is|compute|evaluate|find|calculate|simplify)\s*:?\s*(?:the\s+value\s+of\s+)?\x00",
-    re.IGNORECASE,
-)
 _PROSE_RUN = re.compile(r"[A-Za-z]{3,}")
 _FUNCTION_NAMES = re.compile(r"\\[A-Za-z]+|sqrt|log|ln|sin|cos|tan|cot|sec|csc|exp|mod|infty|pi")
 _BUT_CLAUSE = re.compile(r",?\s+\b(?:but|although|though|however|yet)\b", re.IGNORECASE)
@@ -168,26 +137,9 @@ _DOUBT = re.compile(
     r"\b(?:not|no|inconsistent|wrong|mistake|maybe|perhaps|but|however|unless)\b|n't\b|\?",
     re.IGNORECASE,
 )
-_NUMERIC = re.compile(r"[-+]?\d+(?:[.,]\d+)*")
-_INEQUALITY = re.compile(r"[<>≤≥]|\\(?:le|ge|neq|leq|geq|lt|gt)\b")
 _THERE_ARE = re.compile(
     r"\bthere (?:is|are|were|will be) (?:exactly |only )?(?P<rest>.+)$", re.IGNORECASE
 )
-
-
-def _math_body(span: str) -> str:
-    for opener, closer in (("\\(", "\\)"), ("\\[", "\\]"), ("$$", "$$"), ("$", "$")):
-        if span.startswith(opener) and span.endswith(closer) and len(span) >= len(opener) * 2:
-            return span[len(opener) : len(span) - len(closer)]
-    return span
-
-
-def _squash(latex: str) -> str:
-    """Whitespace-free LaTeX without sizing commands or trailing punctuation."""
-    text = re.sub(r"\\(?:left|right|displaystyle|,|;|!|quad)", "", latex)
-    text = re.sub(r"\\[dt]frac", r"\\frac", text)
-    text = re.sub(r"\s+", "", text)
-    return text.rstrip(".,;:?")
 
 
 def split_sentences(text: str) -> list[str]:
@@ -208,97 +160,6 @@ def split_sentences(text: str) -> list[str]:
     return sentences
 
 
-def _asked_clauses(problem: str) -> Iterable[tuple[str, str, list[str]]]:
-    """(verb, clause from the verb to the end of its sentence, math spans) per asking verb.
-
-    The clause keeps math spans as placeholders ("Find \\x000\\x00." for "Find $p(5).$").
-    """
-    prose, spans = _protect_math(problem)
-    for verb in _ASKING.finditer(prose):
-        end = _CLAUSE_END.search(prose, verb.end())
-        yield verb.group(0), prose[verb.start() : end.start() if end else len(prose)], spans
-
-
-def _asked_nouns(clause: str) -> list[str]:
-    """The head (last content word) of the asked noun phrase, through "of" when it is generic.
-
-    "the smallest positive perfect cube" -> cube; "the number of $x$-intercepts" -> intercepts.
-    """
-    phrase = _ASKED_PHRASE.match(clause)
-    if phrase is None:
-        return []
-    words = _content_words(phrase.group("np"))
-    rest = clause[phrase.end() :]
-    while not words:
-        nested = _OF_PHRASE.match(rest)
-        if nested is None:
-            break
-        words = _content_words(nested.group("np"))
-        rest = rest[nested.end() :]
-    head = words[-1:]
-    synonym = re.match(r"\s*\(([a-z][a-z\s-]{1,30})\)", rest)  # "base-2 digits (bits)"
-    if head and synonym is not None:
-        head += _content_words(synonym.group(1))[-1:]
-    return [_stem(w) for w in head]
-
-
-def _stem(word: str) -> str:
-    """Crude singular: "digits" -> "digit", "roots" -> "root" (enough to match a head noun)."""
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
-
-
-def _content_words(text: str) -> list[str]:
-    return [
-        w
-        for w in re.findall(r"[a-z][a-z'-]+", text.lower())
-        if w not in _GENERIC_WORDS and len(w) > 2
-    ]
-
-
-class QuestionTarget(BaseModel):
-    """What the question asks for, read from the problem text."""
-
-    model_config = ConfigDict(frozen=True)
-
-    symbols: tuple[str, ...] = Field(
-        default=(), description="Asked symbols / expressions, whitespace-free LaTeX."
-    )
-    nouns: tuple[str, ...] = Field(
-        default=(), description="Content words of the asked noun phrase (lower case)."
-    )
-
-    @classmethod
-    def from_problem(cls, problem: str) -> QuestionTarget:
-        symbols: list[str] = []
-        nouns: list[str] = []
-
-        def add(bucket: list[str], item: str) -> None:
-            if item and item not in bucket:
-                bucket.append(item)
-
-        for verb, clause, spans in _asked_clauses(problem):
-            # "How many values of $x$ ..." asks for a count, not for x.
-            counting = re.match(r"how\s+(?:many|much)\b", clause, re.IGNORECASE) is not None
-            for placeholder in _PLACEHOLDER.finditer(clause):
-                symbol = _squash(_math_body(spans[int(placeholder.group(1))]))
-                # Conditions ("$f(n) = n$", "$x > 0$") are not what is asked.
-                relation = "=" in symbol or _INEQUALITY.search(symbol) is not None
-                if len(symbol) <= 40 and not (counting or relation or _NUMERIC.fullmatch(symbol)):
-                    add(symbols, symbol)
-            for word in _asked_nouns(clause):
-                add(nouns, word)
-            for word in _VERB_NOUNS.get(verb.lower(), ()):
-                add(nouns, word)
-            if _ASKS_FOR_MATH.match(clause):  # "What is $...$?", "Compute $...$."
-                add(nouns, "expression")
-        # "the product $CD$ of the integers $C$ and $D$" asks for CD, not for C or D.
-        compound = [s for s in symbols if len(s) > 1]
-        symbols = [s for s in symbols if len(s) > 1 or not any(s in c for c in compound)]
-        return cls(symbols=tuple(symbols), nouns=tuple(nouns))
-
-
 # -- extraction -----------------------------------------------------------------------------
 
 _COPULA = re.compile(
@@ -307,7 +168,6 @@ _COPULA = re.compile(
     re.IGNORECASE,
 )
 _PLAIN_EQUALS = re.compile(r"\s?=\s?")
-_PLACEHOLDER = re.compile(r"\x00(\d+)\x00")
 _PLACEHOLDER_LIST = re.compile(r"\x00\d+\x00(?:(?:\s*,\s*|\s*,?\s+(?:and|or)\s+)\x00\d+\x00)*")
 _OPERATOR_WORDS = frozenset({"times", "plus", "minus", "over", "divided", "by"})
 _NUMBER_WORDS = {
@@ -325,20 +185,25 @@ _NUMBER_WORDS = {
     "eleven": "11",
     "twelve": "12",
 }
+_ADVERB_START = re.compile(
+    r"^\s*(?:indeed|still|also|just|exactly|clearly|definitely|actually|again)\s+", re.IGNORECASE
+)
+# "So, n = 8 is correct.": a value the sentence itself declares right.
+_DECLARED_RIGHT = re.compile(
+    r"\s+(?:is|are)\s+(?:indeed\s+|definitely\s+)?(?:correct|right|confirmed)\s*[.!]?\s*$",
+    re.IGNORECASE,
+)
+# "I think that's the answer." / "That should be it.": points at the previous sentence's result.
+_POINTER = re.compile(
+    r"^(?:so,?\s+)?(?:i think\s+|i'?m (?:confident|sure)\s+)?(?:that|this|it)(?:'s| is| should be"
+    r"| must be)\s+(?:the (?:final |correct )?answer|it|correct|right)\s*[.!]?$",
+    re.IGNORECASE,
+)
+_DANGLING = re.compile(r"[-+*/^=(\[{,]\s*$|\\(?:times|cdot|frac|sqrt)\s*$")
 _ARTICLE_START = re.compile(
     r"^(?:indeed\s+|definitely\s+|also\s+|still\s+|clearly\s+)?(?:the|a|an|my|our)\s",
     re.IGNORECASE,
 )
-
-
-def _protect_math(sentence: str) -> tuple[str, list[str]]:
-    spans: list[str] = []
-
-    def keep(match: re.Match[str]) -> str:
-        spans.append(match.group(0))
-        return f"\x00{len(spans) - 1}\x00"
-
-    return _MATH_SPAN.sub(keep, sentence), spans
 
 
 def _restore(text: str, spans: list[str]) -> str:
@@ -492,13 +357,31 @@ class IntermediateAnswerExtractor:
         self, text: str, *, target: QuestionTarget | None = None
     ) -> IntermediateAnswer | None:
         """Best candidate in the window: strongest grade, the latest one on ties."""
-        window = split_sentences(text)[-self._config.window_sentences :]
+        sentences = split_sentences(text)
+        start = max(len(sentences) - self._config.window_sentences, 0)
         best: IntermediateAnswer | None = None
-        for sentence in window:
+        for at in range(start, len(sentences)):
+            sentence = sentences[at]
             found = self.grade(sentence, target=target or QuestionTarget())
+            if found is None and at > 0 and _POINTER.match(sentence.strip()):
+                found = self._pointed(sentences[at - 1], target or QuestionTarget())
             if found is not None and (best is None or found.strength >= best.strength):
                 best = found
         return best
+
+    def _pointed(self, previous: str, target: QuestionTarget) -> IntermediateAnswer | None:
+        """The result a pointer sentence ("I think that's the answer.") refers to: the value
+        the previous sentence concludes with, stated by the pointer."""
+        found = self.grade(previous, target=target)
+        if found is None:
+            prose, spans = _protect_math(previous)
+            if _HEDGE.search(prose):
+                return None
+            found = self._conclusion(prose, spans, target, previous)
+        if found is None:
+            return None
+        strength = max(found.strength, AnswerStrength.STATED)
+        return found.model_copy(update={"strength": strength, "cue": f"pointer+{found.cue}"})
 
     def confirms(self, text: str) -> bool:
         """Does the thought end by confirming the earlier answer without restating it?
@@ -535,6 +418,13 @@ class IntermediateAnswerExtractor:
             made = self._make(value, AnswerStrength.STATED, "stated-before", sentence)
             if made is not None:
                 return made
+        declared = _DECLARED_RIGHT.search(prose)
+        if declared is not None:
+            value = _trailing_value(prose[: declared.start()], spans)
+            subject = _restore(prose[: declared.start()], spans)  # "So, n = 8"
+            made = self._make(value, _subject_strength(subject, target), "declared-right", sentence)
+            if made is not None:
+                return made
         if not _CONCLUSION_CUE.search(prose):
             return None
         return self._conclusion(prose, spans, target, sentence)
@@ -546,7 +436,7 @@ class IntermediateAnswerExtractor:
         if copulas:
             # "the perimeter is 6 times 7, which is 42": subject first, value after the last verb.
             last = copulas[-1]
-            value = _leading_value(prose[last.end() :], spans)
+            value = _leading_value(_ADVERB_START.sub("", prose[last.end() :]), spans)
             if value is not None:
                 subject = _restore(prose[: last.start()], spans)
                 strength = _subject_strength(subject, target)
@@ -594,6 +484,8 @@ class IntermediateAnswerExtractor:
             return None
         answer = _clean_answer(raw)
         if not answer or len(answer) > self._config.max_answer_chars:
+            return None
+        if _DANGLING.search(answer):  # "(1/2) *": the expression goes on past the sentence
             return None
         if strength < AnswerStrength.BOXED and len(answer.split()) > 8:
             return None

@@ -239,9 +239,9 @@ class TrimController:
                 self._links[(previous.thought, self._known)] = True
             elif known.positive and known.answer is not None:
                 self._chain.append(_Link(thought=self._known, answer=known.answer))
-                previous = self._previous_strong(len(self._chain) - 1)
-                if previous is not None:
-                    self._request(previous, len(self._chain) - 1)
+                before = self._previous_strong(len(self._chain) - 1)
+                if before is not None:
+                    self._request(before, len(self._chain) - 1)
             elif self._config.weak_agreement and known.answer is not None and self._chain:
                 # Compared with the run's anchor once `_advance` reaches it.
                 self._chain.append(_Link(thought=self._known, answer=known.answer, weak=True))
@@ -293,13 +293,13 @@ class TrimController:
                 self._streak += self._links[key]
                 self._cursor = j + 1
                 if self._links[key] and self._overthinking():
-                    return self._fire_overthinking()
+                    return self._fire_overthinking(j)
                 continue
             if self._links[key]:
                 self._streak += 1
                 self._anchor, self._cursor = j, j + 1
                 if self._overthinking():
-                    return self._fire_overthinking()
+                    return self._fire_overthinking(j)
             elif (
                 self._config.tolerate_one_outlier
                 and not self._outlier_used
@@ -321,19 +321,19 @@ class TrimController:
 
     def _overthinking(self) -> bool:
         return (
-            TrimRule.OVERTHINKING in self._config.rules
-            and self._streak >= self._config.overthink_m
+            TrimRule.OVERTHINKING in self._config.rules and self._streak >= self._config.overthink_m
         )
 
-    def _fire_overthinking(self) -> TrimDecision:
-        link = self._chain[self._anchor]
+    def _fire_overthinking(self, last: int) -> TrimDecision:
+        """`last`: the chain position that completed the run (the anchor holds its answer)."""
+        link, closing = self._chain[self._anchor], self._chain[last]
         outlier = " (one outlier skipped)" if self._outlier_used else ""
         return self._fire(
             TrimRule.OVERTHINKING,
             f"{self._streak} consecutive equivalent answers {link.answer!r}{outlier}, "
-            f"the last in thought {link.thought}",
+            f"the last in thought {closing.thought}",
             answer=link.answer,
-            thought_index=link.thought,
+            thought_index=closing.thought,
         )
 
     def _check_underthinking(self) -> TrimDecision | None:

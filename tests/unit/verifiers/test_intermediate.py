@@ -59,6 +59,8 @@ P_PRODUCT = (
     "\\[\\frac{C}{x-3}+\\frac{D}{x+8}=\\frac{4x-23}{x^2+5x-24}\\]for all real values of $x$ "
     "except $-8$ and $3$."
 )
+P_MEDIAN = "What is the median of the first ten positive integers?"
+P_SERIES = "Find $n$ if the sum of the first $n$ terms is $\\frac{255}{512}$."
 P_COUNT = "For how many values of $x$ is the expression $\\frac{x-5}{x^2-9}$ not defined?"
 
 E, T, S, B = (
@@ -170,6 +172,12 @@ E, T, S, B = (
             "", "Therefore, the only integer roots are x = 1 and x = -2.", "1, -2", E, id="list"
         ),
         pytest.param("", "So, the number of ways is (9-1)! = 8!.", "8!", E, id="factorial"),
+        # An adverb between the verb and the value (real: Sky-T1, math500/354).
+        pytest.param(P_MEDIAN, "So, the median is indeed 81.", "81", T, id="is-indeed"),
+        pytest.param("", "Thus, the sum is still 12.", "12", E, id="is-still"),
+        # A value the sentence declares right (real: Sky-T1, math500/446).
+        pytest.param(P_SERIES, "So, n = 8 is correct.", "8", T, id="declared-right"),
+        pytest.param("", "So, n = 8 is correct.", "8", E, id="declared-right-untargeted"),
         pytest.param(
             "", "So, the total number of ways should be 5 × 4 × 3.", "5 × 4 × 3", E, id="times"
         ),
@@ -213,6 +221,9 @@ def test_grades(problem: str, sentence: str, answer: str, strength: AnswerStreng
             id="negated-property",
         ),
         pytest.param("", "Let me compute 6 times 7 first.", id="plan"),
+        # Cut mid-expression (real: Sky-T1, math500/143, "... = (1/2) * |...|").
+        pytest.param("", "Thus, the area is (1/2) *", id="dangling-operator"),
+        pytest.param("", r"So, the area is \(\frac{1}{2} \cdot\)", id="dangling-latex-operator"),
     ],
 )
 def test_no_candidate(problem: str, sentence: str) -> None:
@@ -260,6 +271,34 @@ def test_extract_prefers_the_strongest_then_the_latest() -> None:
     thought = "So, the answer is 5.\n\nThen 2 + 3 = 5 again, so x = 5.\n\nNice."
     found = IntermediateAnswerExtractor().extract(thought)
     assert found is not None and (found.answer, found.strength) == ("5", S)
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        # Real (Sky-T1, math500/454 and math500/354): the pointer states the previous result.
+        pytest.param(
+            "So, the equation is y = 2x + 3.\nI think that's the answer.", "2x + 3", id="real"
+        ),
+        pytest.param(
+            "Yes, that matches what I found earlier.\nSo, the median is indeed 81.\n"
+            "I think that's the answer.",
+            "81",
+            id="real-after-adverb",
+        ),
+        pytest.param("The total is 6 + 7 = 13.\nThat should be the answer.", "13", id="no-cue"),
+        pytest.param("Maybe the total is 13.\nI think that's the answer.", None, id="hedged"),
+        pytest.param("Let me add them up.\nI think that's the answer.", None, id="no-value"),
+    ],
+)
+def test_pointer_sentence_states_the_previous_result(text: str, answer: str | None) -> None:
+    found = IntermediateAnswerExtractor().extract(text)
+    if answer is None:
+        assert found is None
+        return
+    assert found is not None
+    assert (found.answer, found.strength) == (answer, S)
+    assert found.cue.startswith("pointer+")
 
 
 def test_window_limits_how_far_back_the_answer_may_be() -> None:

@@ -29,6 +29,7 @@ SKY = (
 )
 
 CONFIRM = "<confirms>"  # scripted stand-in for a bare "Yes, that checks out." thought
+WEAK = "weak:"  # prefix: a candidate below the judge's bar ("= 5" about an unnamed quantity)
 OVERTHINKING_ONLY = TrimRConfig(rules=frozenset({TrimRule.OVERTHINKING}))
 
 
@@ -41,6 +42,8 @@ def verdict(answer: str | None) -> Verdict:
         return Verdict(positive=True, score=0.5, confirms=True)
     if answer is None:
         return Verdict(positive=False, score=0.0)
+    if answer.startswith(WEAK):
+        return Verdict(positive=False, score=0.25, answer=answer.removeprefix(WEAK))
     return Verdict(positive=True, score=1.0, answer=answer)
 
 
@@ -124,6 +127,51 @@ def test_only_one_outlier_per_run(answers: list[str | None], fires_at: int | Non
     config = OVERTHINKING_ONLY.model_copy(update={"tolerate_one_outlier": True, "overthink_m": 3})
     decision = run(answers, config)
     assert (decision.thought_index if decision else None) == fires_at
+
+
+W5, W7 = WEAK + "5", WEAK + "7"
+
+
+@pytest.mark.parametrize(
+    ("answers", "fires_at", "without"),
+    [
+        pytest.param(["5", W5, W5], 2, None, id="weak-agreements-extend-a-run"),
+        pytest.param(["5", W7, "5", W5], 3, None, id="weak-disagreement-is-ignored"),
+        pytest.param(["5", "5", W7, "5"], 3, 3, id="weak-disagreement-does-not-reset"),
+        pytest.param([W5, "5", W5], None, None, id="weak-never-starts-a-run"),
+        pytest.param(["5", "7", W7, W7], 3, None, id="run-after-reset"),
+        pytest.param(["5", "5", "5"], 2, 2, id="strong-runs-unchanged"),
+    ],
+)
+def test_weak_agreement(
+    answers: list[str | None], fires_at: int | None, without: int | None
+) -> None:
+    config = OVERTHINKING_ONLY.model_copy(update={"weak_agreement": True})
+    decision = run(answers, config)
+    assert (decision.thought_index if decision else None) == fires_at
+    if decision is not None:
+        assert decision.answer == answers[fires_at].removeprefix(WEAK)  # type: ignore[union-attr]
+    baseline = run(answers)
+    assert (baseline.thought_index if baseline else None) == without
+
+
+def test_weak_agreement_with_an_outlier() -> None:
+    config = OVERTHINKING_ONLY.model_copy(
+        update={"weak_agreement": True, "tolerate_one_outlier": True}
+    )
+    decision = run(["5", W5, "7", W5], config)
+    assert decision is not None
+    assert (decision.thought_index, decision.answer) == (3, "5")
+    assert "one outlier skipped" in decision.reason
+
+
+def test_forced_answer_ignores_weak_links() -> None:
+    config = TrimRConfig(
+        rules=frozenset({TrimRule.UNDERTHINKING}), weak_agreement=True, underthink_max_thoughts=3
+    )
+    decision = run(["5", W7, None], config)
+    assert decision is not None
+    assert decision.answer == "5"
 
 
 def test_overthink_m_is_the_number_of_equivalent_pairs() -> None:
