@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tts_orchestrator.actors.deploy import PoolHandle
@@ -31,51 +31,26 @@ from tts_orchestrator.exceptions import (
 )
 from tts_orchestrator.live_profiles import LivePlanner
 from tts_orchestrator.metrics import ServiceMetrics
-from tts_orchestrator.mode_requests import ModeRun, ModeSetup, probe_answers, setup_chat, setup_raw
+from tts_orchestrator.mode_requests import ModeSetup, probe_answers, setup_chat, setup_raw
 from tts_orchestrator.modes import ModeChoice, ModeResolver, RunMode
 from tts_orchestrator.orchestrator_events import OutputEvent
 from tts_orchestrator.planning import Plan, PlanRequest
+from tts_orchestrator.prepared import PreparedRequest, final_fields, new_record
 from tts_orchestrator.protocol import ChatCompletionRequest, CompletionRequest, TtsOptions
 from tts_orchestrator.state.base import CancelListener, StateStore
 from tts_orchestrator.state.records import (
-    BranchRecord,
     Endpoint,
-    RecordError,
     RecordStatus,
     RequestRecord,
 )
 from tts_orchestrator.streams import BranchStreams
 from tts_orchestrator.trimming import BranchTrimmer
 from tts_orchestrator.verification import VerifierClient
-from verifiers.families import ModelFamily, get_family
+from verifiers.families import get_family
 from verifiers.trimr import TrimRConfig
 from verifiers.voting import EquivalenceFn
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PreparedRequest:
-    id: str
-    endpoint: Endpoint
-    model: str
-    pool: PoolHandle
-    family: ModelFamily
-    prompt: str
-    params: SamplingParams
-    tts: TtsOptions
-    n_branches: int
-    deadline: float
-    problem: str = ""
-    #: The thinking-mode decision (updated when a probe stays fast or escalates).
-    mode: ModeChoice | None = None
-    #: The slow phase a stage-3 probe escalates to, and its branch count.
-    escalation: ModeRun | None = None
-    escalation_branches: int = 1
-    escalation_max_tokens: int = 0
-    created: float = field(default_factory=time.monotonic)
-    cancel: asyncio.Event = field(default_factory=asyncio.Event)
-    cancel_reason: str | None = None
 
 
 class Orchestrator:
@@ -148,6 +123,7 @@ class Orchestrator:
     ) -> PreparedRequest:
         if not self.accepting:
             raise NoWorkerAvailable("the server is shutting down", code="shutting_down")
+        began = time.monotonic()
         tts = request.tts or TtsOptions()
         pool = self.resolve_pool(request.model, tts)
         family = get_family(pool.config.model_family)
@@ -229,6 +205,7 @@ class Orchestrator:
         if plan is not None:
             record.plan = plan.record()
         await self.store.create_request(record)
+        prepared.prepare_s = time.monotonic() - began
         return prepared
 
     async def _plan(
@@ -279,21 +256,7 @@ class Orchestrator:
             )
 
     def _new_record(self, p: PreparedRequest) -> RequestRecord:
-        base_seed = p.tts.seed if p.tts.seed is not None else p.params.seed
-        return RequestRecord(
-            mode=p.mode.model_dump(exclude_none=True) if p.mode is not None else None,
-            id=p.id,
-            model=p.model,
-            pool=p.pool.config.name,
-            endpoint=p.endpoint,
-            params={"sampling": p.params.model_dump(), "tts": p.tts.model_dump(exclude_none=True)},
-            status=RecordStatus.RUNNING,
-            replica_id=self.replica_id,
-            branches=[
-                BranchRecord(index=i, seed=None if base_seed is None else base_seed + i)
-                for i in range(p.n_branches)
-            ],
-        )
+        return new_record(p, replica_id=self.replica_id)
 
     # -- cancellation ------------------------------------------------------------------------
     def cancel_local(self, request_id: str, reason: str) -> bool:
@@ -373,7 +336,7 @@ class Orchestrator:
         if self.cancel_listener is not None:
             self.cancel_listener.watch(p.id)
         phase = self._start_phase(p, None, probe=p.escalation is not None)
-        start = time.monotonic()
+        start = p.started_at = time.monotonic()
         ttft: float | None = None
         status, error = RecordStatus.FINISHED, None
         self.metrics.inflight.inc()
@@ -493,6 +456,8 @@ class Orchestrator:
                 item = nxt.result()
                 if item is None:
                     break
+                if p.first_chunk_at is None:
+                    p.first_chunk_at = time.monotonic()
                 for event in await presenter.observe(item):
                     yield event
                 for event in await self._act(p, presenter, streams):
@@ -557,25 +522,7 @@ class Orchestrator:
         ttft: float | None,
         total: float,
     ) -> None:
-        timings: dict[str, float] = {"total_s": round(total, 6), **presenter.worker_timings()}
-        if ttft is not None:
-            timings["ttft_s"] = round(ttft, 6)
-        fields: dict[str, Any] = {
-            "status": status,
-            "timings": timings,
-            "usage": presenter.usage(),
-            "finish_reason": presenter.finish_reason,
-            "answer": presenter.answer_text(),
-            "vote": presenter.vote_detail(),
-            "trims": {"interventions": iv} if (iv := presenter.interventions_detail()) else None,
-            "mode": p.mode.model_dump(exclude_none=True) if p.mode is not None else None,
-        }
-        if error is not None:
-            fields["error"] = RecordError(message=error.message, type=error.error_type)
-        elif status is RecordStatus.CANCELLED:
-            fields["error"] = RecordError(
-                message=f"cancelled: {p.cancel_reason or 'client disconnected'}", type="cancelled"
-            )
+        fields = final_fields(p, presenter, status, error, ttft=ttft, total=total)
         try:
             await self.store.update_request(p.id, **fields)
             for b in presenter.branch_records():

@@ -140,7 +140,10 @@ def test_request_record_in_redis(cpu_service: RunningService, client: openai.Ope
     assert record["status"] == "finished"
     assert record["answer"] == r.choices[0].message.content
     assert record["usage"]["completion_tokens"] == r.usage.completion_tokens  # type: ignore[union-attr]
-    assert record["timings"]["total_s"] > 0
+    t = record["timings"]
+    assert 0 < t["prepare_s"] < t["total_s"]
+    assert 0 < t["first_chunk_s"] <= t["ttft_s"] <= t["total_s"]
+    assert record["mode"]["mode"] == "fast" and record["mode"]["stage"] == "default"
     assert httpx.get(f"{cpu_service.url}/v1/requests/chatcmpl-unknown").status_code == 404
 
 

@@ -14,8 +14,9 @@ from starlette.types import Receive, Scope, Send
 
 from tts_orchestrator.api.errors import sse_error
 from tts_orchestrator.exceptions import TTSError
-from tts_orchestrator.orchestrator import Orchestrator, PreparedRequest
+from tts_orchestrator.orchestrator import Orchestrator
 from tts_orchestrator.orchestrator_events import OutputEvent
+from tts_orchestrator.prepared import PreparedRequest
 from tts_orchestrator.protocol import (
     ChatChoice,
     ChatCompletionResponse,

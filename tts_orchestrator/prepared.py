@@ -1,0 +1,111 @@
+"""A prepared request (what `Orchestrator.prepare` hands to `run`) and its record's fields."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tts_orchestrator.actors.deploy import PoolHandle
+from tts_orchestrator.backends.base import SamplingParams
+from tts_orchestrator.branches import Presenter
+from tts_orchestrator.exceptions import TTSError
+from tts_orchestrator.mode_requests import ModeRun
+from tts_orchestrator.modes import ModeChoice
+from tts_orchestrator.protocol import TtsOptions
+from tts_orchestrator.state.records import (
+    BranchRecord,
+    Endpoint,
+    RecordError,
+    RecordStatus,
+    RequestRecord,
+)
+from verifiers.families import ModelFamily
+
+
+@dataclass
+class PreparedRequest:
+    id: str
+    endpoint: Endpoint
+    model: str
+    pool: PoolHandle
+    family: ModelFamily
+    prompt: str
+    params: SamplingParams
+    tts: TtsOptions
+    n_branches: int
+    deadline: float
+    problem: str = ""
+    #: The thinking-mode decision (updated when a probe stays fast or escalates).
+    mode: ModeChoice | None = None
+    #: The slow phase a stage-3 probe escalates to, and its branch count.
+    escalation: ModeRun | None = None
+    escalation_branches: int = 1
+    escalation_max_tokens: int = 0
+    created: float = field(default_factory=time.monotonic)
+    #: Seconds spent in `prepare` (mode, template, size check, plan, record).
+    prepare_s: float = 0.0
+    #: When `run` started and when the pool's first chunk reached it (monotonic).
+    started_at: float = 0.0
+    first_chunk_at: float | None = None
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel_reason: str | None = None
+
+
+def new_record(p: PreparedRequest, *, replica_id: str) -> RequestRecord:
+    """The record a request starts with (status running, one entry per branch)."""
+    base_seed = p.tts.seed if p.tts.seed is not None else p.params.seed
+    return RequestRecord(
+        mode=p.mode.model_dump(exclude_none=True) if p.mode is not None else None,
+        id=p.id,
+        model=p.model,
+        pool=p.pool.config.name,
+        endpoint=p.endpoint,
+        params={"sampling": p.params.model_dump(), "tts": p.tts.model_dump(exclude_none=True)},
+        status=RecordStatus.RUNNING,
+        replica_id=replica_id,
+        branches=[
+            BranchRecord(index=i, seed=None if base_seed is None else base_seed + i)
+            for i in range(p.n_branches)
+        ],
+    )
+
+
+def final_fields(
+    p: PreparedRequest,
+    presenter: Presenter,
+    status: RecordStatus,
+    error: TTSError | None,
+    *,
+    ttft: float | None,
+    total: float,
+) -> dict[str, Any]:
+    """The record fields a finished (or failed, or cancelled) request is updated with.
+
+    Timings: ``prepare_s`` (in `prepare`), ``first_chunk_s`` (run start → the pool's first
+    chunk in this process), ``ttft_s`` (run start → first text out), the engine's own
+    ``worker_prompt_ms`` / ``worker_ms_per_token``, ``total_s``."""
+    timings: dict[str, float] = {"total_s": round(total, 6), **presenter.worker_timings()}
+    timings["prepare_s"] = round(p.prepare_s, 6)
+    if ttft is not None:
+        timings["ttft_s"] = round(ttft, 6)
+    if p.first_chunk_at is not None:  # run start → the pool's first chunk here
+        timings["first_chunk_s"] = round(p.first_chunk_at - p.started_at, 6)
+    fields: dict[str, Any] = {
+        "status": status,
+        "timings": timings,
+        "usage": presenter.usage(),
+        "finish_reason": presenter.finish_reason,
+        "answer": presenter.answer_text(),
+        "vote": presenter.vote_detail(),
+        "trims": {"interventions": iv} if (iv := presenter.interventions_detail()) else None,
+        "mode": p.mode.model_dump(exclude_none=True) if p.mode is not None else None,
+    }
+    if error is not None:
+        fields["error"] = RecordError(message=error.message, type=error.error_type)
+    elif status is RecordStatus.CANCELLED:
+        fields["error"] = RecordError(
+            message=f"cancelled: {p.cancel_reason or 'client disconnected'}", type="cancelled"
+        )
+    return fields
