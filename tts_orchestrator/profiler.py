@@ -490,9 +490,11 @@ def observation_from_counters(
 
     None when the window says nothing reliable: idle at either end (idle time would inflate
     the step time), fewer than ``min_tokens`` generated, or counters that went backwards.
-    Step time is ``wall / decode calls`` where the engine counts its batched decode calls
-    (llama.cpp), else ``wall · concurrency · a / decode tokens``; concurrency is the mean of
-    the running requests at both ends.
+    Step time, best source first: the engine's own decode timing (llama.cpp: generation seconds
+    / tokens of the requests that finished in the window, times ``a``), which leaves out prompt
+    processing and the gaps between requests; else ``wall / decode calls`` where the engine
+    counts its batched calls; else ``wall · concurrency · a / decode tokens``. Concurrency is
+    the mean of the running requests at both ends.
     """
     if wall_s <= 0 or before.requests_running < 1 or after.requests_running < 1:
         return None
@@ -506,7 +508,10 @@ def observation_from_counters(
     a = delta.tokens_per_step
     calls_name = ENGINE_DECODE_CALL_COUNTERS.get(engine)
     calls = delta.raw.get(calls_name, 0.0) if calls_name else 0.0
-    if calls > 0:
+    per_token = delta.engine_per_token_s(engine)
+    if per_token is not None:
+        step = per_token * a
+    elif calls > 0:
         step = wall_s / calls
     else:
         step = wall_s * concurrency * a / delta.generated_tokens

@@ -353,6 +353,31 @@ async def test_profiler_detects_a_shared_prefix_and_a_busy_worker() -> None:
             (2, 0.05, None),
             id="llama-cpp-decode-calls",
         ),
+        # llama.cpp's own decode timing wins over the wall clock (which holds prefill and
+        # gaps): 90 tokens finished in 6.3 request-seconds -> 70 ms per step
+        pytest.param(
+            _metrics(
+                0,
+                running=2,
+                raw={
+                    "llamacpp:n_decode_total": 10,
+                    "llamacpp:tokens_predicted_seconds_total": 1.0,
+                    "llamacpp:tokens_predicted_total": 10,
+                },
+            ),
+            _metrics(
+                80,
+                running=2,
+                raw={
+                    "llamacpp:n_decode_total": 50,
+                    "llamacpp:tokens_predicted_seconds_total": 7.3,
+                    "llamacpp:tokens_predicted_total": 100,
+                },
+            ),
+            "llama_cpp",
+            (2, 0.07, None),
+            id="llama-cpp-engine-timed",
+        ),
         # generic: 2 sequences x 2 tokens/step, 200 tokens in 2 s -> 50 steps -> 40 ms
         pytest.param(
             _metrics(0, 0, 0, running=2),
