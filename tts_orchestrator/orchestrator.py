@@ -119,7 +119,11 @@ class Orchestrator:
         return candidates[0]
 
     async def prepare(
-        self, request: ChatCompletionRequest | CompletionRequest, endpoint: Endpoint
+        self,
+        request: ChatCompletionRequest | CompletionRequest,
+        endpoint: Endpoint,
+        *,
+        owner: str | None = None,
     ) -> PreparedRequest:
         if not self.accepting:
             raise NoWorkerAvailable("the server is shutting down", code="shutting_down")
@@ -198,6 +202,7 @@ class Orchestrator:
             escalation=setup.escalation,
             escalation_branches=slow_n,
             escalation_max_tokens=slow_max_tokens,
+            owner=owner,
         )
         if not setup.probing:
             self._count_mode(setup.choice)

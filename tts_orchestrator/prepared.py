@@ -43,6 +43,8 @@ class PreparedRequest:
     escalation: ModeRun | None = None
     escalation_branches: int = 1
     escalation_max_tokens: int = 0
+    #: Id of the API key that made the request; only that key may read or cancel it.
+    owner: str | None = None
     created: float = field(default_factory=time.monotonic)
     #: Seconds spent in `prepare` (mode, template, size check, plan, record).
     prepare_s: float = 0.0
@@ -65,6 +67,7 @@ def new_record(p: PreparedRequest, *, replica_id: str) -> RequestRecord:
         params={"sampling": p.params.model_dump(), "tts": p.tts.model_dump(exclude_none=True)},
         status=RecordStatus.RUNNING,
         replica_id=replica_id,
+        owner=p.owner,
         branches=[
             BranchRecord(index=i, seed=None if base_seed is None else base_seed + i)
             for i in range(p.n_branches)

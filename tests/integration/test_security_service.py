@@ -1,4 +1,5 @@
-"""API keys on the real service: a key made with the CLI, 401 without it, 429 past its rate."""
+"""API keys on the real service: keys made with the CLI, 401 without one, 429 past its rate,
+and a request visible only to the key that made it."""
 
 from __future__ import annotations
 
@@ -25,6 +26,21 @@ async def redis_url() -> AsyncIterator[str]:
         yield redis.url
 
 
+async def create_key(redis_url: str, name: str, *limits: str) -> str:
+    """A key made with the CLI, as an operator would."""
+    command = [sys.executable, "-m", "tts_orchestrator", "keys", "create", "--name", name]
+    created = await asyncio.to_thread(
+        subprocess.run,
+        [*command, *limits, "--redis-url", redis_url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        env={"TTS_SECURITY__PEPPER": "test-pepper", "PATH": "/usr/bin:/bin"},
+    )
+    return created.stdout.strip()
+
+
 async def test_keys_guard_the_api(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     security = {"enabled": True, "pepper": "test-pepper"}
     config = {
@@ -35,28 +51,8 @@ async def test_keys_guard_the_api(redis_url: str, tmp_path_factory: pytest.TempP
     }
     service = await asyncio.to_thread(start_service, config, tmp_path_factory.mktemp("secure"))
     try:
-        created = await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "tts_orchestrator",
-                "keys",
-                "create",
-                "--name",
-                "ci",
-                "--rpm",
-                "3",
-                "--redis-url",
-                redis_url,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-            env={"TTS_SECURITY__PEPPER": "test-pepper", "PATH": "/usr/bin:/bin"},
-        )
-        key = created.stdout.strip()
+        key = await create_key(redis_url, "ci", "--rpm", "3")
+        other = await create_key(redis_url, "other")
         assert key.startswith("tts-")
         async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
             r = await http.post("/v1/chat/completions", json=BODY)
@@ -66,11 +62,18 @@ async def test_keys_guard_the_api(redis_url: str, tmp_path_factory: pytest.TempP
             )
             assert r.status_code == 401
             auth = {"Authorization": f"Bearer {key}"}
-            statuses = [
-                (await http.post("/v1/chat/completions", json=BODY, headers=auth)).status_code
-                for _ in range(4)
+            responses = [
+                await http.post("/v1/chat/completions", json=BODY, headers=auth) for _ in range(4)
             ]
-            assert statuses == [200, 200, 200, 429]
+            assert [r.status_code for r in responses] == [200, 200, 200, 429]
+            # A request belongs to the key that made it: another key cannot see or cancel it.
+            path = f"/v1/requests/{responses[0].json()['id']}"
+            mine = await http.get(path, headers=auth)
+            assert mine.status_code == 200 and mine.json()["owner"]
+            theirs = {"Authorization": f"Bearer {other}"}
+            assert (await http.get(path, headers=theirs)).status_code == 404
+            assert (await http.delete(path, headers=theirs)).status_code == 404
+            assert (await http.get(path)).status_code == 401
             assert (await http.get("/v1/models")).status_code == 401
             assert (await http.get("/v1/models", headers=auth)).status_code == 200
             assert (await http.get("/health")).status_code == 200

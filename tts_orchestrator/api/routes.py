@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
@@ -12,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tts_orchestrator.actors.deploy import call
 from tts_orchestrator.api.deps import MetricsDep, OrchestratorDep, ServicesDep, StoreDep
 from tts_orchestrator.api.streaming import EventStreamResponse, collect, sse_stream
-from tts_orchestrator.exceptions import RequestError, TTSError
+from tts_orchestrator.exceptions import RequestError, RequestNotFound, TTSError
 from tts_orchestrator.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -21,7 +22,13 @@ from tts_orchestrator.protocol import (
     ModelCard,
     ModelList,
 )
-from tts_orchestrator.security.auth import Admitted, AuthContext, authenticated, recorded_tokens
+from tts_orchestrator.security.auth import (
+    Admitted,
+    AuthContext,
+    Authenticated,
+    authenticated,
+    recorded_tokens,
+)
 from tts_orchestrator.security.redaction import mark_sensitive
 from tts_orchestrator.state.keys import is_valid_request_id
 from tts_orchestrator.state.records import Endpoint, RequestRecord
@@ -49,7 +56,7 @@ async def _serve(
         default_max_tokens=orchestrator.settings.server.default_max_tokens,
     )
     try:
-        prepared = await orchestrator.prepare(body, endpoint)
+        prepared = await orchestrator.prepare(body, endpoint, owner=auth.key_id)
     except TTSError as exc:
         orchestrator.metrics.errors.labels(exc.error_type).inc()
         raise
@@ -118,14 +125,27 @@ def _checked_id(request_id: str) -> str:
     return request_id
 
 
-@router.get("/v1/requests/{request_id}", dependencies=[Depends(authenticated)])
-async def get_request(request_id: str, store: StoreDep) -> RequestRecord:
-    return await store.get_request(_checked_id(request_id))
-
-
-@router.delete("/v1/requests/{request_id}", dependencies=[Depends(authenticated)])
-async def cancel_request(request_id: str, store: StoreDep) -> dict[str, object]:
+async def _visible_record(request_id: str, store: StoreDep, auth: Authenticated) -> RequestRecord:
+    """The record, if this caller may see it: a request made with an API key belongs to that
+    key; to any other key it does not exist (404, so ids cannot be probed)."""
     record = await store.get_request(_checked_id(request_id))
+    if record.owner is not None and auth.key_id is not None and record.owner != auth.key_id:
+        raise RequestNotFound(f"no request with id {request_id!r}")
+    return record
+
+
+VisibleRecord = Annotated[RequestRecord, Depends(_visible_record)]
+
+
+@router.get("/v1/requests/{request_id}")
+async def get_request(record: VisibleRecord) -> RequestRecord:
+    return record
+
+
+@router.delete("/v1/requests/{request_id}")
+async def cancel_request(
+    request_id: str, record: VisibleRecord, store: StoreDep
+) -> dict[str, object]:
     if not record.status.terminal:
         await store.publish_cancel(request_id, "cancelled by DELETE /v1/requests")
     return {

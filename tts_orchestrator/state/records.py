@@ -94,6 +94,9 @@ class RequestRecord(_Record):
     replica_id: str | None = Field(
         default=None, description="The API replica that owns the request."
     )
+    owner: str | None = Field(
+        default=None, description="Id of the API key that made the request (None: auth off)."
+    )
     mode: dict[str, Any] | None = Field(default=None, description="Fast/slow routing decision.")
     trims: dict[str, Any] | None = Field(default=None, description="TrimR interventions.")
     plan: dict[str, Any] | None = Field(default=None, description="Latency-policy plan.")
