@@ -74,6 +74,10 @@ async def test_keys_guard_the_api(redis_url: str, tmp_path_factory: pytest.TempP
             assert (await http.get(path, headers=theirs)).status_code == 404
             assert (await http.delete(path, headers=theirs)).status_code == 404
             assert (await http.get(path)).status_code == 401
+            # Refusals before any route runs are counted too.
+            metrics = (await http.get("/metrics", headers=auth)).text
+            assert 'tts_errors_total{type="authentication_error"} 3.0' in metrics
+            assert 'tts_errors_total{type="rate_limit_error"} 1.0' in metrics
             assert (await http.get("/v1/models")).status_code == 401
             assert (await http.get("/v1/models", headers=auth)).status_code == 200
             assert (await http.get("/health")).status_code == 200

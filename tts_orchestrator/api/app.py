@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import ray
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from tts_orchestrator.actors.deploy import (
     PoolHandle,
@@ -26,6 +26,7 @@ from tts_orchestrator.api.errors import install_error_handlers
 from tts_orchestrator.api.limits import BodySizeLimit
 from tts_orchestrator.api.routes import router
 from tts_orchestrator.config import Settings
+from tts_orchestrator.exceptions import TTSError
 from tts_orchestrator.live_profiles import LivePlanner, LivePool
 from tts_orchestrator.metrics import ServiceMetrics
 from tts_orchestrator.orchestrator import Orchestrator
@@ -55,6 +56,13 @@ async def _redis_url(settings: Settings) -> AsyncIterator[str]:
         return
     async with EmbeddedRedis() as embedded:
         yield embedded.url
+
+
+def _count_error(request: Request, exc: TTSError) -> None:
+    """Errors raised before a route runs (401, 429) still reach the error metric."""
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is not None:
+        services.metrics.errors.labels(exc.error_type).inc()
 
 
 def build_app(settings: Settings) -> FastAPI:
@@ -143,7 +151,7 @@ def build_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="tts-orchestrator", version="0.1.0", lifespan=lifespan)
     app.add_middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes)
     install_error_handlers(app)
-    install_security(app, settings.security)
+    install_security(app, settings.security, on_error=_count_error)
     app.include_router(router)
     return app
 

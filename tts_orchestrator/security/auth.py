@@ -243,11 +243,19 @@ Authenticated = Annotated[AuthContext, Depends(authenticated)]
 Admitted = Annotated[AuthContext, Depends(admitted)]
 
 
-def install_security(app: FastAPI, config: SecurityConfig) -> None:
-    """Map security errors to responses with their headers; add CORS if origins are set."""
+def install_security(
+    app: FastAPI,
+    config: SecurityConfig,
+    *,
+    on_error: Callable[[Request, SecurityError], None] | None = None,
+) -> None:
+    """Map security errors to responses with their headers (telling ``on_error``, e.g. to
+    count them); add CORS if origins are set."""
 
     @app.exception_handler(SecurityError)
     async def _security_error(request: Request, exc: SecurityError) -> JSONResponse:
+        if on_error is not None:
+            on_error(request, exc)
         return JSONResponse(tts_error_body(exc), status_code=exc.status_code, headers=exc.headers())
 
     if config.cors_origins:
