@@ -22,6 +22,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from policies.switches import load_grammar
 from tts_orchestrator.backends.base import CompletionChunk, SamplingParams
 from tts_orchestrator.backends.vllm import VLLMBackend
 from tts_orchestrator.exceptions import WorkerError
@@ -184,6 +185,16 @@ async def test_stream_respects_max_tokens_logprobs_and_usage(backend: VLLMBacken
     for chunk in chunks:
         assert chunk.token_logprobs is not None and len(chunk.token_logprobs) == chunk.n_tokens
         assert all(lp <= 0.0 for lp in chunk.token_logprobs)
+
+
+async def test_grammar_forces_the_thinking_format(backend: VLLMBackend) -> None:
+    """The prompted-thinking grammar reaches vLLM's structured outputs (slow mode on a model
+    with no thinking mode of its own)."""
+    prompt = await backend.apply_chat_template(QUESTION)
+    params = SamplingParams(max_tokens=24, temperature=0.8, seed=3, grammar=load_grammar("think"))
+    text = _text(await _collect(backend, prompt, params, "grammar-1"))
+    assert text.startswith("<think>\n") and len(text) > len("<think>\n")
+    assert "<think>" not in text[len("<think>") :]
 
 
 async def test_same_seed_same_sample(backend: VLLMBackend) -> None:

@@ -29,7 +29,9 @@ class SamplingParams(BaseModel):
         le=20,
         description="Return the sampled token's logprob (and this many top ones).",
     )
-    grammar: str | None = Field(None, description="GBNF grammar (llama.cpp only).")
+    grammar: str | None = Field(
+        None, description="GBNF grammar (llama.cpp `grammar`, vLLM `structured_outputs`)."
+    )
     ignore_eos: bool = Field(
         False, description="Keep generating past end-of-sequence (profiling: exact lengths)."
     )

@@ -120,6 +120,8 @@ class VLLMBackend(OpenAIHTTPBackend):
     def completion_body(self, prompt: str, params: SamplingParams) -> dict[str, Any]:
         body = super().completion_body(prompt, params)
         body["return_token_ids"] = True
+        if params.grammar is not None:  # vLLM >= 0.12 structured outputs (xgrammar: GBNF)
+            body["structured_outputs"] = {"grammar": params.grammar}
         if self.add_special_tokens is not None:
             body["add_special_tokens"] = self.add_special_tokens
         return body
