@@ -433,7 +433,9 @@ class Orchestrator:
         loop = asyncio.get_running_loop()
         hard_at = self._loop_deadline(p)
         budget = p.tts.latency_budget_s
-        soft_at = loop.time() + budget if budget is not None else hard_at
+        soft_at = hard_at
+        if budget is not None:  # counted from the request's start: a probe's phases share it
+            soft_at = loop.time() + max(0.0, p.started_at + budget - time.monotonic())
         cancel_wait = asyncio.ensure_future(p.cancel.wait())
         streams = BranchStreams(p.pool, p.id)
         streams.start(job)
