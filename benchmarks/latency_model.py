@@ -402,7 +402,10 @@ def report(
             )
         )
     if not args.no_write:
-        command = "python -m benchmarks.latency_model" + (" --quick" if args.quick else "")
+        flags = [("--quick", args.quick), (f"--problems {args.problems}", args.problems)]
+        flags += [(f"--max-tokens {args.max_tokens}", args.max_tokens)]
+        flags += [(f"--seed {args.seed}", args.seed)]
+        command = " ".join(["python -m benchmarks.latency_model", *(f for f, on in flags if on)])
         write_section("Latency model: predicted vs measured wall time", body, command)
 
 
