@@ -373,9 +373,8 @@ class Orchestrator:
             presenter.close_trimmers()
             self.metrics.observe_request(p.endpoint.value, status.value, total, presenter.usage())
             # A task of its own: a cancelled request still gets its record finished.
-            task = asyncio.ensure_future(
-                self._finish_record(p, presenter, status, error, ttft, total)
-            )
+            fields = final_fields(p, presenter, status, error, ttft=ttft, total=total)
+            task = asyncio.ensure_future(self._finish_record(p, presenter, fields))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             await asyncio.shield(task)
@@ -521,15 +520,8 @@ class Orchestrator:
         return loop.time() + max(0.0, p.deadline - time.monotonic())
 
     async def _finish_record(
-        self,
-        p: PreparedRequest,
-        presenter: Presenter,
-        status: RecordStatus,
-        error: TTSError | None,
-        ttft: float | None,
-        total: float,
+        self, p: PreparedRequest, presenter: Presenter, fields: dict[str, Any]
     ) -> None:
-        fields = final_fields(p, presenter, status, error, ttft=ttft, total=total)
         try:
             await self.store.update_request(p.id, **fields)
             for b in presenter.branch_records():
