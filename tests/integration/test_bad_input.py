@@ -59,9 +59,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService
         "ray": {"num_cpus": 2},
         "tts": {"max_branches": 4},
     }
-    with pytest.MonkeyPatch.context() as env:  # TTS_* variables would become service config
-        env.delenv("TTS_FUZZ_CASES", raising=False)
-        running = start_service(config, tmp_path_factory.mktemp("bad-input-service"))
+    running = start_service(config, tmp_path_factory.mktemp("bad-input-service"))
     yield running
     running.stop()
 

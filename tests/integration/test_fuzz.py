@@ -104,9 +104,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService
         "ray": {"num_cpus": 2},
         "tts": {"max_branches": MAX_BRANCHES},
     }
-    with pytest.MonkeyPatch.context() as env:  # TTS_* variables would become service config
-        env.delenv("TTS_FUZZ_CASES", raising=False)
-        running = start_service(config, tmp_path_factory.mktemp("fuzz-service"))
+    running = start_service(config, tmp_path_factory.mktemp("fuzz-service"))
     yield running
     running.stop()
 

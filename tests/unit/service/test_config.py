@@ -63,6 +63,13 @@ def test_env_overrides_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert s.server.port == 9100 and s.server.host == "127.0.0.1"
 
 
+def test_env_variables_of_other_tools_are_not_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    # e.g. the fuzz test's case count: TTS_* names that are no config section are ignored.
+    monkeypatch.setenv("TTS_FUZZ_CASES", "1200")
+    monkeypatch.setenv("TTS_SERVER__PORT", "9101")
+    assert load_settings(None).server.port == 9101
+
+
 def test_unreadable_yaml_is_a_config_error(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("- just\n- a list\n")
