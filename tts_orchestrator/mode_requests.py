@@ -8,13 +8,13 @@ finished probe's vote back as the answers :meth:`ModeResolver.after_probe` judge
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from policies.modes import ThinkingMode
 from policies.switches import ModePlan
-from tts_orchestrator.modes import ModeChoice, ModeResolver, RunMode, splitter_family
+from tts_orchestrator.modes import ModeChoice, ModeResolution, RunMode, splitter_family
 from verifiers.families import ModelFamily
 
 
@@ -65,28 +65,11 @@ async def _apply(renderer: Renderer, plan: ModePlan, budget: int | None, *, slow
     )
 
 
-async def setup_chat(
-    resolver: ModeResolver,
-    renderer: Renderer,
-    family: ModelFamily,
-    messages: Sequence[Mapping[str, str]],
-    *,
-    mode: ThinkingMode | None,
-    reasoning_effort: str | None,
-    thinking_budget: int | None,
-    template_kwargs: Mapping[str, Any] | None,
-) -> ModeSetup:
-    """Decide the mode of a chat request and render the prompt(s) its family's switch needs."""
-    resolution = resolver.resolve(
-        family,
-        messages=messages,
-        mode=mode,
-        reasoning_effort=reasoning_effort,
-        thinking_budget=thinking_budget,
-        template_kwargs=template_kwargs,
-    )
+async def render_chat(resolution: ModeResolution, renderer: Renderer) -> ModeSetup:
+    """Render the prompt(s) the family's switch planned for a chat request."""
     choice = resolution.choice
-    assert resolution.plan is not None  # chat messages always get a plan
+    if resolution.plan is None:
+        raise ValueError("a chat request's resolution carries a plan")
     budget = choice.thinking_budget
     first = await _apply(
         renderer, resolution.plan, budget, slow=choice.mode in (RunMode.SLOW, RunMode.AUTO)
@@ -97,25 +80,15 @@ async def setup_chat(
     return ModeSetup(choice=choice, first=first, escalation=escalation)
 
 
-def setup_raw(
-    resolver: ModeResolver,
-    family: ModelFamily,
-    prompt: str,
-    *,
-    mode: ThinkingMode | None,
-    thinking_budget: int | None,
-) -> ModeSetup:
+def raw_setup(resolution: ModeResolution, family: ModelFamily, prompt: str) -> ModeSetup:
     """A raw prompt (`/v1/completions`) is sent as is: the mode is decided and recorded only."""
-    resolution = resolver.resolve(
-        family, messages=None, prompt_text=prompt, mode=mode, thinking_budget=thinking_budget
-    )
     choice = resolution.choice
     if choice.mode is RunMode.PROBE:  # nothing to switch, so nothing to probe
         choice = choice.model_copy(update={"mode": RunMode.AUTO})
-    return ModeSetup(
-        choice=choice,
-        first=ModeRun(prompt=prompt, family=family, grammar=None, thinking_budget=thinking_budget),
+    first = ModeRun(
+        prompt=prompt, family=family, grammar=None, thinking_budget=choice.thinking_budget
     )
+    return ModeSetup(choice=choice, first=first)
 
 
 def probe_answers(vote: Mapping[str, Any] | None, n_branches: int) -> list[str | None]:

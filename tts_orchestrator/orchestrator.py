@@ -31,7 +31,7 @@ from tts_orchestrator.exceptions import (
 )
 from tts_orchestrator.live_profiles import LivePlanner
 from tts_orchestrator.metrics import ServiceMetrics
-from tts_orchestrator.mode_requests import ModeSetup, probe_answers, setup_chat, setup_raw
+from tts_orchestrator.mode_requests import ModeSetup, probe_answers, raw_setup, render_chat
 from tts_orchestrator.modes import ModeChoice, ModeResolver, RunMode
 from tts_orchestrator.orchestrator_events import OutputEvent
 from tts_orchestrator.planning import Plan, PlanRequest
@@ -134,22 +134,26 @@ class Orchestrator:
         setup: ModeSetup
         if isinstance(request, ChatCompletionRequest):
             messages = request.message_dicts()
-            setup = await setup_chat(
-                self.modes,
-                pool,
+            resolution = self.modes.resolve(
                 family,
-                messages,
+                messages=messages,
                 mode=tts.mode,
                 reasoning_effort=request.reasoning_effort,
                 thinking_budget=tts.thinking_budget,
                 template_kwargs=request.chat_template_kwargs,
             )
+            setup = await render_chat(resolution, pool)
             problem = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         else:
             problem = request.prompt
-            setup = setup_raw(
-                self.modes, family, problem, mode=tts.mode, thinking_budget=tts.thinking_budget
+            resolution = self.modes.resolve(
+                family,
+                messages=None,
+                prompt_text=problem,
+                mode=tts.mode,
+                thinking_budget=tts.thinking_budget,
             )
+            setup = raw_setup(resolution, family, problem)
         first = setup.first
         prompt, family = first.prompt, first.family
         await self._check_size(pool, setup.escalation.prompt if setup.escalation else prompt)

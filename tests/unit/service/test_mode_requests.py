@@ -8,9 +8,9 @@ import pytest
 
 from policies.modes import ThinkingMode
 from policies.router import RouterThresholds
-from tts_orchestrator.mode_requests import probe_answers, setup_chat, setup_raw
+from tts_orchestrator.mode_requests import ModeSetup, probe_answers, raw_setup, render_chat
 from tts_orchestrator.modes import ModeResolver, ModesConfig, RunMode, UncertainAction
-from verifiers.families import get_family
+from verifiers.families import ModelFamily, get_family
 
 ALWAYS_UNCERTAIN = RouterThresholds(fast_below=0.0, slow_at_or_above=1.0)
 QUESTION = [{"role": "user", "content": "What is 2 + 3?"}]
@@ -27,13 +27,19 @@ class EchoRenderer:
         return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
 
 
+async def chat_setup(
+    resolver: ModeResolver, renderer: EchoRenderer, family: ModelFamily, **inputs: Any
+) -> ModeSetup:
+    """What `Orchestrator.prepare` does for a chat request: resolve, then render."""
+    return await render_chat(resolver.resolve(family, messages=QUESTION, **inputs), renderer)
+
+
 async def test_slow_generic_gets_instruction_grammar_and_budget() -> None:
     renderer = EchoRenderer()
-    setup = await setup_chat(
+    setup = await chat_setup(
         ModeResolver(ModesConfig(slow_thinking_budget=300)),
         renderer,
         get_family("generic"),
-        QUESTION,
         mode=ThinkingMode.SLOW,
         reasoning_effort=None,
         thinking_budget=None,
@@ -47,11 +53,10 @@ async def test_slow_generic_gets_instruction_grammar_and_budget() -> None:
 
 
 async def test_fast_r1_prefills_a_closed_block_and_has_no_budget() -> None:
-    setup = await setup_chat(
+    setup = await chat_setup(
         ModeResolver(),
         EchoRenderer(),
         get_family("deepseek_r1"),
-        QUESTION,
         mode=ThinkingMode.FAST,
         reasoning_effort=None,
         thinking_budget=500,
@@ -65,11 +70,10 @@ async def test_fast_r1_prefills_a_closed_block_and_has_no_budget() -> None:
 
 async def test_qwen3_switch_reaches_the_template_kwargs() -> None:
     renderer = EchoRenderer()
-    await setup_chat(
+    await chat_setup(
         ModeResolver(),
         renderer,
         get_family("qwen3"),
-        QUESTION,
         mode=None,
         reasoning_effort="low",
         thinking_budget=None,
@@ -82,11 +86,10 @@ async def test_uncertain_auto_probes_fast_and_renders_the_slow_escalation() -> N
     config = ModesConfig(on_uncertain=UncertainAction.PROBE, slow_thinking_budget=256)
     resolver = ModeResolver(config)
     resolver.router = resolver.router.model_copy(update={"thresholds": ALWAYS_UNCERTAIN})
-    setup = await setup_chat(
+    setup = await chat_setup(
         resolver,
         EchoRenderer(),
         get_family("generic"),
-        QUESTION,
         mode=ThinkingMode.AUTO,
         reasoning_effort=None,
         thinking_budget=None,
@@ -102,9 +105,11 @@ async def test_uncertain_auto_probes_fast_and_renders_the_slow_escalation() -> N
 def test_raw_prompts_are_decided_but_never_probed() -> None:
     resolver = ModeResolver()
     resolver.router = resolver.router.model_copy(update={"thresholds": ALWAYS_UNCERTAIN})
-    setup = setup_raw(
-        resolver, get_family("generic"), "2+3=", mode=ThinkingMode.AUTO, thinking_budget=None
+    family = get_family("generic")
+    resolution = resolver.resolve(
+        family, messages=None, prompt_text="2+3=", mode=ThinkingMode.AUTO, thinking_budget=None
     )
+    setup = raw_setup(resolution, family, "2+3=")
     assert setup.choice.mode is RunMode.AUTO and not setup.probing
     assert setup.first.prompt == "2+3=" and "raw prompt" in setup.choice.reason
 
