@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any, Literal
 
 from tts_orchestrator.verification import VerifierClient, VerifierJob, VerifierReply
 from verifiers.equivalence import EquivalenceChecker
@@ -61,20 +62,13 @@ class BranchTrimmer:
         decision = self._controller.observe_text(thinking_delta, token_count=tokens)
         for thought in self._segmenter.feed(thinking_delta):
             decision = decision or self._controller.observe_thought(thought)
-            self._submit(
-                VerifierJob(
-                    key=self.key,
-                    reply_to="",
-                    kind="reaches",
-                    problem=self.problem,
-                    thought=thought,
-                    tag=str(thought.index),
-                )
-            )
+            self._submit("reaches", tag=str(thought.index), problem=self.problem, thought=thought)
         self.decision = self.decision or decision
         return self.decision
 
-    def _submit(self, job: VerifierJob) -> None:
+    def _submit(self, kind: Literal["reaches", "consistent"], *, tag: str, **fields: Any) -> None:
+        """Queue one check for the verifiers; the reply comes back to `_on_reply`."""
+        job = VerifierJob(key=self.key, reply_to="", kind=kind, tag=tag, **fields)
         task = asyncio.ensure_future(self._verifier.submit(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -94,16 +88,7 @@ class BranchTrimmer:
         for req in self._controller.take_consistency_requests():
             tag = f"{req.first_thought}:{req.second_thought}"
             self._pairs[tag] = req
-            self._submit(
-                VerifierJob(
-                    key=self.key,
-                    reply_to="",
-                    kind="consistent",
-                    first=req.first_answer,
-                    second=req.second_answer,
-                    tag=tag,
-                )
-            )
+            self._submit("consistent", tag=tag, first=req.first_answer, second=req.second_answer)
         if decision is not None:
             self.decision = decision
 
