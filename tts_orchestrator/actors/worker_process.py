@@ -64,6 +64,12 @@ class WorkerProcess:
             host = socket.gethostbyname(socket.gethostname())
         return f"http://{host}:{self.worker.port}"
 
+    def node_id(self) -> str:
+        """The Ray node this worker runs on (loopback URLs are reachable only from there)."""
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+
     def status(self) -> dict[str, object]:
         w = self.worker
         return {
