@@ -162,21 +162,19 @@ async def start_pool(pool: PoolConfig, settings: Settings) -> PoolHandle:
 async def _direct_streams(
     pool: PoolConfig, actor: Any, workers: list[Any], urls: list[str]
 ) -> DirectStreams | None:
-    """The direct data path when this process can reach every worker of the pool."""
+    """The direct data path, unless the workers are out of this process's reach: a loopback
+    URL is reachable only from the node of the process that serves it (a launched worker) or
+    that was given it (the pool actor, for `urls` pools)."""
     if not pool.direct_stream or pool.engine == "replay":
         return None
-    if any(is_loopback(u) for u in urls):  # reachable only from the workers' own node
+    if any(is_loopback(u) for u in urls):
         here = ray.get_runtime_context().get_node_id()
-        nodes = await asyncio.gather(*(call(w.node_id.remote()) for w in workers))
+        owners = workers or [actor]
+        nodes = await asyncio.gather(*(call(o.node_id.remote()) for o in owners))
         if any(node != here for node in nodes):
-            log.info("pool %s: workers on another node, streaming through Ray", pool.name)
+            log.info("pool %s: loopback workers on another node, streaming through Ray", pool.name)
             return None
-    direct = DirectStreams(pool, actor)
-    if not await direct.reachable(urls):
-        log.info("pool %s: workers unreachable from the API, streaming through Ray", pool.name)
-        await direct.aclose()
-        return None
-    return direct
+    return DirectStreams(pool, actor)
 
 
 async def stop_pool(handle: PoolHandle, *, kill: bool) -> None:

@@ -10,7 +10,6 @@ when the branch ends. Aborting a branch closes its stream, which frees the engin
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -60,12 +59,6 @@ class DirectStreams:
             backend = cls(url=url, model=self.pool.model, client=self._client, name=worker)
             self._backends[(worker, url)] = backend
         return backend
-
-    async def reachable(self, urls: list[str]) -> bool:
-        """Whether every worker answers health checks from this process."""
-        checks = await asyncio.gather(*(self._backend(u, u).health() for u in urls))
-        self._backends.clear()
-        return bool(urls) and all(checks)
 
     async def generate(self, job: GenerationJob) -> AsyncIterator[list[BranchChunk]]:
         leases = await call(self._actor.lease.remote(job))

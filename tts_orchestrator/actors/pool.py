@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+import ray
 
 from tts_orchestrator.actors.branch_tasks import BranchTasks
 from tts_orchestrator.actors.jobs import BranchChunk, BranchSpec, GenerationJob, WorkerLease
@@ -121,6 +122,10 @@ class PoolRunner:
 
     async def count_tokens(self, text: str) -> int:
         return await self._pick().count_tokens(text)
+
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (where the loopback URLs it was given lead)."""
+        return str(ray.get_runtime_context().get_node_id())
 
     async def status(self) -> dict[str, Any]:
         return {

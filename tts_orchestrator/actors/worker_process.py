@@ -11,6 +11,8 @@ import asyncio
 import socket
 from pathlib import Path
 
+import ray
+
 from tts_orchestrator.backends.launcher import COMMAND_BUILDERS, ManagedWorker, free_port
 from tts_orchestrator.config import PoolConfig
 from tts_orchestrator.exceptions import ConfigError
@@ -66,8 +68,6 @@ class WorkerProcess:
 
     def node_id(self) -> str:
         """The Ray node this worker runs on (loopback URLs are reachable only from there)."""
-        import ray
-
         return str(ray.get_runtime_context().get_node_id())
 
     def status(self) -> dict[str, object]:
