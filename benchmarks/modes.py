@@ -231,7 +231,8 @@ def main_modes(args: argparse.Namespace) -> None:
         f"{MODEL} (Q4_K_M, llama.cpp, family `generic`) on {len(problems)} MATH-500 problems "
         f"(levels {dict(sorted(levels.items()))}, lowest sha256(id) per level), one request per "
         f"problem and mode, temperature {args.temperature}, max_tokens {args.max_tokens}, "
-        f"{args.concurrency} in flight. Slow = system instruction + `<think>` GBNF grammar; "
+        f"{args.concurrency} in flight. Fast = system instruction to answer directly, without "
+        "step-by-step working; slow = system instruction + `<think>` GBNF grammar; "
         "auto = the stage-1 router (shipped proxy model) with probe-and-escalate when uncertain. "
         "Accuracy by math-verify.\n\n" + table
     )

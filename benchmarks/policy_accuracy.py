@@ -15,8 +15,8 @@ three configurations, one request in flight, configurations shuffled per problem
 * ``fixed-4``: ``tts: {n_branches: 4, latency_budget_s: B}`` (idem)
 * ``policy``:  ``tts: {latency_budget_s: B}``: the planner picks pool x N x thinking budget
 
-Fast mode (the `generic` family's default), temperature 0.6, the same prompt and seed for the
-three, max_tokens 1536 so the budget binds, not max_tokens: a config that runs what another ran
+No mode requested (the `generic` family's default: fast, messages as sent), temperature 0.6,
+the same prompt and seed for the three, max_tokens 1536 so the budget binds, not max_tokens: a config that runs what another ran
 (the policy choosing plain N=1) gets the same answer. The engine keeps prompts in its prompt
 cache (slots and host memory), so the config sent second would find the prompt cached by the
 first: before the three, one 1-token request per pool puts the prompt in every pool's cache and
@@ -87,10 +87,11 @@ def select_problems(limit: int, *, levels: tuple[int, ...] = LEVELS) -> list[Pro
 
 
 def tts_block(config: str, budget_s: float) -> dict[str, Any]:
+    """No mode: the generic family's default, the model's own working (messages as sent)."""
     if config == "policy":
-        return {"latency_budget_s": budget_s, "mode": "fast"}
+        return {"latency_budget_s": budget_s}
     n = int(config.removeprefix("fixed-"))
-    return {"n_branches": n, "latency_budget_s": budget_s, "mode": "fast"}
+    return {"n_branches": n, "latency_budget_s": budget_s}
 
 
 async def warm_prompt(client: httpx.AsyncClient, problem: Problem, pools: list[str]) -> None:

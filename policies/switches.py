@@ -12,13 +12,16 @@ openpangu      `` /no_think`` appended to the last user     client soft switches
 qwen3          ``enable_thinking=False`` template kwarg     ``enable_thinking=True``
 deepseek_r1,   a closed, empty thinking block prefilled     the block opened by the prefill
 qwq, sky_t1    after the generation prompt                  unless the template opens it
-generic,       the messages as sent                         a system instruction to think in
-prompted_think                                              ``<think>…</think>`` plus a GBNF
+generic,       a system instruction to answer directly,     a system instruction to think in
+prompted_think without step-by-step working                 ``<think>…</think>`` plus a GBNF
                                                             grammar that forces that format
 ============== ============================================ ===================================
 
 Instruction models ignore a request to use tags when they are only asked (issue 8 measured 0 of
-4 on Qwen2.5-Coder), hence the grammar; it needs an engine with GBNF support (llama.cpp).
+4 on Qwen2.5-Coder), hence the grammar; it needs an engine with GBNF support (llama.cpp). Asked
+nothing, such a model still writes its working out (Qwen2.5-Coder-1.5B: 483 tokens on MATH-500
+against 598 thinking), so their OFF is an explicit instruction too. A request that chose no mode
+is sent as is (:meth:`ModeSwitch.as_sent`): the service does not rewrite what nobody asked for.
 
 A :class:`ModePlan` is what the service does with a request: the messages to render, the
 template kwargs, text appended to the rendered prompt, a grammar, and which family's markers
@@ -46,6 +49,12 @@ THINK_INSTRUCTION = (
     "</think>."
 )
 """System instruction of the prompted-thinking switch (it matches ``grammars/think.gbnf``)."""
+
+ANSWER_INSTRUCTION = (
+    "Answer directly. Do not write out step-by-step working: give the final answer, with at "
+    "most one short sentence of justification."
+)
+"""System instruction of the prompted-thinking switch's fast mode (thinking explicitly OFF)."""
 
 
 class FamilyMarkers(Protocol):
@@ -104,6 +113,15 @@ def _copy(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
     return [dict(m) for m in messages]
 
 
+def _instruct(messages: list[dict[str, str]], instruction: str) -> None:
+    """Add ``instruction`` to the leading system message, or as one."""
+    if messages and messages[0].get("role") == "system":
+        first = messages[0]
+        first["content"] = f"{first.get('content', '').rstrip()}\n\n{instruction}".lstrip()
+    else:
+        messages.insert(0, {"role": "system", "content": instruction})
+
+
 def _last_user(messages: list[dict[str, str]]) -> dict[str, str] | None:
     for message in reversed(messages):
         if message.get("role") == "user":
@@ -157,6 +175,13 @@ class ModeSwitch(abc.ABC):
     ) -> ModePlan:
         """The family's own adaptive mode (only when ``native_auto``)."""
         raise NotImplementedError
+
+    def as_sent(
+        self, family: FamilyMarkers, messages: list[dict[str, str]], *, kwargs: dict[str, Any]
+    ) -> ModePlan | None:
+        """The request unswitched, when that differs from the family's default mode's switch
+        (None: the default mode's switch is what the model does unswitched)."""
+        return None
 
 
 class SoftSwitchSuffix(ModeSwitch):
@@ -312,9 +337,9 @@ class ThinkingBlockPrefill(ModeSwitch):
 
 class PromptedThinking(ModeSwitch):
     """Instruction models with no thinking mode: slow asks for ``<think>…</think>`` in the
-    system prompt and forces that format with a grammar; fast sends the messages as they are.
+    system prompt and forces that format with a grammar; fast asks for a direct answer.
 
-    The instruction joins an existing leading system message rather than adding a second one
+    An instruction joins an existing leading system message rather than adding a second one
     (many templates accept a system message only first).
     """
 
@@ -323,21 +348,27 @@ class PromptedThinking(ModeSwitch):
         *,
         instruction: str = THINK_INSTRUCTION,
         grammar: str | None = None,
+        answer_instruction: str = ANSWER_INSTRUCTION,
         split_family: str = "prompted_think",
         plain_family: str = "generic",
     ) -> None:
         self.instruction = instruction
         self.grammar = grammar if grammar is not None else load_grammar("think")
+        self.answer_instruction = answer_instruction
         self.split_family = split_family
         self.plain_family = plain_family
 
-    def fast(
-        self, family: FamilyMarkers, messages: list[dict[str, str]], *, kwargs: dict[str, Any]
+    def _plain(
+        self,
+        family: FamilyMarkers,
+        messages: list[dict[str, str]],
+        kwargs: dict[str, Any],
+        switch: str,
     ) -> ModePlan:
         return ModePlan(
             mode=ThinkingMode.FAST,
             family=family.name,
-            switch=f"{family.name}: messages as sent, no thinking instruction",
+            switch=f"{family.name}: {switch}",
             messages=messages,
             template_kwargs=kwargs,
             split_family=self.plain_family,
@@ -345,14 +376,21 @@ class PromptedThinking(ModeSwitch):
             reasoning_expected=False,
         )
 
+    def fast(
+        self, family: FamilyMarkers, messages: list[dict[str, str]], *, kwargs: dict[str, Any]
+    ) -> ModePlan:
+        _instruct(messages, self.answer_instruction)
+        return self._plain(family, messages, kwargs, "system instruction to answer directly")
+
+    def as_sent(
+        self, family: FamilyMarkers, messages: list[dict[str, str]], *, kwargs: dict[str, Any]
+    ) -> ModePlan:
+        return self._plain(family, messages, kwargs, "messages as sent (no mode requested)")
+
     def slow(
         self, family: FamilyMarkers, messages: list[dict[str, str]], *, kwargs: dict[str, Any]
     ) -> ModePlan:
-        if messages and messages[0].get("role") == "system":
-            first = messages[0]
-            first["content"] = f"{first.get('content', '').rstrip()}\n\n{self.instruction}".lstrip()
-        else:
-            messages.insert(0, {"role": "system", "content": self.instruction})
+        _instruct(messages, self.instruction)
         return ModePlan(
             mode=ThinkingMode.SLOW,
             family=family.name,
@@ -409,8 +447,13 @@ class SwitchTable:
         messages: Sequence[Mapping[str, str]],
         *,
         template_kwargs: Mapping[str, Any] | None = None,
+        as_sent: bool = False,
     ) -> ModePlan:
-        """Apply ``family``'s switch for ``mode`` (see :meth:`ModeSwitch.plan`)."""
-        return self.switch_for(family.name).plan(
-            family, mode, messages, template_kwargs=template_kwargs
-        )
+        """Apply ``family``'s switch for ``mode`` (see :meth:`ModeSwitch.plan`); ``as_sent``:
+        nobody chose the mode, so the family's unswitched plan where it has one."""
+        switch = self.switch_for(family.name)
+        if as_sent:
+            plan = switch.as_sent(family, _copy(messages), kwargs=dict(template_kwargs or {}))
+            if plan is not None:
+                return plan
+        return switch.plan(family, mode, messages, template_kwargs=template_kwargs)

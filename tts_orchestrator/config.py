@@ -99,6 +99,11 @@ class PoolConfig(_Section):
     launch: LaunchSpec | None = Field(None, description="Managed workers to start instead.")
     replay: ReplayConfig | None = None
     speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
+    direct_stream: bool = Field(
+        True,
+        description="Stream tokens from the workers straight into the API process when it can "
+        "reach them (the pool actor still places branches and counts load); off: through Ray.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> PoolConfig:

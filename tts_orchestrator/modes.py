@@ -341,10 +341,14 @@ class ModeResolver:
         messages: Sequence[Mapping[str, str]],
         *,
         template_kwargs: Mapping[str, Any] | None = None,
+        as_sent: bool = False,
     ) -> ModePlan:
-        """The family's switch for a concrete mode (``probe`` plans its fast samples)."""
+        """The family's switch for a concrete mode (``probe`` plans its fast samples);
+        ``as_sent``: no mode was chosen by anyone, so the family's unswitched plan."""
         concrete = ThinkingMode.FAST if mode is RunMode.PROBE else ThinkingMode(mode.value)
-        return self.switches.plan(family, concrete, messages, template_kwargs=template_kwargs)
+        return self.switches.plan(
+            family, concrete, messages, template_kwargs=template_kwargs, as_sent=as_sent
+        )
 
     def resolve(
         self,
@@ -375,7 +379,10 @@ class ModeResolver:
             return ModeResolution(
                 choice=choice.model_copy(update={"reason": choice.reason + note}), plan=None
             )
-        plan = self.plan(family, choice.mode, messages, template_kwargs=template_kwargs)
+        unchosen = choice.stage is DecisionStage.DEFAULT and self.config.default_mode is None
+        plan = self.plan(
+            family, choice.mode, messages, template_kwargs=template_kwargs, as_sent=unchosen
+        )
         escalation = None
         if choice.mode is RunMode.PROBE:
             escalation = self.plan(family, RunMode.SLOW, messages, template_kwargs=template_kwargs)

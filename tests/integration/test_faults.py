@@ -91,19 +91,17 @@ def test_killed_worker_leaves_branches_on_the_other_worker(
     assert all(p["running"] for p in pools(s)[0]["processes"])
 
 
-def test_killed_pool_actor_fails_cleanly_and_comes_back(two_worker_service: RunningService) -> None:
-    s = two_worker_service
-    wait_healthy(s)
-    actor_pid = int(pools(s)[0]["actor_pid"])
-    body = {"model": MODEL, "messages": LONG, "max_tokens": 400, "stream": True}
-    with httpx.stream("POST", f"{s.url}/v1/chat/completions", json=body, timeout=60) as r:
-        lines = (ln for ln in r.iter_lines() if ln.startswith("data:"))
-        next(lines)
-        os.kill(actor_pid, signal.SIGKILL)
-        started = time.monotonic()
-        rest = list(lines)
-    assert time.monotonic() - started < 15
-    assert '"error"' in rest[-2] and rest[-1] == "data: [DONE]"
+@pytest.fixture(scope="module")
+def ray_path_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    """Tokens through the pool actor (`direct_stream: false`), as across nodes."""
+    pool = {**cpu_pool(n_parallel=2, threads=1), "direct_stream": False}
+    config = {"server": {"default_max_tokens": 64}, "pools": [pool], "ray": {"num_cpus": 2}}
+    service = start_service(config, tmp_path_factory.mktemp("ray-path"))
+    yield service
+    service.stop()
+
+
+def _served_after_restart(s: RunningService, actor_pid: int) -> None:
     deadline = time.monotonic() + 60
     while True:  # Ray restarts the actor; the next request is served by the new one
         r2 = httpx.post(
@@ -117,6 +115,47 @@ def test_killed_pool_actor_fails_cleanly_and_comes_back(two_worker_service: Runn
         assert time.monotonic() < deadline, r2.text
         time.sleep(1)
     assert int(pools(s)[0]["actor_pid"]) != actor_pid
+
+
+def _stream_and_kill_actor(s: RunningService) -> tuple[int, list[str], float]:
+    wait_healthy(s)
+    actor_pid = int(pools(s)[0]["actor_pid"])
+    body = {"model": MODEL, "messages": LONG, "max_tokens": 400, "stream": True}
+    with httpx.stream("POST", f"{s.url}/v1/chat/completions", json=body, timeout=60) as r:
+        lines = (ln for ln in r.iter_lines() if ln.startswith("data:"))
+        next(lines)
+        os.kill(actor_pid, signal.SIGKILL)
+        started = time.monotonic()
+        rest = list(lines)
+    return actor_pid, rest, time.monotonic() - started
+
+
+def test_killed_pool_actor_fails_the_ray_path_cleanly_and_comes_back(
+    ray_path_service: RunningService,
+) -> None:
+    s = ray_path_service
+    assert pools(s)[0]["data_path"] == "ray"
+    actor_pid, rest, took_s = _stream_and_kill_actor(s)
+    assert took_s < 15
+    assert '"error"' in rest[-2] and rest[-1] == "data: [DONE]"
+    _served_after_restart(s, actor_pid)
+
+
+def test_killed_pool_actor_does_not_interrupt_direct_streams(
+    two_worker_service: RunningService,
+) -> None:
+    s = two_worker_service
+    assert pools(s)[0]["data_path"] == "direct"
+    actor_pid, rest, _ = _stream_and_kill_actor(s)
+    # The worker streams straight to the API process: losing the actor loses no tokens.
+    assert rest[-1] == "data: [DONE]"
+    events = [json.loads(ln[5:]) for ln in rest[:-1]]
+    assert not any("error" in e for e in events), events[-1]
+    assert any(c.get("finish_reason") for e in events for c in e.get("choices", []))
+    _served_after_restart(s, actor_pid)
+    status = pools(s)[0]  # the old actor's lease died with it; the new one counts from zero
+    assert status["inflight_requests"] == 0
+    assert [w["load"] for w in status["workers"]] == [0, 0]
 
 
 @pytest.fixture(scope="module")

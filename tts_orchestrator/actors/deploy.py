@@ -17,15 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import RayError, RayTaskError
 
+from tts_orchestrator.actors.calls import call
+from tts_orchestrator.actors.direct import DirectStreams, is_loopback
 from tts_orchestrator.actors.jobs import BranchChunk, GenerationJob
 from tts_orchestrator.actors.pool import PoolRunner
 from tts_orchestrator.actors.worker_process import WorkerProcess
 from tts_orchestrator.backends.base import WorkerMetrics
 from tts_orchestrator.chat_template import ChatTemplate
 from tts_orchestrator.config import PoolConfig, RayConfig, Settings
-from tts_orchestrator.exceptions import NoWorkerAvailable, TTSError, WorkerError
+from tts_orchestrator.exceptions import NoWorkerAvailable, TTSError
 
 log = logging.getLogger(__name__)
 
@@ -51,24 +52,6 @@ def connect_ray(cfg: RayConfig) -> None:
         signal.signal(sig, handler)
 
 
-def unwrap(exc: BaseException) -> BaseException:
-    """Turn a Ray task error into the exception raised inside the actor."""
-    if isinstance(exc, RayTaskError) and exc.cause is not None:
-        return exc.cause
-    return exc
-
-
-async def call(ref: Any) -> Any:
-    """Await an actor call, re-raising our own errors and mapping Ray failures."""
-    try:
-        return await ref
-    except RayError as exc:
-        inner = unwrap(exc)
-        if isinstance(inner, TTSError):
-            raise inner from None
-        raise WorkerError(f"pool actor failed: {inner!r}") from exc
-
-
 @dataclass
 class PoolHandle:
     """The API process's view of one pool actor."""
@@ -78,6 +61,8 @@ class PoolHandle:
     workers: list[Any] = field(default_factory=list)
     #: Rendering locally keeps an actor round trip off the time to first token.
     template: ChatTemplate | None = None
+    #: Set when this process streams from the workers itself (see `actors.direct`).
+    direct: DirectStreams | None = None
 
     async def load_template(self) -> None:
         info = await call(self.actor.chat_template_info.remote())
@@ -96,6 +81,7 @@ class PoolHandle:
 
     async def status(self) -> dict[str, Any]:
         status = dict(await call(self.actor.status.remote()))
+        status["data_path"] = "direct" if self.direct is not None else "ray"
         if self.workers:
             status["processes"] = list(
                 await asyncio.gather(*(call(w.status.remote()) for w in self.workers))
@@ -103,9 +89,16 @@ class PoolHandle:
         return status
 
     async def abort(self, request_id: str, branches: list[int] | None = None) -> int:
+        if self.direct is not None:
+            return await self.direct.abort(request_id, branches)
         return int(await call(self.actor.abort.remote(request_id, branches)))
 
     async def generate(self, job: GenerationJob) -> AsyncIterator[BranchChunk]:
+        if self.direct is not None:
+            async for batch in self.direct.generate(job):
+                for item in batch:
+                    yield item
+            return
         gen = self.actor.generate.options(num_returns="streaming").remote(job)
         finished = False
         try:
@@ -161,11 +154,32 @@ async def start_pool(pool: PoolConfig, settings: Settings) -> PoolHandle:
         raise NoWorkerAvailable(f"pool {pool.name} failed to start: {exc}") from exc
     handle = PoolHandle(config=pool, actor=actor, workers=workers)
     await handle.load_template()
+    handle.direct = await _direct_streams(pool, actor, workers, urls)
     log.info("pool %s ready with workers %s", pool.name, urls)
     return handle
 
 
+async def _direct_streams(
+    pool: PoolConfig, actor: Any, workers: list[Any], urls: list[str]
+) -> DirectStreams | None:
+    """The direct data path, unless the workers are out of this process's reach: a loopback
+    URL is reachable only from the node of the process that serves it (a launched worker) or
+    that was given it (the pool actor, for `urls` pools)."""
+    if not pool.direct_stream or pool.engine == "replay":
+        return None
+    if any(is_loopback(u) for u in urls):
+        here = ray.get_runtime_context().get_node_id()
+        owners = workers or [actor]
+        nodes = await asyncio.gather(*(call(o.node_id.remote()) for o in owners))
+        if any(node != here for node in nodes):
+            log.info("pool %s: loopback workers on another node, streaming through Ray", pool.name)
+            return None
+    return DirectStreams(pool, actor)
+
+
 async def stop_pool(handle: PoolHandle, *, kill: bool) -> None:
+    if handle.direct is not None:
+        await handle.direct.aclose()
     with contextlib.suppress(Exception):
         await call(handle.actor.stop.remote())
     for w in handle.workers:

@@ -1,35 +1,37 @@
-"""The pool actor body: owns one pool's worker clients and load counters, runs branch streams.
+"""The pool actor body: owns one pool's worker clients, their health and load counters.
 
-Plain class; `ray.remote` is applied in `actors.deploy`. Every branch runs as its own task so
-it can be aborted alone (early consensus, trimming) or with its request (cancel, disconnect).
+It places every branch on the least-loaded healthy worker and either streams the branch itself
+(the Ray data path, `generate`) or leases the worker to an API process that streams from it
+directly (`lease` / `release`, see `actors.direct`); the load counts both. Plain class:
+`ray.remote` is applied in `actors.deploy`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+import ray
 
-from tts_orchestrator.actors.jobs import BranchChunk, BranchSpec, GenerationJob
+from tts_orchestrator.actors.branch_tasks import BranchTasks
+from tts_orchestrator.actors.jobs import BranchChunk, BranchSpec, GenerationJob, WorkerLease
 from tts_orchestrator.backends.base import WorkerBackend, WorkerMetrics
 from tts_orchestrator.backends.llamacpp import LlamaCppBackend
 from tts_orchestrator.backends.openai_http import OpenAIHTTPBackend
 from tts_orchestrator.chat_template import ChatTemplateInfo
 from tts_orchestrator.config import EngineKind, PoolConfig
-from tts_orchestrator.exceptions import NoWorkerAvailable, TTSError, WorkerError
+from tts_orchestrator.exceptions import NoWorkerAvailable, WorkerError
 
 log = logging.getLogger(__name__)
 
 _HEALTH_INTERVAL_S = 1.0
-_DONE = object()
 
 
-def _http_backend(engine: EngineKind) -> Callable[..., WorkerBackend]:
+def http_backend(engine: EngineKind) -> Callable[..., WorkerBackend]:
     if engine == "llama_cpp":
         return LlamaCppBackend
     from tts_orchestrator.backends.vllm import VLLMBackend
@@ -48,7 +50,8 @@ class PoolRunner:
         self.backends: list[WorkerBackend] = self._build_backends(worker_urls)
         self._load = {b.name: 0 for b in self.backends}
         self._healthy = {b.name: True for b in self.backends}
-        self._tasks: dict[str, dict[int, asyncio.Task[None]]] = {}
+        self._branches = BranchTasks(place=self._place, release=self._release, failed=self._failed)
+        self._leases: dict[str, dict[int, str]] = {}
         self._health_task: asyncio.Task[None] | None = None
 
     def _build_backends(self, urls: list[str]) -> list[WorkerBackend]:
@@ -57,7 +60,7 @@ class PoolRunner:
 
             assert self.pool.replay is not None
             return [ReplayBackend(self.pool.replay, name=f"{self.pool.name}/replay")]
-        cls = _http_backend(self.pool.engine)
+        cls = http_backend(self.pool.engine)
         return [
             cls(url=u, model=self.pool.model, client=self._client, name=f"{self.pool.name}/{i}")
             for i, u in enumerate(urls)
@@ -88,7 +91,7 @@ class PoolRunner:
     async def stop(self) -> None:
         if self._health_task is not None:
             self._health_task.cancel()
-        for request_id in list(self._tasks):
+        for request_id in self._branches.requests():
             await self.abort(request_id)
         for b in self.backends:
             await b.aclose()
@@ -120,6 +123,10 @@ class PoolRunner:
     async def count_tokens(self, text: str) -> int:
         return await self._pick().count_tokens(text)
 
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (where the loopback URLs it was given lead)."""
+        return str(ray.get_runtime_context().get_node_id())
+
     async def status(self) -> dict[str, Any]:
         return {
             "pool": self.pool.name,
@@ -128,83 +135,66 @@ class PoolRunner:
                 {"name": b.name, "healthy": self._healthy[b.name], "load": self._load[b.name]}
                 for b in self.backends
             ],
-            "inflight_requests": len(self._tasks),
+            "inflight_requests": len(self._branches) + len(self._leases),
         }
 
     async def metrics(self) -> list[WorkerMetrics]:
         return list(await asyncio.gather(*(b.metrics() for b in self.backends)))
 
     # -- generation --------------------------------------------------------------------------
+    async def _place(self, request_id: str, spec: BranchSpec) -> WorkerBackend:
+        backend = self._pick(prefer=spec.prefer_worker)
+        if spec.prefer_worker is not None:
+            await backend.settle(busy_at_most=self._load[backend.name])
+        self._load[backend.name] += 1
+        return backend
+
+    def _release(self, request_id: str, spec: BranchSpec, backend: WorkerBackend) -> None:
+        self._load[backend.name] -= 1
+
+    async def _failed(self, backend: WorkerBackend) -> None:
+        self._healthy[backend.name] = await backend.health()
+
     async def generate(self, job: GenerationJob) -> AsyncIterator[list[BranchChunk]]:
-        """Stream every branch of `job`, interleaved, until all end or the job is aborted.
-
-        Chunks that are ready together go out as one batch: each yield is a Ray object, and
-        under load one object per token costs more than the tokens themselves."""
+        """Stream every branch of `job` (batches of ready chunks) until all end or abort."""
         self._ensure_health_loop()
-        queue: asyncio.Queue[BranchChunk | object] = asyncio.Queue()
-        tasks = self._tasks.setdefault(job.request_id, {})
-        for spec in job.branches:
-            tasks[spec.index] = asyncio.create_task(self._run_branch(job.request_id, spec, queue))
-        live = len(job.branches)
-        try:
-            while live:
-                batch: list[BranchChunk] = []
-                item = await queue.get()
-                while True:
-                    if item is _DONE:
-                        live -= 1
-                    else:
-                        assert isinstance(item, BranchChunk)
-                        batch.append(item)
-                    if queue.empty():
-                        break
-                    item = queue.get_nowait()
-                if batch:
-                    yield batch
-        finally:
-            await self.abort(job.request_id, [s.index for s in job.branches])
-
-    async def _run_branch(
-        self, request_id: str, spec: BranchSpec, queue: asyncio.Queue[BranchChunk | object]
-    ) -> None:
-        backend: WorkerBackend | None = None
-        engine_id = f"{request_id}/{spec.index}"
-        try:
-            backend = self._pick(prefer=spec.prefer_worker)
-            if spec.prefer_worker is not None:
-                await backend.settle(busy_at_most=self._load[backend.name])
-            self._load[backend.name] += 1
-            async for chunk in backend.stream_completion(
-                spec.prompt, spec.params, request_id=engine_id
-            ):
-                await queue.put(BranchChunk(branch=spec.index, chunk=chunk, worker=backend.name))
-        except asyncio.CancelledError:
-            if backend is not None:
-                await backend.abort(engine_id)
-            raise
-        except TTSError as exc:
-            if backend is not None:
-                self._healthy[backend.name] = await backend.health()
-            await queue.put(BranchChunk(branch=spec.index, error=f"{type(exc).__name__}: {exc}"))
-        except Exception as exc:  # a branch must never take the request down silently
-            log.exception("branch %s failed", engine_id)
-            await queue.put(BranchChunk(branch=spec.index, error=f"{type(exc).__name__}: {exc}"))
-        finally:
-            if backend is not None:
-                self._load[backend.name] -= 1
-            queue.put_nowait(_DONE)
+        async for batch in self._branches.stream(job):
+            yield batch
 
     async def abort(self, request_id: str, branches: list[int] | None = None) -> int:
         """Abort some or all branches of a request; returns how many were still running."""
-        tasks = self._tasks.get(request_id, {})
-        targets = [i for i in (branches if branches is not None else list(tasks)) if i in tasks]
-        running = [tasks.pop(i) for i in targets]
-        if not tasks:
-            self._tasks.pop(request_id, None)
-        live = [t for t in running if not t.done()]
-        for t in live:
-            t.cancel()
-        for t in live:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-        return len(live)
+        return await self._branches.abort(request_id, branches)
+
+    # -- leases: the API process streams from the worker itself -----------------------------
+    async def lease(self, job: GenerationJob) -> list[WorkerLease]:
+        """Place every branch of `job` and count it as load until :meth:`release`; the caller
+        streams from the returned workers itself (`actors.direct`)."""
+        self._ensure_health_loop()
+        held = self._leases.setdefault(job.request_id, {})
+        leases: list[WorkerLease] = []
+        try:
+            for spec in job.branches:
+                backend = await self._place(job.request_id, spec)
+                held[spec.index] = backend.name
+                url = backend.url if isinstance(backend, OpenAIHTTPBackend) else ""
+                leases.append(WorkerLease(branch=spec.index, worker=backend.name, url=url))
+        except BaseException:
+            self.release(job.request_id, [lease.branch for lease in leases])
+            raise
+        return leases
+
+    def release(self, request_id: str, branches: list[int] | None = None) -> None:
+        """Uncount leased branches (all of the request's when `branches` is None)."""
+        held = self._leases.get(request_id, {})
+        for index in list(held) if branches is None else branches:
+            name = held.pop(index, None)
+            if name is not None:
+                self._load[name] -= 1
+        if not held:
+            self._leases.pop(request_id, None)
+
+    async def check_worker(self, name: str) -> None:
+        """A caller saw this worker fail: re-check its health now."""
+        for backend in self.backends:
+            if backend.name == name:
+                await self._failed(backend)

@@ -11,6 +11,8 @@ import asyncio
 import socket
 from pathlib import Path
 
+import ray
+
 from tts_orchestrator.backends.launcher import COMMAND_BUILDERS, ManagedWorker, free_port
 from tts_orchestrator.config import PoolConfig
 from tts_orchestrator.exceptions import ConfigError
@@ -63,6 +65,10 @@ class WorkerProcess:
         if host in ("0.0.0.0", "::"):  # reachable from other nodes on this node's address
             host = socket.gethostbyname(socket.gethostname())
         return f"http://{host}:{self.worker.port}"
+
+    def node_id(self) -> str:
+        """The Ray node this worker runs on (loopback URLs are reachable only from there)."""
+        return str(ray.get_runtime_context().get_node_id())
 
     def status(self) -> dict[str, object]:
         w = self.worker

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from tts_orchestrator.actors.deploy import call
+from tts_orchestrator.actors.calls import call
 from tts_orchestrator.api.deps import MetricsDep, OrchestratorDep, ServicesDep, StoreDep
 from tts_orchestrator.api.streaming import EventStreamResponse, collect, sse_stream
 from tts_orchestrator.exceptions import RequestError, RequestNotFound, TTSError

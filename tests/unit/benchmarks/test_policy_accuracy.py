@@ -61,7 +61,7 @@ def test_selection_is_deterministic_level_balanced_and_prefix_stable() -> None:
     ],
 )
 def test_tts_block(config: str, expected: dict[str, Any]) -> None:
-    assert tts_block(config, BUDGET) == {**expected, "mode": "fast"}
+    assert tts_block(config, BUDGET) == expected
 
 
 @pytest.mark.parametrize(

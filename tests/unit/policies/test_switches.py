@@ -8,6 +8,7 @@ import pytest
 
 from policies.modes import ThinkingMode
 from policies.switches import (
+    ANSWER_INSTRUCTION,
     THINK_INSTRUCTION,
     ModePlan,
     PromptedThinking,
@@ -73,7 +74,7 @@ CASES = [
         starts_in_thinking=True,
         reasoning=True,
     ),
-    Case("generic", FAST, split_family="generic"),
+    Case("generic", FAST, system=ANSWER_INSTRUCTION, split_family="generic"),
     Case(
         "generic",
         SLOW,
@@ -82,7 +83,7 @@ CASES = [
         split_family="prompted_think",
         reasoning=True,
     ),
-    Case("prompted_think", FAST, split_family="generic"),
+    Case("prompted_think", FAST, system=ANSWER_INSTRUCTION, split_family="generic"),
     Case(
         "prompted_think",
         SLOW,
@@ -174,10 +175,23 @@ def test_qwen3_flag_overrides_the_client_kwarg_and_keeps_the_others() -> None:
     assert plan.template_kwargs == {"enable_thinking": False, "tools_hint": "x"}
 
 
-def test_generic_slow_joins_an_existing_system_message() -> None:
-    plan = _plan("generic", SLOW, [{"role": "system", "content": "Be brief."}, *USER])
+@pytest.mark.parametrize(
+    ("mode", "instruction"), [(SLOW, THINK_INSTRUCTION), (FAST, ANSWER_INSTRUCTION)]
+)
+def test_generic_joins_an_existing_system_message(mode: ThinkingMode, instruction: str) -> None:
+    plan = _plan("generic", mode, [{"role": "system", "content": "Be brief."}, *USER])
     assert [m["role"] for m in plan.messages] == ["system", "user"]
-    assert plan.messages[0]["content"] == f"Be brief.\n\n{THINK_INSTRUCTION}"
+    assert plan.messages[0]["content"] == f"Be brief.\n\n{instruction}"
+
+
+def test_as_sent_leaves_generic_requests_alone_and_others_to_their_switch() -> None:
+    table = SwitchTable()
+    plain = table.plan(get_family("generic"), FAST, USER, as_sent=True)
+    assert plain.messages == USER and plain.grammar is None and plain.mode is FAST
+    assert "as sent" in plain.switch
+    # A family with no distinct unswitched plan gets its mode's switch.
+    r1 = table.plan(get_family("deepseek_r1"), SLOW, USER, as_sent=True)
+    assert r1 == table.plan(get_family("deepseek_r1"), SLOW, USER)
 
 
 @pytest.mark.parametrize("family", ["generic", "qwen3", "deepseek_r1"])

@@ -148,6 +148,26 @@ def test_resolve_plans_the_decided_mode_and_records_the_switch() -> None:
     assert resolution.choice.switch == "qwen3: chat template enable_thinking=False"
 
 
+@pytest.mark.parametrize(
+    ("inputs", "config", "instructed"),
+    [
+        ({}, {}, False),  # nobody chose fast: the model's own behaviour, messages as sent
+        ({"mode": ThinkingMode.FAST}, {}, True),
+        ({"reasoning_effort": "low"}, {}, True),
+        ({}, {"default_mode": ThinkingMode.FAST}, True),  # the operator chose it
+    ],
+    ids=["unchosen", "tts-mode", "effort-low", "server-default"],
+)
+def test_generic_fast_is_switched_only_when_chosen(
+    inputs: dict[str, Any], config: dict[str, Any], instructed: bool
+) -> None:
+    resolution = resolver(**config).resolve(GENERIC, messages=user("What is 2 + 2?"), **inputs)
+    assert resolution.choice.mode is RunMode.FAST and resolution.plan is not None
+    systems = [m for m in resolution.plan.messages if m["role"] == "system"]
+    assert bool(systems) is instructed
+    assert ("as sent" in (resolution.choice.switch or "")) is not instructed
+
+
 def test_a_probe_plans_fast_samples_and_a_slow_escalation() -> None:
     resolution = resolver().resolve(GENERIC, messages=user("Hello there"), mode=ThinkingMode.AUTO)
     assert resolution.choice.mode is RunMode.PROBE
