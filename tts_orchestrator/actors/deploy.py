@@ -174,7 +174,9 @@ async def _direct_streams(
         if any(node != here for node in nodes):
             log.info("pool %s: loopback workers on another node, streaming through Ray", pool.name)
             return None
-    return DirectStreams(pool, actor)
+    direct = DirectStreams(pool, actor)
+    await direct.start()
+    return direct
 
 
 async def stop_pool(handle: PoolHandle, *, kill: bool) -> None:

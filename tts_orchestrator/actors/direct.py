@@ -1,19 +1,28 @@
-"""The direct data path: the API process streams tokens from the workers itself.
+"""The direct data path: the API process places branches and streams tokens from the workers.
 
-Over Ray every chunk crosses the pool actor and the object store; the first one alone costs
-several milliseconds of the time to first token. When the API process can reach a pool's
-workers (same node for loopback workers, or a routable URL), it asks the pool actor for a
-lease (placement and load counting stay with the actor, shared by every API replica), streams
-`/v1/completions` from the leased worker over its own connection pool, and releases the lease
-when the branch ends. Aborting a branch closes its stream, which frees the engine's slot.
+Over Ray every chunk crosses the pool actor and the object store, and even one actor round
+trip (a few ms here) is a large share of the orchestrator's budget for the time to first token.
+So when the API process can reach a pool's workers (same node for loopback workers, or a
+routable URL), nothing on the token path waits for Ray:
+
+* placement is local: the least-loaded healthy worker by the pool actor's last status (fetched
+  every ``refresh_s``), corrected by what this process placed and released since;
+* the branch streams `/v1/completions` from that worker over this process's connection pool;
+* the actor is told of each placement and release without waiting (``leased`` / ``release``),
+  so every replica's view and `/v1/pools` count the branch.
+
+Aborting a branch closes its stream, which frees the engine's slot. If the actor is down (it
+is restarted by Ray), streaming goes on from the last view.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,10 +30,11 @@ import httpx
 
 from tts_orchestrator.actors.branch_tasks import BranchTasks
 from tts_orchestrator.actors.calls import call
-from tts_orchestrator.actors.jobs import BranchChunk, BranchSpec, GenerationJob, WorkerLease
+from tts_orchestrator.actors.jobs import BranchChunk, BranchSpec, GenerationJob
 from tts_orchestrator.actors.pool import http_backend
 from tts_orchestrator.backends.base import WorkerBackend
 from tts_orchestrator.config import PoolConfig
+from tts_orchestrator.exceptions import NoWorkerAvailable, TTSError
 
 log = logging.getLogger(__name__)
 
@@ -39,48 +49,104 @@ def is_loopback(url: str) -> bool:
         return False
 
 
-class DirectStreams:
-    """Leases from the pool actor, streams from the workers; one per pool per API process."""
+@dataclass
+class WorkerView:
+    """One worker as the pool actor last reported it, plus what this process did since."""
 
-    def __init__(self, pool: PoolConfig, actor: Any) -> None:
+    name: str
+    url: str
+    healthy: bool
+    load: int  # branches on it by the actor's count (every replica's)
+    delta: int = 0  # placed minus released here since that count
+
+    @property
+    def estimated_load(self) -> int:
+        return max(0, self.load + self.delta)
+
+
+class DirectStreams:
+    """Places and streams one pool's branches in this API process."""
+
+    def __init__(self, pool: PoolConfig, actor: Any, *, refresh_s: float = 0.5) -> None:
         self.pool = pool
         self._actor = actor
+        self._refresh_s = refresh_s
         self._client = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256)
         )
+        self._views: dict[str, WorkerView] = {}
         self._backends: dict[tuple[str, str], WorkerBackend] = {}
-        self._leases: dict[str, dict[int, WorkerLease]] = {}
+        self._placed: dict[tuple[str, int], str] = {}  # (request, branch) → worker
         self._branches = BranchTasks(place=self._place, release=self._release, failed=self._failed)
+        self._refresher: asyncio.Task[None] | None = None
 
-    def _backend(self, worker: str, url: str) -> WorkerBackend:
-        backend = self._backends.get((worker, url))
+    # -- the view ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.refresh()
+        self._refresher = asyncio.create_task(self._refresh_loop())
+
+    async def refresh(self) -> None:
+        """Take the actor's current health and load of every worker."""
+        status = await call(self._actor.status.remote())
+        self._views = {
+            w["name"]: WorkerView(w["name"], w["url"], bool(w["healthy"]), int(w["load"]))
+            for w in status["workers"]
+            if w.get("url")
+        }
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_s)
+            try:
+                await self.refresh()
+            except TTSError as exc:  # the actor is restarting: keep placing from the last view
+                log.debug("pool %s: status unavailable (%s)", self.pool.name, exc)
+
+    def _pick(self, prefer: str | None) -> WorkerView:
+        healthy = [v for v in self._views.values() if v.healthy]
+        for view in healthy:
+            if view.name == prefer:
+                return view
+        if not healthy:
+            raise NoWorkerAvailable(f"no healthy worker in pool {self.pool.name}")
+        return min(healthy, key=lambda v: v.estimated_load)
+
+    def _backend(self, view: WorkerView) -> WorkerBackend:
+        backend = self._backends.get((view.name, view.url))
         if backend is None:
             cls = http_backend(self.pool.engine)
-            backend = cls(url=url, model=self.pool.model, client=self._client, name=worker)
-            self._backends[(worker, url)] = backend
+            backend = cls(url=view.url, model=self.pool.model, client=self._client, name=view.name)
+            self._backends[(view.name, view.url)] = backend
         return backend
 
+    # -- branches ------------------------------------------------------------------------------
     async def generate(self, job: GenerationJob) -> AsyncIterator[list[BranchChunk]]:
-        leases = await call(self._actor.lease.remote(job))
-        self._leases[job.request_id] = {lease.branch: lease for lease in leases}
-        try:
-            async for batch in self._branches.stream(job):
-                yield batch
-        finally:
-            rest = self._leases.pop(job.request_id, {})
-            if rest:  # never placed (cancelled before the branch started): give them back
-                self._actor.release.remote(job.request_id, list(rest))
+        async for batch in self._branches.stream(job):
+            yield batch
 
     async def _place(self, request_id: str, spec: BranchSpec) -> WorkerBackend:
-        lease = self._leases[request_id][spec.index]
-        return self._backend(lease.worker, lease.url)
+        view = self._pick(spec.prefer_worker)
+        backend = self._backend(view)
+        if spec.prefer_worker is not None:  # a continuation: let the aborted slot go idle
+            await backend.settle(busy_at_most=view.estimated_load)
+        view.delta += 1
+        self._placed[(request_id, spec.index)] = view.name
+        self._actor.leased.remote(request_id, spec.index, view.name)
+        return backend
 
     def _release(self, request_id: str, spec: BranchSpec, backend: WorkerBackend) -> None:
-        held = self._leases.get(request_id, {})
-        if held.pop(spec.index, None) is not None:
-            self._actor.release.remote(request_id, [spec.index])
+        name = self._placed.pop((request_id, spec.index), None)
+        if name is None:
+            return
+        view = self._views.get(name)
+        if view is not None:
+            view.delta -= 1
+        self._actor.release.remote(request_id, [spec.index])
 
     async def _failed(self, backend: WorkerBackend) -> None:
+        view = self._views.get(backend.name)
+        if view is not None:
+            view.healthy = False  # until the actor's next status says otherwise
         with contextlib.suppress(Exception):
             self._actor.check_worker.remote(backend.name)
 
@@ -88,6 +154,10 @@ class DirectStreams:
         return await self._branches.abort(request_id, branches)
 
     async def aclose(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
         for request_id in self._branches.requests():
             await self.abort(request_id)
         await self._client.aclose()

@@ -30,11 +30,3 @@ class BranchChunk(BaseModel):
     chunk: CompletionChunk | None = None
     error: str | None = None
     worker: str | None = None
-
-
-class WorkerLease(BaseModel):
-    """A branch placed on a worker that the API process streams from itself."""
-
-    branch: int
-    worker: str = Field(description="The worker's name in its pool (`pool/i`).")
-    url: str = Field(description="The worker's base URL.")

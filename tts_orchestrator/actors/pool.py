@@ -1,8 +1,9 @@
 """The pool actor body: owns one pool's worker clients, their health and load counters.
 
-It places every branch on the least-loaded healthy worker and either streams the branch itself
-(the Ray data path, `generate`) or leases the worker to an API process that streams from it
-directly (`lease` / `release`, see `actors.direct`); the load counts both. Plain class:
+It places every branch it streams itself (the Ray data path, `generate`) on the least-loaded
+healthy worker. An API process that streams from the workers directly (`actors.direct`) places
+from the actor's status and reports each branch (`leased` / `release`), so the load every
+replica sees counts both. Plain class:
 `ray.remote` is applied in `actors.deploy`.
 """
 
@@ -18,7 +19,7 @@ import httpx
 import ray
 
 from tts_orchestrator.actors.branch_tasks import BranchTasks
-from tts_orchestrator.actors.jobs import BranchChunk, BranchSpec, GenerationJob, WorkerLease
+from tts_orchestrator.actors.jobs import BranchChunk, BranchSpec, GenerationJob
 from tts_orchestrator.backends.base import WorkerBackend, WorkerMetrics
 from tts_orchestrator.backends.llamacpp import LlamaCppBackend
 from tts_orchestrator.backends.openai_http import OpenAIHTTPBackend
@@ -132,7 +133,12 @@ class PoolRunner:
             "pool": self.pool.name,
             "actor_pid": os.getpid(),
             "workers": [
-                {"name": b.name, "healthy": self._healthy[b.name], "load": self._load[b.name]}
+                {
+                    "name": b.name,
+                    "url": b.url if isinstance(b, OpenAIHTTPBackend) else None,
+                    "healthy": self._healthy[b.name],
+                    "load": self._load[b.name],
+                }
                 for b in self.backends
             ],
             "inflight_requests": len(self._branches) + len(self._leases),
@@ -165,23 +171,16 @@ class PoolRunner:
         """Abort some or all branches of a request; returns how many were still running."""
         return await self._branches.abort(request_id, branches)
 
-    # -- leases: the API process streams from the worker itself -----------------------------
-    async def lease(self, job: GenerationJob) -> list[WorkerLease]:
-        """Place every branch of `job` and count it as load until :meth:`release`; the caller
-        streams from the returned workers itself (`actors.direct`)."""
-        self._ensure_health_loop()
-        held = self._leases.setdefault(job.request_id, {})
-        leases: list[WorkerLease] = []
-        try:
-            for spec in job.branches:
-                backend = await self._place(job.request_id, spec)
-                held[spec.index] = backend.name
-                url = backend.url if isinstance(backend, OpenAIHTTPBackend) else ""
-                leases.append(WorkerLease(branch=spec.index, worker=backend.name, url=url))
-        except BaseException:
-            self.release(job.request_id, [lease.branch for lease in leases])
-            raise
-        return leases
+    # -- leases: an API process streams from the worker itself (`actors.direct`) ----------------
+    def leased(self, request_id: str, branch: int, worker: str) -> None:
+        """An API process placed a branch on `worker` and streams it itself: count it as load
+        until :meth:`release`, so every replica's placement sees it."""
+        if worker not in self._load:
+            return  # a worker this pool does not have (a stale view): nothing to count
+        held = self._leases.setdefault(request_id, {})
+        if held.get(branch) is None:
+            held[branch] = worker
+            self._load[worker] += 1
 
     def release(self, request_id: str, branches: list[int] | None = None) -> None:
         """Uncount leased branches (all of the request's when `branches` is None)."""

@@ -1,10 +1,18 @@
-"""Which worker URLs only the worker's own node can reach (the direct data path's test)."""
+"""The direct data path: which worker URLs only their own node reaches, and local placement
+from the pool actor's status (a recording stub stands in for the actor: pure logic here; the
+integration tests run the real actor)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from tts_orchestrator.actors.direct import is_loopback
+from tts_orchestrator.actors.direct import DirectStreams, is_loopback
+from tts_orchestrator.actors.jobs import BranchSpec
+from tts_orchestrator.backends.base import SamplingParams
+from tts_orchestrator.config import PoolConfig
+from tts_orchestrator.exceptions import NoWorkerAvailable
 
 
 @pytest.mark.parametrize(
@@ -21,3 +29,115 @@ from tts_orchestrator.actors.direct import is_loopback
 )
 def test_loopback_urls(url: str, loopback: bool) -> None:
     assert is_loopback(url) is loopback
+
+
+class _Method:
+    """`actor.method.remote(...)`: records the call; a query returns an awaitable of `result`,
+    a notice nothing (its caller drops the reference)."""
+
+    def __init__(
+        self, calls: list[tuple[str, tuple[Any, ...]]], name: str, result: Any = None
+    ) -> None:
+        self.calls, self.name, self.result = calls, name, result
+
+    def remote(self, *args: Any) -> Any:
+        self.calls.append((self.name, args))
+        if self.result is None:
+            return None
+
+        async def value() -> Any:
+            return self.result
+
+        return value()
+
+
+class PoolActorStub:
+    """The pool actor's status / leased / release surface, recorded (pure placement logic)."""
+
+    def __init__(self, workers: list[dict[str, Any]]) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.status = _Method(self.calls, "status", {"workers": workers})
+        self.leased = _Method(self.calls, "leased")
+        self.release = _Method(self.calls, "release")
+        self.check_worker = _Method(self.calls, "check_worker")
+
+    def notices(self) -> list[tuple[str, tuple[Any, ...]]]:
+        return [(n, a) for n, a in self.calls if n in ("leased", "release")]
+
+
+def _worker(i: int, *, load: int = 0, healthy: bool = True) -> dict[str, Any]:
+    return {
+        "name": f"p/{i}",
+        "url": f"http://127.0.0.1:{9000 + i}",
+        "healthy": healthy,
+        "load": load,
+    }
+
+
+def _spec(i: int, prefer: str | None = None) -> BranchSpec:
+    return BranchSpec(
+        index=i, prompt="x", params=SamplingParams(max_tokens=1), prefer_worker=prefer
+    )
+
+
+@pytest.fixture
+def pool() -> PoolConfig:
+    return PoolConfig(name="p", model="m", urls=["http://127.0.0.1:9000"])
+
+
+async def test_places_on_the_least_loaded_healthy_worker_counting_its_own_branches(
+    pool: PoolConfig,
+) -> None:
+    actor = PoolActorStub([_worker(0, load=2), _worker(1, load=1), _worker(2, healthy=False)])
+    direct = DirectStreams(pool, actor)
+    await direct.refresh()
+    placed = [(await direct._place("r", _spec(i))).name for i in range(4)]
+    # loads (p/0, p/1): (2, 1) → p/1; (2, 2) tie, first listed → p/0; (3, 2) → p/1; (3, 3) →
+    # p/0. The unhealthy p/2 (load 0) is never chosen.
+    assert placed == ["p/1", "p/0", "p/1", "p/0"]
+    assert [a for _, a in actor.notices()] == [
+        ("r", 0, "p/1"),
+        ("r", 1, "p/0"),
+        ("r", 2, "p/1"),
+        ("r", 3, "p/0"),
+    ]
+    backend = await direct._place("q", _spec(0, prefer="p/0"))
+    assert backend.name == "p/0"  # a continuation goes back to its worker's cache
+    await direct.aclose()
+
+
+async def test_release_uncounts_here_and_tells_the_actor_once(pool: PoolConfig) -> None:
+    actor = PoolActorStub([_worker(0), _worker(1)])
+    direct = DirectStreams(pool, actor)
+    await direct.refresh()
+    backend = await direct._place("r", _spec(0))
+    direct._release("r", _spec(0), backend)
+    direct._release("r", _spec(0), backend)  # a second release of the same branch is a no-op
+    assert actor.notices()[-1] == ("release", ("r", [0]))
+    assert sum(n == "release" for n, _ in actor.notices()) == 1
+    assert (await direct._place("s", _spec(0))).name == backend.name  # its load is back to 0
+    await direct.aclose()
+
+
+async def test_a_failed_worker_is_avoided_until_the_actor_says_it_is_back(
+    pool: PoolConfig,
+) -> None:
+    actor = PoolActorStub([_worker(0), _worker(1, load=5)])
+    direct = DirectStreams(pool, actor)
+    await direct.refresh()
+    first = await direct._place("r", _spec(0))
+    assert first.name == "p/0"
+    await direct._failed(first)
+    assert ("check_worker", ("p/0",)) in actor.calls
+    assert (await direct._place("r", _spec(1))).name == "p/1"
+    await direct.refresh()  # the actor's health check found it healthy again
+    assert (await direct._place("r", _spec(2))).name == "p/0"
+    await direct.aclose()
+
+
+async def test_no_healthy_worker_is_an_error(pool: PoolConfig) -> None:
+    direct = DirectStreams(pool, PoolActorStub([_worker(0, healthy=False)]))
+    await direct.refresh()
+    with pytest.raises(NoWorkerAvailable, match="no healthy worker in pool p"):
+        await direct._place("r", _spec(0))
+    await direct.aclose()
