@@ -105,6 +105,7 @@ def main() -> None:
         try:
             pools = httpx.get(f"{service.url}/v1/pools", timeout=10).json()["data"]
             worker_url = pools[0]["processes"][0]["url"]
+            data_path = pools[0].get("data_path")
             table = asyncio.run(
                 measure(service.url, worker_url, rounds=args.rounds, max_tokens=args.max_tokens)
             )
@@ -114,7 +115,9 @@ def main() -> None:
         "SmolLM2-135M-Instruct Q4_1 on one llama.cpp worker (xllamacpp, 4 slots, 2 threads); "
         f"streaming chat completions, {args.max_tokens} max tokens, temperature 0. "
         "*Direct* calls the worker's own `/v1/chat/completions`; *orchestrated* goes through the "
-        "API → Redis record → Ray pool actor → worker `/v1/completions` path. Requests alternate "
+        "API → Redis record → placement from the pool actor's status → worker `/v1/completions`, "
+        "streamed straight into the API process (the direct data path; `/v1/pools` said "
+        f"`data_path: {data_path}`). Requests alternate "
         "between the paths round by round; each prompt is distinct so neither path reuses the "
         "other's prefix cache. On this CPU the engine's prefill of the same short prompt varies by "
         "tens of ms from request to request, which swamps a few ms of overhead in raw TTFT; so "
