@@ -154,13 +154,15 @@ async def start_pool(pool: PoolConfig, settings: Settings) -> PoolHandle:
         raise NoWorkerAvailable(f"pool {pool.name} failed to start: {exc}") from exc
     handle = PoolHandle(config=pool, actor=actor, workers=workers)
     await handle.load_template()
-    handle.direct = await _direct_streams(pool, actor, workers, urls)
+    # A branch never outlives its request's hard deadline: past it a lease is stale.
+    ttl = settings.server.request_timeout_s + 60.0
+    handle.direct = await _direct_streams(pool, actor, workers, urls, lease_ttl_s=ttl)
     log.info("pool %s ready with workers %s", pool.name, urls)
     return handle
 
 
 async def _direct_streams(
-    pool: PoolConfig, actor: Any, workers: list[Any], urls: list[str]
+    pool: PoolConfig, actor: Any, workers: list[Any], urls: list[str], *, lease_ttl_s: float
 ) -> DirectStreams | None:
     """The direct data path, unless the workers are out of this process's reach: a loopback
     URL is reachable only from the node of the process that serves it (a launched worker) or
@@ -174,7 +176,7 @@ async def _direct_streams(
         if any(node != here for node in nodes):
             log.info("pool %s: loopback workers on another node, streaming through Ray", pool.name)
             return None
-    direct = DirectStreams(pool, actor)
+    direct = DirectStreams(pool, actor, lease_ttl_s=lease_ttl_s)
     await direct.start()
     return direct
 

@@ -9,7 +9,8 @@ routable URL), nothing on the token path waits for Ray:
   every ``refresh_s``), corrected by what this process placed and released since;
 * the branch streams `/v1/completions` from that worker over this process's connection pool;
 * the actor is told of each placement and release without waiting (``leased`` / ``release``),
-  so every replica's view and `/v1/pools` count the branch.
+  so every replica's view and `/v1/pools` count the branch; a lease not released by its
+  request's deadline (this process died) is dropped by the actor.
 
 Aborting a branch closes its stream, which frees the engine's slot. If the actor is down (it
 is restarted by Ray), streaming goes on from the last view.
@@ -67,9 +68,12 @@ class WorkerView:
 class DirectStreams:
     """Places and streams one pool's branches in this API process."""
 
-    def __init__(self, pool: PoolConfig, actor: Any, *, refresh_s: float = 0.5) -> None:
+    def __init__(
+        self, pool: PoolConfig, actor: Any, *, lease_ttl_s: float, refresh_s: float = 0.5
+    ) -> None:
         self.pool = pool
         self._actor = actor
+        self._lease_ttl_s = lease_ttl_s
         self._refresh_s = refresh_s
         self._client = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256)
@@ -131,7 +135,7 @@ class DirectStreams:
             await backend.settle(busy_at_most=view.estimated_load)
         view.delta += 1
         self._placed[(request_id, spec.index)] = view.name
-        self._actor.leased.remote(request_id, spec.index, view.name)
+        self._actor.leased.remote(request_id, spec.index, view.name, self._lease_ttl_s)
         return backend
 
     def _release(self, request_id: str, spec: BranchSpec, backend: WorkerBackend) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -52,7 +53,8 @@ class PoolRunner:
         self._load = {b.name: 0 for b in self.backends}
         self._healthy = {b.name: True for b in self.backends}
         self._branches = BranchTasks(place=self._place, release=self._release, failed=self._failed)
-        self._leases: dict[str, dict[int, str]] = {}
+        # request → branch → (worker, monotonic expiry) of branches an API process streams
+        self._leases: dict[str, dict[int, tuple[str, float]]] = {}
         self._health_task: asyncio.Task[None] | None = None
 
     def _build_backends(self, urls: list[str]) -> list[WorkerBackend]:
@@ -80,6 +82,7 @@ class PoolRunner:
     async def _health_loop(self) -> None:
         while True:
             await asyncio.sleep(_HEALTH_INTERVAL_S)
+            self.expire_leases()
             await self._check_health()
 
     async def _check_health(self) -> None:
@@ -172,25 +175,39 @@ class PoolRunner:
         return await self._branches.abort(request_id, branches)
 
     # -- leases: an API process streams from the worker itself (`actors.direct`) ----------------
-    def leased(self, request_id: str, branch: int, worker: str) -> None:
+    def leased(self, request_id: str, branch: int, worker: str, ttl_s: float) -> None:
         """An API process placed a branch on `worker` and streams it itself: count it as load
-        until :meth:`release`, so every replica's placement sees it."""
+        until :meth:`release`, so every replica's placement sees it. A branch cannot outlive its
+        request's deadline, so after `ttl_s` the count is dropped even if no release came (the
+        API process died)."""
         if worker not in self._load:
             return  # a worker this pool does not have (a stale view): nothing to count
         held = self._leases.setdefault(request_id, {})
-        if held.get(branch) is None:
-            held[branch] = worker
+        if branch not in held:
+            held[branch] = (worker, time.monotonic() + ttl_s)
             self._load[worker] += 1
 
     def release(self, request_id: str, branches: list[int] | None = None) -> None:
         """Uncount leased branches (all of the request's when `branches` is None)."""
         held = self._leases.get(request_id, {})
         for index in list(held) if branches is None else branches:
-            name = held.pop(index, None)
-            if name is not None:
-                self._load[name] -= 1
+            lease = held.pop(index, None)
+            if lease is not None:
+                self._load[lease[0]] -= 1
         if not held:
             self._leases.pop(request_id, None)
+
+    def expire_leases(self, now: float | None = None) -> int:
+        """Drop leases past their expiry; returns how many."""
+        now = time.monotonic() if now is None else now
+        expired = 0
+        for request_id in list(self._leases):
+            stale = [i for i, (_, until) in self._leases[request_id].items() if until <= now]
+            if stale:
+                log.warning("request %s: %d leased branches never released", request_id, len(stale))
+                self.release(request_id, stale)
+                expired += len(stale)
+        return expired
 
     async def check_worker(self, name: str) -> None:
         """A caller saw this worker fail: re-check its health now."""

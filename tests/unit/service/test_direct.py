@@ -1,15 +1,17 @@
 """The direct data path: which worker URLs only their own node reaches, and local placement
 from the pool actor's status (a recording stub stands in for the actor: pure logic here; the
-integration tests run the real actor)."""
+integration tests run the real actor), and the actor body's lease counting."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
 from tts_orchestrator.actors.direct import DirectStreams, is_loopback
 from tts_orchestrator.actors.jobs import BranchSpec
+from tts_orchestrator.actors.pool import PoolRunner
 from tts_orchestrator.backends.base import SamplingParams
 from tts_orchestrator.config import PoolConfig
 from tts_orchestrator.exceptions import NoWorkerAvailable
@@ -89,17 +91,17 @@ async def test_places_on_the_least_loaded_healthy_worker_counting_its_own_branch
     pool: PoolConfig,
 ) -> None:
     actor = PoolActorStub([_worker(0, load=2), _worker(1, load=1), _worker(2, healthy=False)])
-    direct = DirectStreams(pool, actor)
+    direct = DirectStreams(pool, actor, lease_ttl_s=60.0)
     await direct.refresh()
     placed = [(await direct._place("r", _spec(i))).name for i in range(4)]
     # loads (p/0, p/1): (2, 1) → p/1; (2, 2) tie, first listed → p/0; (3, 2) → p/1; (3, 3) →
     # p/0. The unhealthy p/2 (load 0) is never chosen.
     assert placed == ["p/1", "p/0", "p/1", "p/0"]
     assert [a for _, a in actor.notices()] == [
-        ("r", 0, "p/1"),
-        ("r", 1, "p/0"),
-        ("r", 2, "p/1"),
-        ("r", 3, "p/0"),
+        ("r", 0, "p/1", 60.0),
+        ("r", 1, "p/0", 60.0),
+        ("r", 2, "p/1", 60.0),
+        ("r", 3, "p/0", 60.0),
     ]
     backend = await direct._place("q", _spec(0, prefer="p/0"))
     assert backend.name == "p/0"  # a continuation goes back to its worker's cache
@@ -108,7 +110,7 @@ async def test_places_on_the_least_loaded_healthy_worker_counting_its_own_branch
 
 async def test_release_uncounts_here_and_tells_the_actor_once(pool: PoolConfig) -> None:
     actor = PoolActorStub([_worker(0), _worker(1)])
-    direct = DirectStreams(pool, actor)
+    direct = DirectStreams(pool, actor, lease_ttl_s=60.0)
     await direct.refresh()
     backend = await direct._place("r", _spec(0))
     direct._release("r", _spec(0), backend)
@@ -123,7 +125,7 @@ async def test_a_failed_worker_is_avoided_until_the_actor_says_it_is_back(
     pool: PoolConfig,
 ) -> None:
     actor = PoolActorStub([_worker(0), _worker(1, load=5)])
-    direct = DirectStreams(pool, actor)
+    direct = DirectStreams(pool, actor, lease_ttl_s=60.0)
     await direct.refresh()
     first = await direct._place("r", _spec(0))
     assert first.name == "p/0"
@@ -136,8 +138,32 @@ async def test_a_failed_worker_is_avoided_until_the_actor_says_it_is_back(
 
 
 async def test_no_healthy_worker_is_an_error(pool: PoolConfig) -> None:
-    direct = DirectStreams(pool, PoolActorStub([_worker(0, healthy=False)]))
+    direct = DirectStreams(pool, PoolActorStub([_worker(0, healthy=False)]), lease_ttl_s=60.0)
     await direct.refresh()
     with pytest.raises(NoWorkerAvailable, match="no healthy worker in pool p"):
         await direct._place("r", _spec(0))
     await direct.aclose()
+
+
+async def test_the_pool_actor_counts_leases_until_released_or_expired(pool: PoolConfig) -> None:
+    runner = PoolRunner(pool, ["http://127.0.0.1:9000", "http://127.0.0.1:9001"])
+    names = [b.name for b in runner.backends]
+    runner.leased("r", 0, names[0], 60.0)
+    runner.leased("r", 0, names[0], 60.0)  # told twice: counted once
+    runner.leased("r", 1, names[1], 60.0)
+    runner.leased("s", 0, names[1], 1.0)
+    runner.leased("t", 0, "elsewhere/9", 60.0)  # not this pool's worker: ignored
+    status = await runner.status()
+    assert [w["load"] for w in status["workers"]] == [1, 2]
+    assert [w["url"] for w in status["workers"]] == [
+        "http://127.0.0.1:9000",
+        "http://127.0.0.1:9001",
+    ]
+    runner.release("r", [0])
+    assert runner.expire_leases(now=time.monotonic() + 30.0) == 1  # s's API process died
+    status = await runner.status()
+    assert [w["load"] for w in status["workers"]] == [0, 1]
+    assert status["inflight_requests"] == 1
+    runner.release("r")
+    assert [w["load"] for w in (await runner.status())["workers"]] == [0, 0]
+    await runner.stop()
