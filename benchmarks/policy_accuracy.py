@@ -15,15 +15,15 @@ three configurations, one request in flight, configurations shuffled per problem
 * ``fixed-4``: ``tts: {n_branches: 4, latency_budget_s: B}`` (idem)
 * ``policy``:  ``tts: {latency_budget_s: B}``: the planner picks pool x N x thinking budget
 
-No mode requested (the `generic` family's default: fast, messages as sent), temperature 0.6,
-the same prompt and seed for the three, max_tokens 1536 so the budget binds, not max_tokens: a
-config that runs what another ran (the policy choosing plain N=1) gets the same answer. The engine keeps prompts in its prompt
-cache (slots and host memory), so the config sent second would find the prompt cached by the
-first: before the three, one 1-token request per pool puts the prompt in every pool's cache and
-all three start alike (the first branch's prefill is then nearly free; further branches may
-still prefill). Every policy request's record (`GET /v1/requests/{id}`) must hold a `plan`;
-requests without one are counted. Answers are graded by math-verify
-(`verifiers.grading.Grader`).
+No mode requested (the `generic` family's default: fast, messages as sent), temperature 0.6, the
+same prompt and seed for the three, max_tokens 1536 so the budget binds, not max_tokens: a
+config that runs what another ran (the policy choosing plain N=1) gets the same answer. The
+engine keeps prompts in its prompt cache (slots and host memory), so the config sent second
+would find the prompt cached by the first: before the three, one 1-token request per pool puts
+the prompt in every pool's cache and all three start alike (the first branch's prefill is then
+nearly free; further branches may still prefill). Every policy request's record (`GET
+/v1/requests/{id}`) must hold a `plan`; requests without one are counted. Answers are graded by
+math-verify (`verifiers.grading.Grader`).
 
 Run: ``.venv/bin/python -m benchmarks.policy_accuracy --problems 30 --budget 45`` (about an
 hour on 2 cores: at most problems x 3 x budget of requests, plus ~5 min to start and profile);
