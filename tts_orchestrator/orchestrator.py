@@ -456,7 +456,9 @@ class Orchestrator:
                         raise RequestError(
                             f"request cancelled: {p.cancel_reason}", code="cancelled"
                         )
-                    if loop.time() >= hard_at:
+                    # The timer may fire a hair early (uvloop counts whole ms): which deadline
+                    # bound the wait decides, not a re-read of the clock.
+                    if hard_at <= soft_at or loop.time() >= hard_at:
                         raise DeadlineExceeded(
                             "request exceeded the server deadline of "
                             f"{self.settings.server.request_timeout_s:.0f}s"
