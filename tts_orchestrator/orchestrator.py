@@ -53,6 +53,11 @@ from verifiers.voting import EquivalenceFn
 log = logging.getLogger(__name__)
 
 
+def _retrieve_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class Orchestrator:
     """Runs requests against the pools; owns nothing but references to shared services."""
 
@@ -213,7 +218,9 @@ class Orchestrator:
         record = self._new_record(prepared)
         if plan is not None:
             record.plan = plan.record()
-        await self.store.create_request(record)
+        prepared.recorded = asyncio.ensure_future(self.store.create_request(record))
+        # Retrieved here too: a request whose response never starts never awaits it.
+        prepared.recorded.add_done_callback(_retrieve_failure)
         prepared.prepare_s = time.monotonic() - began
         return prepared
 
@@ -445,6 +452,7 @@ class Orchestrator:
         budget_reached = False
         nxt: asyncio.Future[BranchChunk | None] | None = None
         try:
+            await p.record_written()  # its Redis round trip overlapped the engine's start
             while True:
                 nxt = asyncio.ensure_future(streams.next())
                 timeout = max(0.0, min(soft_at, hard_at) - loop.time())
@@ -529,6 +537,7 @@ class Orchestrator:
         self, p: PreparedRequest, presenter: Presenter, fields: dict[str, Any]
     ) -> None:
         try:
+            await p.record_written()  # run may have failed before it waited
             await self.store.update_request(p.id, **fields)
             for b in presenter.branch_records():
                 await self.store.update_branch(p.id, b.index, **b.model_dump(exclude={"index"}))

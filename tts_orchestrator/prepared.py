@@ -53,6 +53,15 @@ class PreparedRequest:
     first_chunk_at: float | None = None
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_reason: str | None = None
+    #: The record's first write, started by `prepare` and awaited once the engine requests are
+    #: on their way, so the Redis round trip is not on the time to first token.
+    recorded: asyncio.Future[None] | None = None
+
+    async def record_written(self) -> None:
+        """Wait for the first record write (once); its failure is the request's failure."""
+        pending, self.recorded = self.recorded, None
+        if pending is not None:
+            await asyncio.shield(pending)  # a cancelled request still gets its record
 
 
 def new_record(p: PreparedRequest, *, replica_id: str) -> RequestRecord:

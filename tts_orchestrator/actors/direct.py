@@ -8,9 +8,10 @@ routable URL), nothing on the token path waits for Ray:
 * placement is local: the least-loaded healthy worker by the pool actor's last status (fetched
   every ``refresh_s``), corrected by what this process placed and released since;
 * the branch streams `/v1/completions` from that worker over this process's connection pool;
-* the actor is told of each placement and release without waiting (``leased`` / ``release``),
-  so every replica's view and `/v1/pools` count the branch; a lease not released by its
-  request's deadline (this process died) is dropped by the actor.
+* the actor is told of each placement (a few ms later, once the engine request is sent) and
+  release without waiting (``leased`` / ``release``), so every replica's view and `/v1/pools`
+  count the branch; a lease not released by its request's deadline (this process died) is
+  dropped by the actor. A branch over before its placement was told is never told.
 
 Aborting a branch closes its stream, which frees the engine's slot. If the actor is down (it
 is restarted by Ray), streaming goes on from the last view.
@@ -39,6 +40,9 @@ from tts_orchestrator.exceptions import NoWorkerAvailable, TTSError
 
 log = logging.getLogger(__name__)
 
+#: How long after placing a branch the actor is told of it.
+LEASE_NOTICE_DELAY_S = 0.005
+
 
 def is_loopback(url: str) -> bool:
     host = urlsplit(url).hostname or ""
@@ -65,6 +69,12 @@ class WorkerView:
         return max(0, self.load + self.delta)
 
 
+@dataclass
+class _Placement:
+    worker: str
+    notice: asyncio.TimerHandle | None  # the lease not yet told to the actor
+
+
 class DirectStreams:
     """Places and streams one pool's branches in this API process."""
 
@@ -80,7 +90,7 @@ class DirectStreams:
         )
         self._views: dict[str, WorkerView] = {}
         self._backends: dict[tuple[str, str], WorkerBackend] = {}
-        self._placed: dict[tuple[str, int], str] = {}  # (request, branch) → worker
+        self._placed: dict[tuple[str, int], _Placement] = {}  # keyed by (request, branch)
         self._branches = BranchTasks(place=self._place, release=self._release, failed=self._failed)
         self._refresher: asyncio.Task[None] | None = None
 
@@ -134,17 +144,31 @@ class DirectStreams:
         if spec.prefer_worker is not None:  # a continuation: let the aborted slot go idle
             await backend.settle(busy_at_most=view.estimated_load)
         view.delta += 1
-        self._placed[(request_id, spec.index)] = view.name
-        self._actor.leased.remote(request_id, spec.index, view.name, self._lease_ttl_s)
+        # Submitting a Ray call costs ~0.4 ms of this loop: told a moment later, once the
+        # engine request is on its way, not before it.
+        key = (request_id, spec.index)
+        notice = asyncio.get_running_loop().call_later(
+            LEASE_NOTICE_DELAY_S, self._tell_leased, key, view.name
+        )
+        self._placed[key] = _Placement(view.name, notice)
         return backend
 
+    def _tell_leased(self, key: tuple[str, int], worker: str) -> None:
+        placement = self._placed.get(key)
+        if placement is not None:
+            placement.notice = None
+            self._actor.leased.remote(*key, worker, self._lease_ttl_s)
+
     def _release(self, request_id: str, spec: BranchSpec, backend: WorkerBackend) -> None:
-        name = self._placed.pop((request_id, spec.index), None)
-        if name is None:
+        placement = self._placed.pop((request_id, spec.index), None)
+        if placement is None:
             return
-        view = self._views.get(name)
+        view = self._views.get(placement.worker)
         if view is not None:
             view.delta -= 1
+        if placement.notice is not None:  # over before the actor heard of it: tell it nothing
+            placement.notice.cancel()
+            return
         self._actor.release.remote(request_id, [spec.index])
 
     async def _failed(self, backend: WorkerBackend) -> None:

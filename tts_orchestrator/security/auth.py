@@ -219,7 +219,7 @@ class _HoldsGatekeeper(Protocol):
     def security(self) -> Gatekeeper: ...
 
 
-def get_gatekeeper(request: Request) -> Gatekeeper:
+async def get_gatekeeper(request: Request) -> Gatekeeper:
     services: _HoldsGatekeeper = request.app.state.services
     return services.security
 

@@ -4,12 +4,13 @@ integration tests run the real actor), and the actor body's lease counting."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import pytest
 
-from tts_orchestrator.actors.direct import DirectStreams, is_loopback
+from tts_orchestrator.actors.direct import LEASE_NOTICE_DELAY_S, DirectStreams, is_loopback
 from tts_orchestrator.actors.jobs import BranchSpec
 from tts_orchestrator.actors.pool import PoolRunner
 from tts_orchestrator.backends.base import SamplingParams
@@ -67,6 +68,10 @@ class PoolActorStub:
         return [(n, a) for n, a in self.calls if n in ("leased", "release")]
 
 
+async def _notices_sent() -> None:
+    await asyncio.sleep(LEASE_NOTICE_DELAY_S * 4)
+
+
 def _worker(i: int, *, load: int = 0, healthy: bool = True) -> dict[str, Any]:
     return {
         "name": f"p/{i}",
@@ -97,6 +102,8 @@ async def test_places_on_the_least_loaded_healthy_worker_counting_its_own_branch
     # loads (p/0, p/1): (2, 1) → p/1; (2, 2) tie, first listed → p/0; (3, 2) → p/1; (3, 3) →
     # p/0. The unhealthy p/2 (load 0) is never chosen.
     assert placed == ["p/1", "p/0", "p/1", "p/0"]
+    assert actor.notices() == []  # told once the engine requests are on their way
+    await _notices_sent()
     assert [a for _, a in actor.notices()] == [
         ("r", 0, "p/1", 60.0),
         ("r", 1, "p/0", 60.0),
@@ -113,11 +120,28 @@ async def test_release_uncounts_here_and_tells_the_actor_once(pool: PoolConfig) 
     direct = DirectStreams(pool, actor, lease_ttl_s=60.0)
     await direct.refresh()
     backend = await direct._place("r", _spec(0))
+    await _notices_sent()
     direct._release("r", _spec(0), backend)
     direct._release("r", _spec(0), backend)  # a second release of the same branch is a no-op
     assert actor.notices()[-1] == ("release", ("r", [0]))
     assert sum(n == "release" for n, _ in actor.notices()) == 1
     assert (await direct._place("s", _spec(0))).name == backend.name  # its load is back to 0
+    await direct.aclose()
+
+
+async def test_a_branch_over_before_its_placement_was_told_is_never_told(
+    pool: PoolConfig,
+) -> None:
+    actor = PoolActorStub([_worker(0)])
+    direct = DirectStreams(pool, actor, lease_ttl_s=60.0)
+    await direct.refresh()
+    backend = await direct._place("r", _spec(0))
+    direct._release("r", _spec(0), backend)
+    await _notices_sent()
+    assert actor.notices() == []  # neither a lease nor a release the actor would not match
+    assert (await direct._place("s", _spec(0))).name == "p/0"
+    await _notices_sent()
+    assert actor.notices() == [("leased", ("s", 0, "p/0", 60.0))]
     await direct.aclose()
 
 
