@@ -53,11 +53,6 @@ from verifiers.voting import EquivalenceFn
 log = logging.getLogger(__name__)
 
 
-def _retrieve_failure(task: asyncio.Future[None]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
 class Orchestrator:
     """Runs requests against the pools; owns nothing but references to shared services."""
 
@@ -218,9 +213,7 @@ class Orchestrator:
         record = self._new_record(prepared)
         if plan is not None:
             record.plan = plan.record()
-        prepared.recorded = asyncio.ensure_future(self.store.create_request(record))
-        # Retrieved here too: a request whose response never starts never awaits it.
-        prepared.recorded.add_done_callback(_retrieve_failure)
+        prepared.record = record
         prepared.prepare_s = time.monotonic() - began
         return prepared
 
@@ -449,10 +442,11 @@ class Orchestrator:
         cancel_wait = asyncio.ensure_future(p.cancel.wait())
         streams = BranchStreams(p.pool, p.id)
         streams.start(job)
+        p.start_record(self.store)  # after the branches: they reach the engine first
         budget_reached = False
         nxt: asyncio.Future[BranchChunk | None] | None = None
         try:
-            await p.record_written()  # its Redis round trip overlapped the engine's start
+            await p.record_written()
             while True:
                 nxt = asyncio.ensure_future(streams.next())
                 timeout = max(0.0, min(soft_at, hard_at) - loop.time())
@@ -536,8 +530,11 @@ class Orchestrator:
     async def _finish_record(
         self, p: PreparedRequest, presenter: Presenter, fields: dict[str, Any]
     ) -> None:
+        if p.record is None:
+            return
+        p.start_record(self.store)  # ended before it started generating
         try:
-            await p.record_written()  # run may have failed before it waited
+            await p.record_written()
             await self.store.update_request(p.id, **fields)
             for b in presenter.branch_records():
                 await self.store.update_branch(p.id, b.index, **b.model_dump(exclude={"index"}))

@@ -14,6 +14,7 @@ from tts_orchestrator.exceptions import TTSError
 from tts_orchestrator.mode_requests import ModeRun
 from tts_orchestrator.modes import ModeChoice
 from tts_orchestrator.protocol import TtsOptions
+from tts_orchestrator.state.base import StateStore
 from tts_orchestrator.state.records import (
     BranchRecord,
     Endpoint,
@@ -53,15 +54,20 @@ class PreparedRequest:
     first_chunk_at: float | None = None
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     cancel_reason: str | None = None
-    #: The record's first write, started by `prepare` and awaited once the engine requests are
-    #: on their way, so the Redis round trip is not on the time to first token.
-    recorded: asyncio.Future[None] | None = None
+    #: The record `run` writes first: once the engine requests are on their way, so that the
+    #: Redis round trip (and its ~0.4 ms of this loop) is not on the time to first token.
+    record: RequestRecord | None = None
+    _recorded: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
+
+    def start_record(self, store: StateStore) -> None:
+        """Start the record's first write (once)."""
+        if self.record is not None and self._recorded is None:
+            self._recorded = asyncio.ensure_future(store.create_request(self.record))
 
     async def record_written(self) -> None:
-        """Wait for the first record write (once); its failure is the request's failure."""
-        pending, self.recorded = self.recorded, None
-        if pending is not None:
-            await asyncio.shield(pending)  # a cancelled request still gets its record
+        """Wait for the first write (if started); raises its failure."""
+        if self._recorded is not None:
+            await asyncio.shield(self._recorded)  # a cancelled request still gets its record
 
 
 def new_record(p: PreparedRequest, *, replica_id: str) -> RequestRecord:

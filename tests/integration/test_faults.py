@@ -164,6 +164,21 @@ async def external_redis() -> AsyncIterator[EmbeddedRedis]:
         yield redis
 
 
+async def _stream_events(http: httpx.AsyncClient, url: str) -> list[str]:
+    body = {
+        "model": "replay",
+        "messages": [{"role": "user", "content": "VOTE-TIE: pick a number."}],
+        "stream": True,
+    }
+    events: list[str] = []
+    async with http.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=10) as r:
+        assert r.status_code == 200
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                events.append(line[6:])
+    return events
+
+
 async def test_redis_restart_under_load(
     external_redis: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -201,7 +216,9 @@ async def test_redis_restart_under_load(
             await asyncio.sleep(2)
             port = external_redis.port
             await external_redis.stop(kill=True)
-            await asyncio.sleep(2)
+            await asyncio.sleep(1)
+            stream_events = await _stream_events(http, service.url)
+            await asyncio.sleep(1)
             down = dict(outcomes)
             restarted = EmbeddedRedis(port=port)
             await restarted.start()
@@ -220,6 +237,10 @@ async def test_redis_restart_under_load(
     finally:
         service.stop()
     assert down.get("503", 0) > 0, down
+    # A stream starts before its record is written (the write overlaps the engine's start): it
+    # ends with the store's error in the OpenAI schema, then [DONE].
+    assert stream_events[-1] == "[DONE]", stream_events
+    assert json.loads(stream_events[-2])["error"]["type"] == "service_unavailable", stream_events
     assert recovered_in is not None and recovered_in < 5, recovered_in
     assert outcomes["200"] > down.get("200", 0), outcomes
 
