@@ -37,7 +37,7 @@ def trim_replay(
     """Replay the TrimR rules (rule judge) over recorded traces: tokens saved, accuracy change."""
     from verifiers.equivalence import EquivalenceChecker
     from verifiers.judges import RuleJudge
-    from verifiers.trim_replay import ReplayConfig, load_replay_traces, replay
+    from verifiers.trim_replay import ReplayConfig, headroom, load_replay_traces, replay
 
     config = TrimRConfig(
         overthink_m=overthink_m,
@@ -100,6 +100,13 @@ def trim_replay(
             by_rule.setdefault(o.rule.value, []).append(o.tokens_saved)
     for rule, saved in sorted(by_rule.items()):
         console.print(f"{rule}: {len(saved)} trims, {sum(saved)} tokens saved")
+    # What a perfect judge could save: stop right after the n-th thought naming the final answer.
+    bounds = [headroom(loaded, mentions=n) for n in (1, 2, 3)]
+    for b in bounds:
+        console.print(
+            f"oracle bound, stop after the thought with mention {b.mentions} of the final answer "
+            f"(overthink M = {b.mentions - 1}): {b.saved_pct:.1f}% saved"
+        )
     if write_docs:
         from evals.docs import write_section
 
@@ -113,6 +120,29 @@ def trim_replay(
             f"{t.accuracy_before:.1f}% | {t.accuracy_after:.1f}% | "
             f"{t.accuracy_change_pt:+.1f} pt | "
             f"{t.lost} | {t.gained} |\n\n| rule | trims | tokens saved |\n|---|---|---|\n" + rows
+        )
+        body += (
+            "\n\nOracle bound (`verifiers.trim_replay.headroom`): thinking tokens saved if every "
+            "trace stopped right after the n-th thought whose text contains its own final answer "
+            "(normalised substring match, generous for short answers) — what a perfect judge could "
+            "save with the overthinking rule at M = n − 1, at no accuracy cost.\n\n"
+            "| mentions (M + 1) | tokens saved |\n|---|---|\n"
+            + "\n".join(
+                f"| {b.mentions} (M = {b.mentions - 1}) | {b.saved_pct:.1f}% |" for b in bounds
+            )
+        )
+        met = t.tokens_saved_pct >= 30.0 and abs(t.accuracy_change_pt) <= 1.0
+        at_m = next((b for b in bounds if b.mentions == overthink_m + 1), None)
+        body += (
+            f"\n\nIssue-6 target (≥ 30% fewer thinking tokens at ≤ 1 pt accuracy change): "
+            f"**{'met' if met else 'missed'}** ({t.tokens_saved_pct:.1f}%, "
+            f"{t.accuracy_change_pt:+.1f} pt)"
+            + (
+                f"; a perfect judge at this M ({overthink_m}) would save at most "
+                f"{at_m.saved_pct:.1f}% through the overthinking rule."
+                if at_m is not None
+                else "."
+            )
         )
         args = " ".join(f"--datasets {d}" for d in datasets or [])
         rule_args = " ".join(f"--rules {r.value}" for r in rules or [])
