@@ -79,7 +79,7 @@ def table(rows: list[Row]) -> str:
     if best is not None:
         summary.append(
             f"most saved within 1 pt: {best[3].tokens_saved_pct:.1f}% (M = {best[0]}, "
-            f"N = {best[1]})"
+            f"N = {best[1] or 'off'})"
         )
     if costliest is not None:
         summary.append(
