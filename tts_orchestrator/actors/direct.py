@@ -139,7 +139,13 @@ class DirectStreams:
             yield batch
 
     async def _place(self, request_id: str, spec: BranchSpec) -> WorkerBackend:
-        view = self._pick(spec.prefer_worker)
+        try:
+            view = self._pick(spec.prefer_worker)
+        except NoWorkerAvailable:
+            # This view may be behind the actor (a worker it restarted since): ask before failing.
+            with contextlib.suppress(TTSError):
+                await self.refresh()
+            view = self._pick(spec.prefer_worker)
         backend = self._backend(view)
         if spec.prefer_worker is not None:  # a continuation: let the aborted slot go idle
             await backend.settle(busy_at_most=view.estimated_load)

@@ -161,6 +161,19 @@ async def test_a_failed_worker_is_avoided_until_the_actor_says_it_is_back(
     await direct.aclose()
 
 
+async def test_with_no_healthy_worker_in_view_it_asks_the_actor_before_failing(
+    pool: PoolConfig,
+) -> None:
+    actor = PoolActorStub([_worker(0)])
+    direct = DirectStreams(pool, actor, lease_ttl_s=60.0)
+    await direct.refresh()
+    await direct._failed(await direct._place("r", _spec(0)))  # marked down here only
+    # The actor has since restarted it (its status says healthy): placed, not an error.
+    assert (await direct._place("r", _spec(1))).name == "p/0"
+    assert sum(n == "status" for n, _ in actor.calls) == 2
+    await direct.aclose()
+
+
 async def test_no_healthy_worker_is_an_error(pool: PoolConfig) -> None:
     direct = DirectStreams(pool, PoolActorStub([_worker(0, healthy=False)]), lease_ttl_s=60.0)
     await direct.refresh()
