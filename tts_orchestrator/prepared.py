@@ -47,7 +47,8 @@ class PreparedRequest:
     #: Id of the API key that made the request; only that key may read or cancel it.
     owner: str | None = None
     created: float = field(default_factory=time.monotonic)
-    #: Seconds spent in `prepare` (mode, template, size check, plan, record).
+    #: Seconds spent in `prepare` (mode, template, size check, plan; the record is written by
+    #: `run`).
     prepare_s: float = 0.0
     #: When `run` started and when the pool's first chunk reached it (monotonic).
     started_at: float = 0.0
