@@ -68,6 +68,16 @@ class PoolActorStub:
         return [(n, a) for n, a in self.calls if n in ("leased", "release")]
 
 
+async def _refreshed(
+    pool: PoolConfig, workers: list[dict[str, Any]]
+) -> tuple[PoolActorStub, DirectStreams]:
+    """A direct side over a recording actor, its view taken from the actor's status."""
+    actor = PoolActorStub(workers)
+    direct = DirectStreams(pool, actor, lease_ttl_s=60.0)
+    await direct.refresh()
+    return actor, direct
+
+
 async def _notices_sent() -> None:
     await asyncio.sleep(LEASE_NOTICE_DELAY_S * 4)
 
@@ -95,9 +105,9 @@ def pool() -> PoolConfig:
 async def test_places_on_the_least_loaded_healthy_worker_counting_its_own_branches(
     pool: PoolConfig,
 ) -> None:
-    actor = PoolActorStub([_worker(0, load=2), _worker(1, load=1), _worker(2, healthy=False)])
-    direct = DirectStreams(pool, actor, lease_ttl_s=60.0)
-    await direct.refresh()
+    actor, direct = await _refreshed(
+        pool, [_worker(0, load=2), _worker(1, load=1), _worker(2, healthy=False)]
+    )
     placed = [(await direct._place("r", _spec(i))).name for i in range(4)]
     # loads (p/0, p/1): (2, 1) → p/1; (2, 2) tie, first listed → p/0; (3, 2) → p/1; (3, 3) →
     # p/0. The unhealthy p/2 (load 0) is never chosen.
@@ -116,9 +126,7 @@ async def test_places_on_the_least_loaded_healthy_worker_counting_its_own_branch
 
 
 async def test_release_uncounts_here_and_tells_the_actor_once(pool: PoolConfig) -> None:
-    actor = PoolActorStub([_worker(0), _worker(1)])
-    direct = DirectStreams(pool, actor, lease_ttl_s=60.0)
-    await direct.refresh()
+    actor, direct = await _refreshed(pool, [_worker(0), _worker(1)])
     backend = await direct._place("r", _spec(0))
     await _notices_sent()
     direct._release("r", _spec(0), backend)
@@ -132,9 +140,7 @@ async def test_release_uncounts_here_and_tells_the_actor_once(pool: PoolConfig) 
 async def test_a_branch_over_before_its_placement_was_told_is_never_told(
     pool: PoolConfig,
 ) -> None:
-    actor = PoolActorStub([_worker(0)])
-    direct = DirectStreams(pool, actor, lease_ttl_s=60.0)
-    await direct.refresh()
+    actor, direct = await _refreshed(pool, [_worker(0)])
     backend = await direct._place("r", _spec(0))
     direct._release("r", _spec(0), backend)
     await _notices_sent()
@@ -148,9 +154,7 @@ async def test_a_branch_over_before_its_placement_was_told_is_never_told(
 async def test_a_failed_worker_is_avoided_until_the_actor_says_it_is_back(
     pool: PoolConfig,
 ) -> None:
-    actor = PoolActorStub([_worker(0), _worker(1, load=5)])
-    direct = DirectStreams(pool, actor, lease_ttl_s=60.0)
-    await direct.refresh()
+    actor, direct = await _refreshed(pool, [_worker(0), _worker(1, load=5)])
     first = await direct._place("r", _spec(0))
     assert first.name == "p/0"
     await direct._failed(first)
@@ -164,9 +168,7 @@ async def test_a_failed_worker_is_avoided_until_the_actor_says_it_is_back(
 async def test_with_no_healthy_worker_in_view_it_asks_the_actor_before_failing(
     pool: PoolConfig,
 ) -> None:
-    actor = PoolActorStub([_worker(0)])
-    direct = DirectStreams(pool, actor, lease_ttl_s=60.0)
-    await direct.refresh()
+    actor, direct = await _refreshed(pool, [_worker(0)])
     await direct._failed(await direct._place("r", _spec(0)))  # marked down here only
     # The actor has since restarted it (its status says healthy): placed, not an error.
     assert (await direct._place("r", _spec(1))).name == "p/0"
@@ -175,8 +177,7 @@ async def test_with_no_healthy_worker_in_view_it_asks_the_actor_before_failing(
 
 
 async def test_no_healthy_worker_is_an_error(pool: PoolConfig) -> None:
-    direct = DirectStreams(pool, PoolActorStub([_worker(0, healthy=False)]), lease_ttl_s=60.0)
-    await direct.refresh()
+    _, direct = await _refreshed(pool, [_worker(0, healthy=False)])
     with pytest.raises(NoWorkerAvailable, match="no healthy worker in pool p"):
         await direct._place("r", _spec(0))
     await direct.aclose()
