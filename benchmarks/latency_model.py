@@ -2,8 +2,8 @@
 
 The real service runs `deploy/configs/cpu-speculative.yaml` (Qwen2.5-Coder-1.5B-Instruct, pools
 `plain` and `draft` = drafted by the 0.5B, k=4). First both pools' workers are profiled in place
-(`tts_orchestrator.profiler`, through the URLs `/v1/pools` reports), then every cell of the grid
-N in {1, 2, 4} x pool x prompt set is measured: one request per problem through
+(`tts_orchestrator.planning.profiler`, through the URLs `/v1/pools` reports), then every cell of
+the grid N in {1, 2, 4} x pool x prompt set is measured: one request per problem through
 `/v1/chat/completions` with `tts.n_branches = N`, `tts.pool`, no early stop, cells interleaved
 per problem so machine noise hits all of them alike.
 
@@ -46,8 +46,8 @@ from policies.latency import EmpiricalBranchLengths, LatencyModel, LognormalBran
 from policies.profile import PoolProfile, ProfileSet, StepTimePoint
 from tts_orchestrator.backends.llamacpp import LlamaCppBackend
 from tts_orchestrator.config import Settings
-from tts_orchestrator.planning import PlannerSettings
-from tts_orchestrator.profiler import ProfilerSettings, ProfileRun, WorkerProfiler
+from tts_orchestrator.config.planning import PlannerSettings
+from tts_orchestrator.planning.profiler import ProfilerSettings, ProfileRun, WorkerProfiler
 
 CONFIG = REPO / "deploy" / "configs" / "cpu-speculative.yaml"
 MODEL = "qwen2.5-coder-1.5b-instruct"

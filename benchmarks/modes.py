@@ -37,7 +37,7 @@ from benchmarks.service import cpu_pool, free_port, start_service
 from evals.datasets import BuiltinDataset, Problem, load_builtin
 from policies.modes import ThinkingMode
 from policies.switches import ModePlan, SwitchTable
-from tts_orchestrator.chat_template import ChatTemplate, ChatTemplateInfo
+from tts_orchestrator.backends.chat_template import ChatTemplate, ChatTemplateInfo
 from tts_orchestrator.models.pull import resolve_model_path
 from verifiers.families import get_family
 from verifiers.grading import Grader

@@ -6,7 +6,7 @@ place (as `benchmarks.latency_model` does) and the profiles are written to that 
 service's live planner reloads them (`tts_orchestrator.live_profiles.LivePlanner.refresh`); no
 accuracy logs are configured, so the planner's accuracy estimate is the documented default curve
 (`policies.accuracy.DefaultAccuracyCurve`) and its branch lengths the default lognormal
-(`tts_orchestrator.planning`).
+(`tts_orchestrator.planning.planner`).
 
 MATH-500 problems of levels 1-3 (level-balanced, lowest sha256(id) per level) are each sent in
 three configurations, one request in flight, configurations shuffled per problem:
@@ -56,8 +56,8 @@ from benchmarks.service import start_service
 from evals.datasets import BuiltinDataset, Problem, load_builtin
 from policies.profile import ProfileSet
 from tts_orchestrator.config import Settings
-from tts_orchestrator.profile_store import RedisProfileStore
-from tts_orchestrator.profiler import ProfilerSettings, ProfileRun
+from tts_orchestrator.planning.profiler import ProfilerSettings, ProfileRun
+from tts_orchestrator.planning.store import RedisProfileStore
 from tts_orchestrator.state.embedded import EmbeddedRedis
 from verifiers.grading import Grader
 

@@ -15,7 +15,7 @@ import asyncio
 import itertools
 
 from benchmarks.common import write_section
-from tts_orchestrator.trim_cli import DEFAULT_TRACES
+from tts_orchestrator.trim.cli import DEFAULT_TRACES
 from verifiers.equivalence import EquivalenceChecker
 from verifiers.judges import RuleJudge
 from verifiers.trim_replay import ReplayConfig, ReplayTotals, load_replay_traces, replay

@@ -1,0 +1,1 @@
+"""tts-orchestrator: one OpenAI-compatible reasoning endpoint with test-time scaling."""

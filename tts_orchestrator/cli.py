@@ -20,12 +20,12 @@ ConfigOpt = Annotated[
 
 def _mount_subcommands() -> None:
     from evals.cli import eval_app, sweep_app
-    from tts_orchestrator.doctor_cli import doctor
+    from tts_orchestrator.doctor.cli import doctor
     from tts_orchestrator.models.cli import models_app
-    from tts_orchestrator.policy_cli import plan_app, profile_app
-    from tts_orchestrator.router_cli import router_app
+    from tts_orchestrator.modes.cli import router_app
+    from tts_orchestrator.planning.cli import plan_app, profile_app
     from tts_orchestrator.security.cli import keys_app
-    from tts_orchestrator.trim_cli import trim_replay
+    from tts_orchestrator.trim.cli import trim_replay
 
     app.add_typer(models_app, name="models", help="List and pull the catalog's GGUF models.")
     app.add_typer(eval_app, name="eval", help="Run and report evaluations on the live API.")

@@ -26,6 +26,10 @@ class TTSError(Exception):
         self.param = param
         self.code = code
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the response must carry (``WWW-Authenticate``, ``Retry-After``)."""
+        return {}
+
 
 class ConfigError(TTSError):
     error_type = "config_error"

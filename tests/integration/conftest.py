@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from benchmarks.service import REPO, RunningService, cpu_pool, replay_pool, start_service
 from tts_orchestrator.security.keys import SecurityKeySchema
 from tts_orchestrator.state.embedded import EmbeddedRedis
-from tts_orchestrator.state.keys import KeySchema
+from tts_orchestrator.state.schema import KeySchema
 
 VOTE_TRACES = str(REPO / "tests" / "data" / "vote_traces.jsonl")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from tts_orchestrator.security.config import KeyLimits
+from tts_orchestrator.config.security import KeyLimits
 from tts_orchestrator.security.keys import ApiKeyStore, KeyHasher, SecurityKeySchema
 
 PEPPER = "test-pepper"

@@ -27,14 +27,14 @@ from typer.testing import CliRunner
 
 from benchmarks.service import RunningService, cpu_pool, free_port, replay_pool, start_service
 from tts_orchestrator.config import Settings
-from tts_orchestrator.doctor import (
+from tts_orchestrator.doctor.checks import (
     CheckResult,
     CheckStatus,
     DeploymentDoctor,
     DoctorOptions,
     DoctorReport,
 )
-from tts_orchestrator.doctor_cli import doctor
+from tts_orchestrator.doctor.cli import doctor
 from tts_orchestrator.state.embedded import EmbeddedRedis
 
 pytestmark = pytest.mark.integration

@@ -20,9 +20,9 @@ import pytest
 from benchmarks.service import free_port
 from policies.modes import ThinkingMode
 from policies.switches import ModePlan, SwitchTable
-from tts_orchestrator.chat_template import ChatTemplate, ChatTemplateInfo
+from tts_orchestrator.backends.chat_template import ChatTemplate, ChatTemplateInfo
 from tts_orchestrator.models.pull import resolve_model_path
-from tts_orchestrator.modes import splitter_family
+from tts_orchestrator.modes.resolution import splitter_family
 from verifiers.families import get_family
 from verifiers.reasoning import split_reasoning
 

@@ -12,11 +12,11 @@ import pytest
 from benchmarks.service import cpu_pool
 from policies.profile import PoolProfile, SpeculativeMethod, StepTimePoint
 from tts_orchestrator.config import Settings
-from tts_orchestrator.policy_cli import profile_pool
-from tts_orchestrator.profile_store import FileProfileStore, RedisProfileStore
-from tts_orchestrator.profiler import ProfilerSettings
+from tts_orchestrator.planning.cli import profile_pool
+from tts_orchestrator.planning.profiler import ProfilerSettings
+from tts_orchestrator.planning.store import FileProfileStore, RedisProfileStore
 from tts_orchestrator.state.embedded import EmbeddedRedis
-from tts_orchestrator.state.keys import KeySchema
+from tts_orchestrator.state.schema import KeySchema
 
 pytestmark = pytest.mark.integration
 

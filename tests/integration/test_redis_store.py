@@ -27,7 +27,6 @@ from tts_orchestrator.exceptions import RequestNotFound, StateUnavailable, TTSEr
 from tts_orchestrator.state import redis_store
 from tts_orchestrator.state.base import CancelEvent, CancelListener
 from tts_orchestrator.state.embedded import EmbeddedRedis
-from tts_orchestrator.state.keys import KeySchema
 from tts_orchestrator.state.records import (
     BranchRecord,
     Endpoint,
@@ -36,6 +35,7 @@ from tts_orchestrator.state.records import (
     RequestRecord,
 )
 from tts_orchestrator.state.redis_store import RedisStateStore, open_state_store
+from tts_orchestrator.state.schema import KeySchema
 
 pytestmark = pytest.mark.integration
 

@@ -22,10 +22,11 @@ from integration.security_support import PEPPER, UNLIMITED, make_store
 from redis.asyncio import Redis
 
 from tts_orchestrator.api.errors import install_error_handlers
+from tts_orchestrator.api.security import Admitted, Authenticated, install_security
 from tts_orchestrator.api.streaming import EventStreamResponse
+from tts_orchestrator.config.security import KeyLimits, SecurityConfig
 from tts_orchestrator.protocol import ChatCompletionRequest, TtsOptions
-from tts_orchestrator.security.auth import Admitted, Authenticated, Gatekeeper, install_security
-from tts_orchestrator.security.config import KeyLimits, SecurityConfig
+from tts_orchestrator.security.auth import Gatekeeper
 from tts_orchestrator.security.keys import ApiKeyStore, SecurityKeySchema
 from tts_orchestrator.security.limits import Limiter
 from tts_orchestrator.security.redaction import install_redaction, mark_sensitive

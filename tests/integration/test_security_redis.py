@@ -15,8 +15,8 @@ from integration.security_support import PEPPER, UNLIMITED, make_store
 from redis.asyncio import Redis
 from typer.testing import CliRunner
 
+from tts_orchestrator.config.security import KeyLimits
 from tts_orchestrator.security.cli import keys_app
-from tts_orchestrator.security.config import KeyLimits
 from tts_orchestrator.security.errors import (
     AuthenticationError,
     KeyNotFound,

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from benchmarks.service import REPO, replay_pool, start_service
 from tts_orchestrator.state.embedded import EmbeddedRedis
-from tts_orchestrator.state.keys import KeySchema
+from tts_orchestrator.state.schema import KeySchema
 
 pytestmark = pytest.mark.integration
 

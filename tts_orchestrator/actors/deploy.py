@@ -24,7 +24,7 @@ from tts_orchestrator.actors.jobs import BranchChunk, GenerationJob
 from tts_orchestrator.actors.pool import PoolRunner
 from tts_orchestrator.actors.worker_process import WorkerProcess
 from tts_orchestrator.backends.base import WorkerMetrics
-from tts_orchestrator.chat_template import ChatTemplate
+from tts_orchestrator.backends.chat_template import ChatTemplate
 from tts_orchestrator.config import PoolConfig, RayConfig, Settings
 from tts_orchestrator.exceptions import NoWorkerAvailable, TTSError
 
@@ -197,8 +197,8 @@ async def stop_pool(handle: PoolHandle, *, kill: bool) -> None:
 
 async def start_verifiers(settings: Settings, redis_url: str) -> list[Any]:
     """The TrimR verifier service: consumers of one Redis Stream group, as Ray actors."""
-    from tts_orchestrator.trimming import make_rule_judge
-    from tts_orchestrator.verification import VerifierWorker
+    from tts_orchestrator.trim.trimmer import make_rule_judge
+    from tts_orchestrator.trim.verifier_service import VerifierWorker
 
     lifetime = "detached" if settings.ray.address is not None else None
     cls: Any = ray.remote(VerifierWorker)

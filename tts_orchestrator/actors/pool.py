@@ -22,9 +22,9 @@ import ray
 from tts_orchestrator.actors.branch_tasks import BranchTasks
 from tts_orchestrator.actors.jobs import BranchChunk, BranchSpec, GenerationJob
 from tts_orchestrator.backends.base import WorkerBackend, WorkerMetrics
+from tts_orchestrator.backends.chat_template import ChatTemplateInfo
 from tts_orchestrator.backends.llamacpp import LlamaCppBackend
 from tts_orchestrator.backends.openai_http import OpenAIHTTPBackend
-from tts_orchestrator.chat_template import ChatTemplateInfo
 from tts_orchestrator.config import EngineKind, PoolConfig
 from tts_orchestrator.exceptions import NoWorkerAvailable, WorkerError
 

@@ -21,22 +21,23 @@ from tts_orchestrator.actors.deploy import (
     stop_verifiers,
     supervise_verifiers,
 )
+from tts_orchestrator.api.body_limit import BodySizeLimit
 from tts_orchestrator.api.deps import Services
 from tts_orchestrator.api.errors import install_error_handlers
-from tts_orchestrator.api.limits import BodySizeLimit
 from tts_orchestrator.api.routes import router
+from tts_orchestrator.api.security import install_security
 from tts_orchestrator.config import Settings
 from tts_orchestrator.exceptions import TTSError
-from tts_orchestrator.live_profiles import LivePlanner, LivePool
 from tts_orchestrator.metrics import ServiceMetrics
-from tts_orchestrator.orchestrator import Orchestrator
-from tts_orchestrator.profile_store import RedisProfileStore
-from tts_orchestrator.security.auth import Gatekeeper, install_security
+from tts_orchestrator.planning.live import LivePlanner, LivePool
+from tts_orchestrator.planning.store import RedisProfileStore
+from tts_orchestrator.request.orchestrator import Orchestrator
+from tts_orchestrator.security.auth import Gatekeeper
 from tts_orchestrator.security.redaction import install_redaction
 from tts_orchestrator.state.base import StateStore
 from tts_orchestrator.state.embedded import EmbeddedRedis
 from tts_orchestrator.state.redis_store import RedisStateStore
-from tts_orchestrator.verification import VerifierClient
+from tts_orchestrator.trim.verifier_service import VerifierClient
 from verifiers.equivalence import EquivalenceChecker
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from fastapi import Depends, Request
 
 from tts_orchestrator.config import Settings
 from tts_orchestrator.metrics import ServiceMetrics
-from tts_orchestrator.orchestrator import Orchestrator
+from tts_orchestrator.request.orchestrator import Orchestrator
 from tts_orchestrator.security.auth import Gatekeeper
 from tts_orchestrator.state.base import StateStore
 

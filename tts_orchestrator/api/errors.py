@@ -44,7 +44,7 @@ def install_error_handlers(app: FastAPI) -> None:
             log.warning(
                 "%s %s -> %d: %s", request.method, request.url.path, exc.status_code, exc.message
             )
-        return JSONResponse(tts_error_body(exc), status_code=exc.status_code)
+        return JSONResponse(tts_error_body(exc), status_code=exc.status_code, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from tts_orchestrator.actors.calls import call
 from tts_orchestrator.api.deps import MetricsDep, OrchestratorDep, ServicesDep, StoreDep
+from tts_orchestrator.api.security import Admitted, Authenticated, authenticated
 from tts_orchestrator.api.streaming import EventStreamResponse, collect, sse_stream
 from tts_orchestrator.exceptions import RequestError, RequestNotFound, TTSError
 from tts_orchestrator.protocol import (
@@ -22,16 +23,10 @@ from tts_orchestrator.protocol import (
     ModelCard,
     ModelList,
 )
-from tts_orchestrator.security.auth import (
-    Admitted,
-    AuthContext,
-    Authenticated,
-    authenticated,
-    recorded_tokens,
-)
+from tts_orchestrator.security.auth import AuthContext, recorded_tokens
 from tts_orchestrator.security.redaction import mark_sensitive
-from tts_orchestrator.state.keys import is_valid_request_id
 from tts_orchestrator.state.records import Endpoint, RequestRecord
+from tts_orchestrator.state.schema import is_valid_request_id
 
 router = APIRouter()
 

@@ -14,9 +14,6 @@ from starlette.types import Receive, Scope, Send
 
 from tts_orchestrator.api.errors import sse_error
 from tts_orchestrator.exceptions import TTSError
-from tts_orchestrator.orchestrator import Orchestrator
-from tts_orchestrator.orchestrator_events import OutputEvent
-from tts_orchestrator.prepared import PreparedRequest
 from tts_orchestrator.protocol import (
     ChatChoice,
     ChatCompletionResponse,
@@ -25,6 +22,9 @@ from tts_orchestrator.protocol import (
     CompletionResponse,
     UsageInfo,
 )
+from tts_orchestrator.request.events import OutputEvent
+from tts_orchestrator.request.orchestrator import Orchestrator
+from tts_orchestrator.request.prepared import PreparedRequest
 from tts_orchestrator.state.records import Endpoint, RecordUsage
 
 

@@ -6,8 +6,8 @@ import asyncio
 from typing import Any
 
 from tts_orchestrator.backends.base import SamplingParams, WorkerMetrics
+from tts_orchestrator.backends.chat_template import ChatTemplateInfo
 from tts_orchestrator.backends.openai_http import OpenAIHTTPBackend
-from tts_orchestrator.chat_template import ChatTemplateInfo
 from tts_orchestrator.exceptions import WorkerError
 
 _METRIC_NAMES = {

@@ -22,7 +22,7 @@ from tts_orchestrator.backends.base import (
     WorkerBackend,
     WorkerMetrics,
 )
-from tts_orchestrator.chat_template import ChatTemplate, ChatTemplateInfo
+from tts_orchestrator.backends.chat_template import ChatTemplate, ChatTemplateInfo
 from tts_orchestrator.exceptions import WorkerError
 
 _TRANSPORT_ERRORS = (httpx.TransportError, httpx.StreamError)

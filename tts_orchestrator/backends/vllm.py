@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 
 from tts_orchestrator.backends.base import CompletionChunk, SamplingParams, WorkerMetrics
+from tts_orchestrator.backends.chat_template import ChatTemplateInfo
 from tts_orchestrator.backends.openai_http import OpenAIHTTPBackend
-from tts_orchestrator.chat_template import ChatTemplateInfo
 from tts_orchestrator.exceptions import WorkerError
 
 #: WorkerMetrics field -> vLLM sample names, first present wins (newer names first).

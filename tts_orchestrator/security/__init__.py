@@ -1,1 +1,2 @@
-"""API keys, per-key limits and log redaction (see docs in each module)."""
+"""API keys and per-key limits: hashing and storing keys, the gatekeeper, rate / concurrency /
+token limits in Redis, log redaction and the `keys` command."""

@@ -1,13 +1,11 @@
 """The API's gate: which key is calling, and whether its limits admit the request.
 
-Two FastAPI dependencies, both no-ops while ``security.enabled`` is false:
-
-- :data:`Authenticated` verifies the key only (listing models, pools, request records);
-- :data:`Admitted` verifies it and admits the request against the key's token budget, rate
-  and concurrency limits. It is a dependency with ``yield``: FastAPI (>= 0.118) runs its exit
-  after the response has been sent, so the concurrency lease is held for the whole life of a
-  streaming response, and only then released and the request's tokens charged. A replica
-  that dies mid-request leaves a lease that expires by itself.
+:class:`Gatekeeper` does both, a no-op while ``security.enabled`` is false:
+:meth:`~Gatekeeper.authenticate` verifies the key only (listing models, pools, request records);
+:meth:`~Gatekeeper.admit` verifies it and admits the request against the key's token budget,
+rate and concurrency limits, returning an :class:`AuthContext` whose lease the caller closes
+when the response is done. A replica that dies mid-request leaves a lease that expires by
+itself. The FastAPI dependencies that call it live in :mod:`tts_orchestrator.api.deps`.
 
 The key is read from ``Authorization: Bearer <key>`` or, failing that, ``api-key: <key>``.
 """
@@ -15,19 +13,15 @@ The key is read from ``Authorization: Bearer <key>`` or, failing that, ``api-key
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Annotated, Any, Protocol, TypeVar, cast
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar, cast
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
-from tts_orchestrator.api.errors import tts_error_body
+from tts_orchestrator.config.security import SecurityConfig
 from tts_orchestrator.exceptions import RequestError
 from tts_orchestrator.protocol import ChatCompletionRequest, CompletionRequest, TtsOptions
-from tts_orchestrator.security.config import SecurityConfig
-from tts_orchestrator.security.errors import AuthenticationError, SecurityError
+from tts_orchestrator.security.errors import AuthenticationError
 from tts_orchestrator.security.keys import (
     ApiKeyRecord,
     ApiKeyStore,
@@ -36,7 +30,7 @@ from tts_orchestrator.security.keys import (
 )
 from tts_orchestrator.security.limits import Lease, Limiter
 from tts_orchestrator.state.base import StateStore
-from tts_orchestrator.state.keys import KeySchema
+from tts_orchestrator.state.schema import KeySchema
 
 log = logging.getLogger(__name__)
 
@@ -212,57 +206,3 @@ class Gatekeeper:
     async def aclose(self) -> None:
         if self._limiter is not None:
             await self._limiter.aclose()
-
-
-class _HoldsGatekeeper(Protocol):
-    @property
-    def security(self) -> Gatekeeper: ...
-
-
-async def get_gatekeeper(request: Request) -> Gatekeeper:
-    services: _HoldsGatekeeper = request.app.state.services
-    return services.security
-
-
-GatekeeperDep = Annotated[Gatekeeper, Depends(get_gatekeeper)]
-
-
-async def authenticated(request: Request, gate: GatekeeperDep) -> AuthContext:
-    return await gate.authenticate(request.headers)
-
-
-async def admitted(request: Request, gate: GatekeeperDep) -> AsyncIterator[AuthContext]:
-    auth = await gate.admit(request.headers)
-    try:
-        yield auth
-    finally:
-        await auth.close()
-
-
-Authenticated = Annotated[AuthContext, Depends(authenticated)]
-Admitted = Annotated[AuthContext, Depends(admitted)]
-
-
-def install_security(
-    app: FastAPI,
-    config: SecurityConfig,
-    *,
-    on_error: Callable[[Request, SecurityError], None] | None = None,
-) -> None:
-    """Map security errors to responses with their headers (telling ``on_error``, e.g. to
-    count them); add CORS if origins are set."""
-
-    @app.exception_handler(SecurityError)
-    async def _security_error(request: Request, exc: SecurityError) -> JSONResponse:
-        if on_error is not None:
-            on_error(request, exc)
-        return JSONResponse(tts_error_body(exc), status_code=exc.status_code, headers=exc.headers())
-
-    if config.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=config.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["authorization", "api-key", "content-type"],
-            expose_headers=["retry-after"],
-        )

@@ -21,8 +21,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tts_orchestrator.config import Settings, load_settings
+from tts_orchestrator.config.security import KeyLimits, SecurityConfig
 from tts_orchestrator.exceptions import TTSError
-from tts_orchestrator.security.config import KeyLimits, SecurityConfig
 from tts_orchestrator.security.keys import (
     KEY_NAME_PATTERN,
     ApiKeyStore,

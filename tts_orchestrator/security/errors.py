@@ -6,7 +6,7 @@ TTSError
 └── KeyNotFound (404)           no API key with that id (the `keys` CLI)
 
 Both carry the HTTP headers a client needs (``WWW-Authenticate`` / ``Retry-After``), which
-:func:`tts_orchestrator.security.auth.install_security` adds to the response.
+:mod:`tts_orchestrator.api.errors` adds to the response.
 """
 
 from __future__ import annotations
@@ -18,10 +18,7 @@ from tts_orchestrator.exceptions import TTSError
 
 
 class SecurityError(TTSError):
-    """Base of the security errors: an error that also sets response headers."""
-
-    def headers(self) -> dict[str, str]:
-        return {}
+    """Base of the security errors (each sets its response headers through ``headers()``)."""
 
 
 class AuthenticationError(SecurityError):

@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
+from tts_orchestrator.config.security import KeyLimits
 from tts_orchestrator.exceptions import TTSError
-from tts_orchestrator.security.config import KeyLimits
 from tts_orchestrator.security.errors import AuthenticationError, KeyNotFound
 from tts_orchestrator.security.redis_io import redis_call
-from tts_orchestrator.state.keys import KeySchema
+from tts_orchestrator.state.schema import KeySchema
 
 KEY_PREFIX = "tts-"
 _KEY_RE = re.compile(r"tts-[A-Za-z0-9_-]{43}")

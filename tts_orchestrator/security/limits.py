@@ -27,8 +27,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from tts_orchestrator.config.security import KeyLimits
 from tts_orchestrator.exceptions import StateUnavailable, TTSError
-from tts_orchestrator.security.config import KeyLimits
 from tts_orchestrator.security.errors import LimitKind, RateLimited
 from tts_orchestrator.security.keys import SecurityKeySchema
 from tts_orchestrator.security.redis_io import redis_call

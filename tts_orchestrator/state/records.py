@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tts_orchestrator.state.keys import REQUEST_ID_PATTERN
+from tts_orchestrator.state.schema import REQUEST_ID_PATTERN
 
 
 class RecordStatus(StrEnum):

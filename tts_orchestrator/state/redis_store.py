@@ -32,19 +32,19 @@ from tts_orchestrator.config import RedisConfig
 from tts_orchestrator.exceptions import RequestNotFound, StateUnavailable, TTSError
 from tts_orchestrator.state.base import CancelEvent, CancelListener, StateStore
 from tts_orchestrator.state.embedded import EmbeddedRedis
-from tts_orchestrator.state.keys import (
-    KeySchema,
-    KeyTtls,
-    branch_field,
-    is_valid_request_id,
-    parse_branch_field,
-)
 from tts_orchestrator.state.records import (
     IMMUTABLE_BRANCH_FIELDS,
     IMMUTABLE_REQUEST_FIELDS,
     BranchRecord,
     RequestRecord,
     json_update,
+)
+from tts_orchestrator.state.schema import (
+    KeySchema,
+    KeyTtls,
+    branch_field,
+    is_valid_request_id,
+    parse_branch_field,
 )
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,9 @@ import pytest
 
 from policies.modes import ThinkingMode
 from policies.router import RouterThresholds
-from tts_orchestrator.mode_requests import ModeSetup, probe_answers, raw_setup, render_chat
-from tts_orchestrator.modes import ModeResolver, ModesConfig, RunMode, UncertainAction
+from tts_orchestrator.config.modes import ModesConfig, UncertainAction
+from tts_orchestrator.modes.requests import ModeSetup, probe_answers, raw_setup, render_chat
+from tts_orchestrator.modes.resolution import ModeResolver, RunMode
 from verifiers.families import ModelFamily, get_family
 
 ALWAYS_UNCERTAIN = RouterThresholds(fast_below=0.0, slow_at_or_above=1.0)

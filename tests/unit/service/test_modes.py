@@ -10,13 +10,12 @@ import pytest
 from policies.features import FEATURE_NAMES, extract_features
 from policies.modes import ThinkingMode
 from policies.router import RouterModel, RouterThresholds
+from tts_orchestrator.config.modes import ModesConfig, UncertainAction
 from tts_orchestrator.exceptions import ConfigError, RequestError
-from tts_orchestrator.modes import (
+from tts_orchestrator.modes.resolution import (
     DecisionStage,
     ModeResolver,
-    ModesConfig,
     RunMode,
-    UncertainAction,
     load_router,
     splitter_family,
 )

@@ -14,16 +14,14 @@ from typer.testing import CliRunner
 from policies.accuracy import AccuracyModel, BranchSample, DefaultAccuracyCurve, ProblemSamples
 from policies.allocator import SearchMethod
 from policies.profile import PoolProfile, ProfileSet, SpeculativeMethod, StepTimePoint
-from tts_orchestrator.exceptions import ConfigError
-from tts_orchestrator.planning import (
+from tts_orchestrator.config.planning import (
     DEFAULT_MEDIAN_TOKENS,
-    Planner,
     PlannerSettings,
-    PlanRequest,
     default_branch_lengths,
-    load_accuracy,
 )
-from tts_orchestrator.policy_cli import plan_app, plan_from_file, profile_app
+from tts_orchestrator.exceptions import ConfigError
+from tts_orchestrator.planning.cli import plan_app, plan_from_file, profile_app
+from tts_orchestrator.planning.planner import Planner, PlanRequest, load_accuracy
 
 MODEL = "qwen2.5-coder-1.5b-instruct"
 

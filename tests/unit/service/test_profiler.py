@@ -19,11 +19,11 @@ from tts_orchestrator.backends.base import (
     WorkerMetrics,
 )
 from tts_orchestrator.config import PoolConfig
+from tts_orchestrator.config.planning import PlannerSettings
 from tts_orchestrator.exceptions import WorkerError
-from tts_orchestrator.live_profiles import LivePlanner, LivePool, LiveProfileUpdater
-from tts_orchestrator.planning import PlannerSettings, PlanRequest
-from tts_orchestrator.profile_store import FileProfileStore
-from tts_orchestrator.profiler import (
+from tts_orchestrator.planning.live import LivePlanner, LivePool, LiveProfileUpdater
+from tts_orchestrator.planning.planner import PlanRequest
+from tts_orchestrator.planning.profiler import (
     ConcurrencySample,
     CounterDelta,
     PrefillSample,
@@ -33,6 +33,7 @@ from tts_orchestrator.profiler import (
     build_profile,
     observation_from_counters,
 )
+from tts_orchestrator.planning.store import FileProfileStore
 
 
 def _metrics(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from tts_orchestrator.chat_template import ChatTemplate, ChatTemplateInfo
+from tts_orchestrator.backends.chat_template import ChatTemplate, ChatTemplateInfo
 from tts_orchestrator.exceptions import RequestError
 from tts_orchestrator.protocol import ChatCompletionRequest, CompletionRequest
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from policies.modes import ThinkingMode
 from policies.router import RouterModel
-from tts_orchestrator.router_cli import (
+from tts_orchestrator.modes.cli import (
     RouterDataError,
     examples_from_runs,
     holdout_split,

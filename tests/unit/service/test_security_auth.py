@@ -12,17 +12,11 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from tts_orchestrator.api.errors import install_error_handlers
+from tts_orchestrator.api.security import Admitted, Authenticated, install_security
+from tts_orchestrator.config.security import KeyLimits, SecurityConfig
 from tts_orchestrator.exceptions import RequestError
 from tts_orchestrator.protocol import ChatCompletionRequest, CompletionRequest
-from tts_orchestrator.security.auth import (
-    Admitted,
-    AuthContext,
-    Authenticated,
-    Gatekeeper,
-    api_key_from_headers,
-    install_security,
-)
-from tts_orchestrator.security.config import KeyLimits, SecurityConfig
+from tts_orchestrator.security.auth import AuthContext, Gatekeeper, api_key_from_headers
 from tts_orchestrator.security.errors import AuthenticationError, LimitKind, RateLimited
 from tts_orchestrator.security.keys import ApiKeyRecord
 from tts_orchestrator.security.limits import utc_day

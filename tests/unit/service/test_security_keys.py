@@ -9,7 +9,7 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from tts_orchestrator.security.config import KeyLimits, SecurityConfig
+from tts_orchestrator.config.security import KeyLimits, SecurityConfig
 from tts_orchestrator.security.keys import (
     ApiKeyRecord,
     IssuedKey,
@@ -19,7 +19,7 @@ from tts_orchestrator.security.keys import (
     looks_like_api_key,
     new_api_key,
 )
-from tts_orchestrator.state.keys import KeySchema
+from tts_orchestrator.state.schema import KeySchema
 
 
 def test_new_keys_carry_32_random_bytes_behind_the_prefix() -> None:

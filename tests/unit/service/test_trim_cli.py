@@ -8,7 +8,7 @@ import re
 import typer
 from typer.testing import CliRunner
 
-from tts_orchestrator.trim_cli import trim_replay
+from tts_orchestrator.trim.cli import trim_replay
 
 
 def test_trim_replay_reports_the_table_and_the_oracle_bounds() -> None:

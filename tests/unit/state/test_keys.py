@@ -5,7 +5,7 @@ import re
 import pytest
 
 from tts_orchestrator.config import RedisConfig
-from tts_orchestrator.state.keys import (
+from tts_orchestrator.state.schema import (
     KeySchema,
     KeyTtls,
     branch_field,

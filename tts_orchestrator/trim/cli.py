@@ -13,7 +13,7 @@ from rich.table import Table
 from verifiers.trimr import TrimRConfig, TrimRule, UnderthinkMode
 
 DEFAULT_TRACES = sorted(
-    (Path(__file__).resolve().parents[1] / "evals" / "data" / "traces").glob("*.jsonl")
+    (Path(__file__).resolve().parents[2] / "evals" / "data" / "traces").glob("*.jsonl")
 )
 
 

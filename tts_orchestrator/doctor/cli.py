@@ -10,7 +10,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tts_orchestrator.doctor import CheckStatus, DeploymentDoctor, DoctorOptions, DoctorReport
+from tts_orchestrator.doctor.checks import (
+    CheckStatus,
+    DeploymentDoctor,
+    DoctorOptions,
+    DoctorReport,
+)
 from tts_orchestrator.exceptions import ConfigError
 
 _STYLE = {

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from typing import Any, Literal
 
-from tts_orchestrator.verification import VerifierClient, VerifierJob, VerifierReply
+from tts_orchestrator.trim.verifier_service import VerifierClient, VerifierJob, VerifierReply
 from verifiers.equivalence import EquivalenceChecker
 from verifiers.families import ModelFamily
 from verifiers.judges import RuleJudge, ThoughtJudge

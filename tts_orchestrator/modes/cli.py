@@ -34,8 +34,9 @@ from policies.router import (
     fit_router,
     tradeoff_report,
 )
+from tts_orchestrator.config.modes import ModesConfig
 from tts_orchestrator.exceptions import ConfigError, RequestError
-from tts_orchestrator.modes import ModeResolver, ModesConfig, load_router
+from tts_orchestrator.modes.resolution import ModeResolver, load_router
 from verifiers.families import get_family
 
 router_app = typer.Typer(

@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field
 
 from tts_orchestrator.backends.openai_http import parse_prometheus
 from tts_orchestrator.config import EngineKind, PoolConfig, Settings
-from tts_orchestrator.state.keys import KeySchema
+from tts_orchestrator.state.schema import KeySchema
 
 
 class CheckStatus(StrEnum):

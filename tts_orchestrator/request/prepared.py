@@ -9,11 +9,11 @@ from typing import Any
 
 from tts_orchestrator.actors.deploy import PoolHandle
 from tts_orchestrator.backends.base import SamplingParams
-from tts_orchestrator.branches import Presenter
 from tts_orchestrator.exceptions import TTSError
-from tts_orchestrator.mode_requests import ModeRun
-from tts_orchestrator.modes import ModeChoice
+from tts_orchestrator.modes.requests import ModeRun
+from tts_orchestrator.modes.resolution import ModeChoice
 from tts_orchestrator.protocol import TtsOptions
+from tts_orchestrator.request.branches import Presenter
 from tts_orchestrator.state.base import StateStore
 from tts_orchestrator.state.records import (
     BranchRecord,

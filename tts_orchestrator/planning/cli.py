@@ -2,9 +2,9 @@
 
 ``profile --config FILE --pool P`` starts the pool's worker exactly as the service would (same
 command builder, same environment; no Ray needed), or uses its first configured URL, measures it
-(:mod:`tts_orchestrator.profiler`), prints the measurements and stores the profile in a JSON file
-and, when the config names a Redis, in Redis. ``plan --budget 10`` prints the decision table for
-one request from stored profiles.
+(:mod:`tts_orchestrator.planning.profiler`), prints the measurements and stores the profile
+in a JSON file and, when the config names a Redis, in Redis. ``plan --budget 10`` prints the
+decision table for one request from stored profiles.
 
 Mount on the root app: ``app.add_typer(profile_app, name="profile")`` and
 ``app.add_typer(plan_app, name="plan")``.
@@ -30,17 +30,11 @@ from tts_orchestrator.backends.base import WorkerBackend
 from tts_orchestrator.backends.launcher import COMMAND_BUILDERS, ManagedWorker, free_port
 from tts_orchestrator.backends.llamacpp import LlamaCppBackend
 from tts_orchestrator.config import EngineKind, PoolConfig, Settings, load_settings
+from tts_orchestrator.config.planning import DEFAULT_SIGMA, PlannerSettings
 from tts_orchestrator.exceptions import ConfigError, TTSError
-from tts_orchestrator.planning import (
-    DEFAULT_SIGMA,
-    Plan,
-    Planner,
-    PlannerSettings,
-    PlanRequest,
-    load_accuracy,
-)
-from tts_orchestrator.profile_store import FileProfileStore, RedisProfileStore
-from tts_orchestrator.profiler import ProfilerSettings, ProfileRun, WorkerProfiler
+from tts_orchestrator.planning.planner import Plan, Planner, PlanRequest, load_accuracy
+from tts_orchestrator.planning.profiler import ProfilerSettings, ProfileRun, WorkerProfiler
+from tts_orchestrator.planning.store import FileProfileStore, RedisProfileStore
 
 DEFAULT_PROFILES = Path("profiles.json")
 

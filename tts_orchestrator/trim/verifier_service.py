@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 from redis.exceptions import RedisError, ResponseError
 
-from tts_orchestrator.state.keys import KeySchema, KeyTtls
+from tts_orchestrator.state.schema import KeySchema, KeyTtls
 from verifiers.judges import JudgeContext, ThoughtJudge, Verdict
 from verifiers.segmentation import Thought
 

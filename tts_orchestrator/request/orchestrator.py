@@ -19,7 +19,6 @@ from typing import Any
 from tts_orchestrator.actors.deploy import PoolHandle
 from tts_orchestrator.actors.jobs import BranchChunk, BranchSpec, GenerationJob
 from tts_orchestrator.backends.base import SamplingParams
-from tts_orchestrator.branches import Presenter, SinglePresenter, VotingPresenter
 from tts_orchestrator.config import Settings
 from tts_orchestrator.exceptions import (
     DeadlineExceeded,
@@ -29,23 +28,24 @@ from tts_orchestrator.exceptions import (
     RequestError,
     TTSError,
 )
-from tts_orchestrator.live_profiles import LivePlanner
 from tts_orchestrator.metrics import ServiceMetrics
-from tts_orchestrator.mode_requests import ModeSetup, probe_answers, raw_setup, render_chat
-from tts_orchestrator.modes import ModeChoice, ModeResolver, RunMode
-from tts_orchestrator.orchestrator_events import OutputEvent
-from tts_orchestrator.planning import Plan, PlanRequest
-from tts_orchestrator.prepared import PreparedRequest, final_fields, new_record
+from tts_orchestrator.modes.requests import ModeSetup, probe_answers, raw_setup, render_chat
+from tts_orchestrator.modes.resolution import ModeChoice, ModeResolver, RunMode
+from tts_orchestrator.planning.live import LivePlanner
+from tts_orchestrator.planning.planner import Plan, PlanRequest
 from tts_orchestrator.protocol import ChatCompletionRequest, CompletionRequest, TtsOptions
+from tts_orchestrator.request.branches import Presenter, SinglePresenter, VotingPresenter
+from tts_orchestrator.request.events import OutputEvent
+from tts_orchestrator.request.prepared import PreparedRequest, final_fields, new_record
+from tts_orchestrator.request.streams import BranchStreams
 from tts_orchestrator.state.base import CancelListener, StateStore
 from tts_orchestrator.state.records import (
     Endpoint,
     RecordStatus,
     RequestRecord,
 )
-from tts_orchestrator.streams import BranchStreams
-from tts_orchestrator.trimming import BranchTrimmer
-from tts_orchestrator.verification import VerifierClient
+from tts_orchestrator.trim.trimmer import BranchTrimmer
+from tts_orchestrator.trim.verifier_service import VerifierClient
 from verifiers.families import get_family
 from verifiers.trimr import TrimRConfig
 from verifiers.voting import EquivalenceFn

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tts_orchestrator.actors.jobs import BranchChunk
-from tts_orchestrator.consensus import Consensus, branch_answer_text
 from tts_orchestrator.exceptions import WorkerError
-from tts_orchestrator.orchestrator_events import OutputEvent
 from tts_orchestrator.protocol import TtsOptions
+from tts_orchestrator.request.consensus import Consensus, branch_answer_text
+from tts_orchestrator.request.events import OutputEvent
 from tts_orchestrator.state.records import BranchRecord, RecordStatus, RecordUsage
-from tts_orchestrator.trimming import BranchTrimmer
+from tts_orchestrator.trim.trimmer import BranchTrimmer
 from verifiers.families import ModelFamily
 from verifiers.reasoning import ReasoningSplitter
 from verifiers.voting import EquivalenceFn

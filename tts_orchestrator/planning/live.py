@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from policies.accuracy import AccuracyEstimator
 from policies.profile import ProfileSet
 from tts_orchestrator.backends.base import WorkerMetrics
+from tts_orchestrator.config.planning import PlannerSettings
 from tts_orchestrator.exceptions import TTSError
-from tts_orchestrator.planning import Planner, PlannerSettings, load_accuracy
-from tts_orchestrator.profile_store import FileProfileStore, ProfileStore
-from tts_orchestrator.profiler import LiveObservation, observation_from_counters
+from tts_orchestrator.planning.planner import Planner, load_accuracy
+from tts_orchestrator.planning.profiler import LiveObservation, observation_from_counters
+from tts_orchestrator.planning.store import FileProfileStore, ProfileStore
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 
 Both stores hold :class:`policies.profile.PoolProfile` documents, one per pool. The file is one
 :class:`~policies.profile.ProfileSet`; in Redis each pool has its own key
-``tts:profiles:<pool>`` (see :mod:`tts_orchestrator.state.keys`) holding the profile's JSON,
+``tts:profiles:<pool>`` (see :mod:`tts_orchestrator.state.schema`) holding the profile's JSON,
 expiring ``profile_s`` after its last write, so a profile nobody refreshes ages out.
 
 :meth:`ProfileStore.observe` folds a live observation in (``PoolProfile.observe``, an
@@ -24,7 +24,7 @@ from redis.exceptions import RedisError, WatchError
 
 from policies.profile import PoolProfile, ProfileSet
 from tts_orchestrator.exceptions import StateUnavailable
-from tts_orchestrator.state.keys import KeySchema, KeyTtls
+from tts_orchestrator.state.schema import KeySchema, KeyTtls
 
 _OBSERVE_ATTEMPTS = 8
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from policies.modes import ThinkingMode
 from policies.switches import ModePlan
-from tts_orchestrator.modes import ModeChoice, ModeResolution, RunMode, splitter_family
+from tts_orchestrator.modes.resolution import ModeChoice, ModeResolution, RunMode, splitter_family
 from verifiers.families import ModelFamily
 
 

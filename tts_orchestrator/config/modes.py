@@ -1,0 +1,49 @@
+"""The `modes` section: default thinking mode, the effort table, the auto router and its probes."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from policies.modes import EffortPolicy, ThinkingMode
+
+
+class UncertainAction(StrEnum):
+    """What ``auto`` does when the stage-1 score falls between the thresholds."""
+
+    PROBE = "probe"
+    SLOW = "slow"
+    FAST = "fast"
+
+
+class ModesConfig(BaseModel):
+    """Thinking modes: defaults, the effort table, the auto router and its probes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default_mode: ThinkingMode | None = Field(
+        None,
+        description="Mode of requests that ask for none; unset: slow for families trained to "
+        "think, fast for the others (what the model does unswitched).",
+    )
+    slow_thinking_budget: int | None = Field(
+        None, ge=1, description="Thinking tokens of slow mode when the request sets none."
+    )
+    effort: EffortPolicy = Field(
+        default_factory=EffortPolicy, description="reasoning_effort → mode and thinking budget."
+    )
+    router_model: str | None = Field(
+        None, description="Stage-1 router JSON (`router fit`); unset: the shipped proxy model."
+    )
+    on_uncertain: UncertainAction = Field(
+        UncertainAction.PROBE, description="auto, when stage 1 is uncertain."
+    )
+    prefer_native_auto: bool = Field(
+        True, description="auto uses a family's trained auto mode (openPangu) over the router."
+    )
+    probe_samples: int = Field(3, ge=1, le=16, description="Fast samples of a probe (k).")
+    probe_max_tokens: int = Field(512, ge=1, description="Token cap of each probe sample.")
+    probe_min_agreement: float = Field(
+        1.0, gt=0.0, le=1.0, description="Share of probes that must agree to stay fast."
+    )

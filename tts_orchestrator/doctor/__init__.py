@@ -1,0 +1,1 @@
+"""`doctor`: checks a deployment (Redis, Ray, workers, models, speculation) and reports."""
