@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -44,12 +44,22 @@ def http_backend(engine: EngineKind) -> Callable[..., WorkerBackend]:
 class PoolRunner:
     """Runs generation jobs on the least-loaded healthy worker of one pool."""
 
-    def __init__(self, pool: PoolConfig, worker_urls: list[str]) -> None:
+    def __init__(
+        self,
+        pool: PoolConfig,
+        worker_urls: list[str],
+        *,
+        backends: Sequence[WorkerBackend] | None = None,
+    ) -> None:
+        """``backends`` replaces the ones ``pool`` and ``worker_urls`` describe (an in-process
+        pool of engines built by the caller)."""
         self.pool = pool
         self._client = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256)
         )
-        self.backends: list[WorkerBackend] = self._build_backends(worker_urls)
+        self.backends: list[WorkerBackend] = (
+            list(backends) if backends is not None else self._build_backends(worker_urls)
+        )
         self._load = {b.name: 0 for b in self.backends}
         self._healthy = {b.name: True for b in self.backends}
         self._branches = BranchTasks(place=self._place, release=self._release, failed=self._failed)

@@ -74,6 +74,25 @@ class ProfileStore(abc.ABC):
         """Release connections owned by the store."""
 
 
+class MemoryProfileStore(ProfileStore):
+    """Profiles held in this process (an in-process service, tests)."""
+
+    def __init__(self, profiles: ProfileSet | None = None) -> None:
+        self._profiles = profiles or ProfileSet()
+
+    async def get(self, pool: str) -> PoolProfile | None:
+        return self._profiles.get(pool) if pool in self._profiles else None
+
+    async def put(self, profile: PoolProfile) -> None:
+        self._profiles = self._profiles.with_profile(profile)
+
+    async def load(self, pools: Iterable[str] | None = None) -> ProfileSet:
+        if pools is None:
+            return self._profiles
+        wanted = set(pools)
+        return ProfileSet.of(p for p in self._profiles.profiles if p.pool in wanted)
+
+
 class FileProfileStore(ProfileStore):
     """One JSON :class:`ProfileSet` file; a missing file is an empty set.
 

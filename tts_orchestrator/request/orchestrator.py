@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from tts_orchestrator.actors.deploy import PoolHandle
 from tts_orchestrator.actors.jobs import BranchChunk, BranchSpec, GenerationJob
+from tts_orchestrator.actors.local import PoolClient
 from tts_orchestrator.backends.base import SamplingParams
 from tts_orchestrator.config import Settings
 from tts_orchestrator.exceptions import (
@@ -45,7 +45,7 @@ from tts_orchestrator.state.records import (
     RequestRecord,
 )
 from tts_orchestrator.trim.trimmer import BranchTrimmer
-from tts_orchestrator.trim.verifier_service import VerifierClient
+from tts_orchestrator.trim.verifier_service import Verifier
 from verifiers.families import get_family
 from verifiers.trimr import TrimRConfig
 from verifiers.voting import EquivalenceFn
@@ -60,12 +60,12 @@ class Orchestrator:
         self,
         *,
         settings: Settings,
-        pools: dict[str, PoolHandle],
+        pools: dict[str, PoolClient],
         store: StateStore,
         metrics: ServiceMetrics,
         replica_id: str,
         equivalent: EquivalenceFn,
-        verifier: VerifierClient | None = None,
+        verifier: Verifier | None = None,
         verifier_workers: list[Any] | None = None,
         planner: LivePlanner | None = None,
     ) -> None:
@@ -97,7 +97,7 @@ class Orchestrator:
             out.setdefault(handle.config.model, []).append(name)
         return out
 
-    def resolve_pool(self, model: str, tts: TtsOptions) -> PoolHandle:
+    def resolve_pool(self, model: str, tts: TtsOptions) -> PoolClient:
         if tts.pool is not None:
             handle = self.pools.get(tts.pool)
             if handle is None:
@@ -220,7 +220,7 @@ class Orchestrator:
     async def _plan(
         self,
         model: str,
-        pool: PoolHandle,
+        pool: PoolClient,
         prompt: str,
         params: SamplingParams,
         tts: TtsOptions,
@@ -253,7 +253,7 @@ class Orchestrator:
         )
         return planner.plan(request)
 
-    async def _check_size(self, pool: PoolHandle, prompt: str) -> None:
+    async def _check_size(self, pool: PoolClient, prompt: str) -> None:
         limit = self.settings.server.max_prompt_tokens
         # Every token covers at least one byte, so short prompts need no tokenizer round trip.
         if len(prompt.encode()) <= limit:

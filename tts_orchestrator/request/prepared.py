@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tts_orchestrator.actors.deploy import PoolHandle
+from tts_orchestrator.actors.local import PoolClient
 from tts_orchestrator.backends.base import SamplingParams
 from tts_orchestrator.exceptions import TTSError
 from tts_orchestrator.modes.requests import ModeRun
@@ -30,7 +30,7 @@ class PreparedRequest:
     id: str
     endpoint: Endpoint
     model: str
-    pool: PoolHandle
+    pool: PoolClient
     family: ModelFamily
     prompt: str
     params: SamplingParams

@@ -13,8 +13,8 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
-from tts_orchestrator.actors.deploy import PoolHandle
 from tts_orchestrator.actors.jobs import BranchChunk, BranchSpec, GenerationJob
+from tts_orchestrator.actors.local import PoolClient
 from tts_orchestrator.backends.base import SamplingParams
 from tts_orchestrator.exceptions import TTSError
 
@@ -25,7 +25,7 @@ class _JobEnd:
 
 
 class BranchStreams:
-    def __init__(self, pool: PoolHandle, request_id: str) -> None:
+    def __init__(self, pool: PoolClient, request_id: str) -> None:
         self.pool = pool
         self.request_id = request_id
         self._queue: asyncio.Queue[BranchChunk | _JobEnd] = asyncio.Queue()

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from typing import Any, Literal
 
-from tts_orchestrator.trim.verifier_service import VerifierClient, VerifierJob, VerifierReply
+from tts_orchestrator.trim.verifier_service import Verifier, VerifierJob, VerifierReply
 from verifiers.equivalence import EquivalenceChecker
 from verifiers.families import ModelFamily
 from verifiers.judges import RuleJudge, ThoughtJudge
@@ -41,7 +41,7 @@ class BranchTrimmer:
         config: TrimRConfig,
         token_budget: int,
         problem: str,
-        verifier: VerifierClient,
+        verifier: Verifier,
     ) -> None:
         self.key = key
         self.family = family

@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
@@ -53,6 +53,53 @@ class VerifierReply(BaseModel):
 
 
 ReplyHandler = Callable[[VerifierReply], None]
+
+
+class Verifier(Protocol):
+    """What a live trimmer needs: submit checks and get each verdict back by key."""
+
+    def register(self, key: str, handler: ReplyHandler) -> None: ...
+
+    def unregister(self, key: str) -> None: ...
+
+    async def submit(self, job: VerifierJob) -> None: ...
+
+
+class LocalVerifier:
+    """Judges checks in this process (no Redis): each check is its own task, so a slow judge
+    delays verdicts but never the branch that asked."""
+
+    def __init__(self, judge: ThoughtJudge, *, delay_s: float = 0.0) -> None:
+        self._judge = judge
+        self._delay_s = delay_s
+        self._handlers: dict[str, ReplyHandler] = {}
+        self.submitted = 0
+
+    def register(self, key: str, handler: ReplyHandler) -> None:
+        self._handlers[key] = handler
+
+    def unregister(self, key: str) -> None:
+        self._handlers.pop(key, None)
+
+    async def submit(self, job: VerifierJob) -> None:
+        self.submitted += 1
+        began = time.monotonic()
+        if self._delay_s:
+            await asyncio.sleep(self._delay_s)
+        if job.kind == "reaches" and job.thought is not None:
+            [verdict] = await self._judge.reaches_answer_many(
+                [(job.thought, JudgeContext(problem=job.problem))]
+            )
+        else:
+            [verdict] = await self._judge.consistent_many([(job.first, job.second)])
+        handler = self._handlers.get(job.key)
+        if handler is not None:
+            latency = time.monotonic() - began
+            handler(
+                VerifierReply(
+                    key=job.key, kind=job.kind, tag=job.tag, verdict=verdict, latency_s=latency
+                )
+            )
 
 
 class VerifierClient:
