@@ -24,8 +24,10 @@ from redis.asyncio import Redis
 from tts_orchestrator.api.errors import install_error_handlers
 from tts_orchestrator.api.security import Admitted, Authenticated, install_security
 from tts_orchestrator.api.streaming import EventStreamResponse
+from tts_orchestrator.config import Settings
 from tts_orchestrator.config.security import KeyLimits, SecurityConfig
 from tts_orchestrator.protocol import ChatCompletionRequest, TtsOptions
+from tts_orchestrator.request.shape import Caps
 from tts_orchestrator.security.auth import Gatekeeper
 from tts_orchestrator.security.keys import ApiKeyStore, SecurityKeySchema
 from tts_orchestrator.security.limits import Limiter
@@ -79,12 +81,16 @@ def _build_app(client: Redis, schema: SecurityKeySchema, *, log_prompts: bool = 
         mark_sensitive(*(m.text() for m in body.messages))
         log.info("request body: %s", body.model_dump())
         log.debug("first message, bare: %s", body.messages[0].text())  # only the mark hides it
-        body = auth.capped(body, default_n_branches=1, default_max_tokens=1024)
+        caps = Caps.of(Settings(), auth.limits)
+        if body.max_tokens is not None:
+            caps.check_tokens(body.max_tokens)
+        if body.tts is not None and body.tts.n_branches is not None:
+            caps.check_branches(body.tts.n_branches)
         auth.charge_on_exit(usage)
         if body.user == "explode":
             TtsOptions.model_validate({"n_branches": body.messages[0].text()})
         if not body.stream:
-            return {"key": auth.key_id, "max_tokens": body.max_tokens}
+            return {"key": auth.key_id, "max_tokens": body.max_tokens or caps.max_tokens}
 
         async def events() -> AsyncGenerator[str, None]:
             yield "data: {}\n\n"

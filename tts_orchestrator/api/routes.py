@@ -45,13 +45,8 @@ async def _serve(
         else [body.prompt]
     )
     mark_sensitive(*texts)
-    body = auth.capped(
-        body,
-        default_n_branches=orchestrator.settings.tts.n_branches,
-        default_max_tokens=orchestrator.settings.server.default_max_tokens,
-    )
     try:
-        prepared = await orchestrator.prepare(body, endpoint, owner=auth.key_id)
+        prepared = await orchestrator.prepare(body, endpoint, owner=auth.key_id, limits=auth.limits)
     except TTSError as exc:
         orchestrator.metrics.errors.labels(exc.error_type).inc()
         raise

@@ -19,7 +19,7 @@ from typing import Any
 from tts_orchestrator.actors.jobs import BranchChunk, BranchSpec, GenerationJob
 from tts_orchestrator.actors.local import PoolClient
 from tts_orchestrator.backends.base import SamplingParams
-from tts_orchestrator.config import Settings
+from tts_orchestrator.config import KeyLimits, Settings
 from tts_orchestrator.exceptions import (
     DeadlineExceeded,
     ModelNotFound,
@@ -37,6 +37,7 @@ from tts_orchestrator.protocol import ChatCompletionRequest, CompletionRequest, 
 from tts_orchestrator.request.branches import Presenter, SinglePresenter, VotingPresenter
 from tts_orchestrator.request.events import OutputEvent
 from tts_orchestrator.request.prepared import PreparedRequest, final_fields, new_record
+from tts_orchestrator.request.shape import Caps, decide_shape
 from tts_orchestrator.request.streams import BranchStreams
 from tts_orchestrator.state.base import CancelListener, StateStore
 from tts_orchestrator.state.records import (
@@ -124,7 +125,11 @@ class Orchestrator:
         endpoint: Endpoint,
         *,
         owner: str | None = None,
+        limits: KeyLimits | None = None,
     ) -> PreparedRequest:
+        """Everything that can fail with a clean HTTP status, before a stream starts: the
+        pool, the mode, the prompt's size, and the request's shape within the server's and
+        ``limits``' (the API key's) caps."""
         if not self.accepting:
             raise NoWorkerAvailable("the server is shutting down", code="shutting_down")
         began = time.monotonic()
@@ -154,65 +159,47 @@ class Orchestrator:
                 thinking_budget=tts.thinking_budget,
             )
             setup = raw_setup(resolution, family, problem)
-        first = setup.first
-        prompt, family = first.prompt, first.family
-        await self._check_size(pool, setup.escalation.prompt if setup.escalation else prompt)
-        server = self.settings.server
-        requested = request.requested_max_tokens()
-        if requested is not None and requested > server.max_tokens_cap:
-            raise RequestError(
-                f"max_tokens {requested} exceeds the cap {server.max_tokens_cap}",
-                param="max_tokens",
+        escalated = setup.escalation.prompt if setup.escalation else setup.first.prompt
+        await self._check_size(pool, escalated)
+
+        async def plan(
+            params: SamplingParams, tts: TtsOptions, setup: ModeSetup, max_branches: int
+        ) -> Plan | None:
+            return await self._plan(
+                request.model,
+                pool,
+                setup.first.prompt,
+                params,
+                tts,
+                setup,
+                max_branches=max_branches,
             )
-        params = request.to_sampling_params(
-            default_max_tokens=server.default_max_tokens, max_tokens_cap=server.max_tokens_cap
+
+        shape = await decide_shape(
+            request,
+            pool=pool.config.name,
+            setup=setup,
+            settings=self.settings,
+            caps=Caps.of(self.settings, limits),
+            plan=plan,
         )
-        if first.grammar is not None:
-            params = params.model_copy(update={"grammar": first.grammar})
-        if first.thinking_budget is not None and tts.thinking_budget is None:
-            tts = tts.model_copy(update={"thinking_budget": first.thinking_budget})
-        n = tts.n_branches or self.settings.tts.n_branches
-        plan = await self._plan(request.model, pool, prompt, params, tts, setup)
-        if plan is not None:
-            pool, n = self.pools[plan.pool], plan.n_branches
-            if tts.thinking_budget is None and plan.thinking_budget is not None:
-                tts = tts.model_copy(update={"thinking_budget": plan.thinking_budget})
-        if n > self.settings.tts.max_branches:
-            raise RequestError(
-                f"n_branches {n} exceeds the cap {self.settings.tts.max_branches}",
-                param="tts.n_branches",
-            )
-        slow_n, slow_max_tokens = n, params.max_tokens
-        if setup.probing:  # stage 3: k short fast samples first
-            probes = self.settings.modes
-            n = probes.probe_samples
-            params = params.model_copy(
-                update={"max_tokens": min(params.max_tokens, probes.probe_max_tokens)}
-            )
         prefix = "chatcmpl" if endpoint is Endpoint.CHAT else "cmpl"
         prepared = PreparedRequest(
             id=f"{prefix}-{uuid.uuid4().hex}",
             endpoint=endpoint,
             model=request.model,
-            pool=pool,
-            family=family,
-            prompt=prompt,
-            params=params,
-            tts=tts,
-            n_branches=n,
-            deadline=time.monotonic() + server.request_timeout_s,
+            pool=self.pools[shape.pool],
+            shape=shape,
+            deadline=time.monotonic() + self.settings.server.request_timeout_s,
             problem=problem,
             mode=setup.choice,
-            escalation=setup.escalation,
-            escalation_branches=slow_n,
-            escalation_max_tokens=slow_max_tokens,
             owner=owner,
         )
         if not setup.probing:
             self._count_mode(setup.choice)
         record = self._new_record(prepared)
-        if plan is not None:
-            record.plan = plan.record()
+        if shape.plan is not None:
+            record.plan = shape.plan.record()
         prepared.record = record
         prepared.prepare_s = time.monotonic() - began
         return prepared
@@ -225,6 +212,8 @@ class Orchestrator:
         params: SamplingParams,
         tts: TtsOptions,
         setup: ModeSetup,
+        *,
+        max_branches: int,
     ) -> Plan | None:
         """The latency policy picks pool × branches × thinking budget for a request with a
         latency budget and no explicit `n_branches` (the user's explicit choice wins)."""
@@ -246,7 +235,7 @@ class Orchestrator:
             prompt_tokens=await pool.count_tokens(prompt),
             latency_budget_s=tts.latency_budget_s,
             max_tokens=params.max_tokens,
-            max_branches=self.settings.tts.max_branches,
+            max_branches=max_branches,
             pool=tts.pool,
             pool_loads=loads,
             mode=setup.thinking,
@@ -344,7 +333,7 @@ class Orchestrator:
         self._idle.clear()
         if self.cancel_listener is not None:
             self.cancel_listener.watch(p.id)
-        phase = self._start_phase(p, None, probe=p.escalation is not None)
+        phase = self._start_phase(p, None, probe=p.phase.probe)
         start = p.started_at = time.monotonic()
         ttft: float | None = None
         status, error = RecordStatus.FINISHED, None
@@ -395,7 +384,7 @@ class Orchestrator:
 
     async def _phases(self, p: PreparedRequest, phase: _Phase) -> AsyncIterator[OutputEvent]:
         """The request's generation: one phase, or (stage 3) fast probes then maybe slow."""
-        if p.escalation is None or p.mode is None:
+        if p.shape.escalation is None or p.mode is None:
             async for event in self._generate(p, phase.job, phase.presenter):
                 yield event
             return
@@ -410,18 +399,7 @@ class Orchestrator:
                     event.reasoning = ""
                     yield event
             return
-        slow, tts = p.escalation, p.tts
-        if slow.thinking_budget is not None and tts.thinking_budget is None:
-            tts = tts.model_copy(update={"thinking_budget": slow.thinking_budget})
-        p.prompt, p.family, p.tts, p.n_branches = (
-            slow.prompt,
-            slow.family,
-            tts,
-            p.escalation_branches,
-        )
-        p.params = p.params.model_copy(
-            update={"grammar": slow.grammar, "max_tokens": p.escalation_max_tokens}
-        )
+        p.phase = p.shape.escalation
         slow_phase = self._start_phase(p, phase, probe=False)
         phase.job, phase.presenter = slow_phase.job, slow_phase.presenter
         async for event in self._generate(p, phase.job, phase.presenter):

@@ -10,10 +10,10 @@ from typing import Any
 from tts_orchestrator.actors.local import PoolClient
 from tts_orchestrator.backends.base import SamplingParams
 from tts_orchestrator.exceptions import TTSError
-from tts_orchestrator.modes.requests import ModeRun
 from tts_orchestrator.modes.resolution import ModeChoice
 from tts_orchestrator.protocol import TtsOptions
 from tts_orchestrator.request.branches import Presenter
+from tts_orchestrator.request.shape import Phase, RequestShape
 from tts_orchestrator.state.base import StateStore
 from tts_orchestrator.state.records import (
     BranchRecord,
@@ -27,23 +27,19 @@ from verifiers.families import ModelFamily
 
 @dataclass
 class PreparedRequest:
+    """A request ready to run: its decided shape, the phase running now, and its progress."""
+
     id: str
     endpoint: Endpoint
     model: str
     pool: PoolClient
-    family: ModelFamily
-    prompt: str
-    params: SamplingParams
-    tts: TtsOptions
-    n_branches: int
+    shape: RequestShape
     deadline: float
     problem: str = ""
     #: The thinking-mode decision (updated when a probe stays fast or escalates).
     mode: ModeChoice | None = None
-    #: The slow phase a stage-3 probe escalates to, and its branch count.
-    escalation: ModeRun | None = None
-    escalation_branches: int = 1
-    escalation_max_tokens: int = 0
+    #: The phase running now: the shape's first, then its escalation if a probe escalates.
+    phase: Phase = field(init=False)
     #: Id of the API key that made the request; only that key may read or cancel it.
     owner: str | None = None
     created: float = field(default_factory=time.monotonic)
@@ -59,6 +55,29 @@ class PreparedRequest:
     #: Redis round trip (and its ~0.4 ms of this loop) is not on the time to first token.
     record: RequestRecord | None = None
     _recorded: asyncio.Future[None] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.phase = self.shape.first
+
+    @property
+    def prompt(self) -> str:
+        return self.phase.prompt
+
+    @property
+    def family(self) -> ModelFamily:
+        return self.phase.family
+
+    @property
+    def params(self) -> SamplingParams:
+        return self.phase.params
+
+    @property
+    def tts(self) -> TtsOptions:
+        return self.phase.tts
+
+    @property
+    def n_branches(self) -> int:
+        return self.phase.n_branches
 
     def start_record(self, store: StateStore) -> None:
         """Start the record's first write (once)."""
@@ -78,7 +97,7 @@ def new_record(p: PreparedRequest, *, replica_id: str) -> RequestRecord:
         mode=p.mode.model_dump(exclude_none=True) if p.mode is not None else None,
         id=p.id,
         model=p.model,
-        pool=p.pool.config.name,
+        pool=p.shape.pool,
         endpoint=p.endpoint,
         params={"sampling": p.params.model_dump(), "tts": p.tts.model_dump(exclude_none=True)},
         status=RecordStatus.RUNNING,

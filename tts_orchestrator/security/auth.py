@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar, cast
+from typing import TypeVar
 
 from redis.asyncio import Redis
 
-from tts_orchestrator.config.security import SecurityConfig
-from tts_orchestrator.exceptions import RequestError
-from tts_orchestrator.protocol import ChatCompletionRequest, CompletionRequest, TtsOptions
+from tts_orchestrator.config.security import KeyLimits, SecurityConfig
+from tts_orchestrator.protocol import ChatCompletionRequest, CompletionRequest
 from tts_orchestrator.security.errors import AuthenticationError
 from tts_orchestrator.security.keys import (
     ApiKeyRecord,
@@ -88,37 +87,10 @@ class AuthContext:
     def key_id(self) -> str | None:
         return self.key.id if self.key else None
 
-    def capped(self, body: Body, *, default_n_branches: int, default_max_tokens: int) -> Body:
-        """``body`` within this key's caps: explicit values over a cap are a 400; where the
-        body leaves a value to a server default above the cap, the cap is filled in."""
-        if self.key is None:
-            return body
-        limits = self.key.limits
-        update: dict[str, Any] = {}
-        if limits.max_branches is not None:
-            asked = body.tts.n_branches if body.tts else None
-            if asked is not None and asked > limits.max_branches:
-                raise RequestError(
-                    f"n_branches {asked} exceeds this API key's cap {limits.max_branches}",
-                    param="tts.n_branches",
-                    code="key_limit",
-                )
-            if asked is None and default_n_branches > limits.max_branches:
-                tts = body.tts or TtsOptions()
-                update["tts"] = tts.model_copy(update={"n_branches": limits.max_branches})
-        if limits.max_tokens is not None:
-            asked = body.requested_max_tokens()
-            if asked is not None and asked > limits.max_tokens:
-                raise RequestError(
-                    f"max_tokens {asked} exceeds this API key's cap {limits.max_tokens}",
-                    param="max_tokens",
-                    code="key_limit",
-                )
-            if asked is None and default_max_tokens > limits.max_tokens:
-                update["max_tokens"] = limits.max_tokens
-        if not update:
-            return body
-        return cast(Body, body.model_copy(update=update))
+    @property
+    def limits(self) -> KeyLimits | None:
+        """The key's limits (None without a key); the request's shape is bounded by them."""
+        return self.key.limits if self.key else None
 
     def charge_on_exit(self, usage: UsageSource) -> None:
         """Charge the key, when the request ends, with the tokens ``usage`` reports then."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
@@ -13,12 +12,9 @@ from pydantic import BaseModel
 
 from tts_orchestrator.api.errors import install_error_handlers
 from tts_orchestrator.api.security import Admitted, Authenticated, install_security
-from tts_orchestrator.config.security import KeyLimits, SecurityConfig
-from tts_orchestrator.exceptions import RequestError
-from tts_orchestrator.protocol import ChatCompletionRequest, CompletionRequest
-from tts_orchestrator.security.auth import AuthContext, Gatekeeper, api_key_from_headers
+from tts_orchestrator.config.security import SecurityConfig
+from tts_orchestrator.security.auth import Gatekeeper, api_key_from_headers
 from tts_orchestrator.security.errors import AuthenticationError, LimitKind, RateLimited
-from tts_orchestrator.security.keys import ApiKeyRecord
 from tts_orchestrator.security.limits import utc_day
 
 KEY = "tts-" + "k" * 43
@@ -71,82 +67,6 @@ def test_retry_after_is_whole_seconds_rounded_up(retry_after_s: float, header: s
         "rate_limit_error",
         "rate_limit_exceeded",
     )
-
-
-def _limited(**limits: Any) -> AuthContext:
-    record = ApiKeyRecord(
-        id="key_0123456789abcdef", name="t", created_at=0.0, limits=KeyLimits(**limits)
-    )
-    return AuthContext(record)
-
-
-def _chat(**fields: Any) -> ChatCompletionRequest:
-    return ChatCompletionRequest.model_validate(
-        {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}
-    )
-
-
-@pytest.mark.parametrize(
-    ("limits", "body", "n_branches", "max_tokens"),
-    [
-        pytest.param({}, {}, None, None, id="no-caps-untouched"),
-        pytest.param({"max_branches": 4}, {"tts": {"n_branches": 4}}, 4, None, id="at-cap"),
-        pytest.param({"max_branches": 4}, {}, 4, None, id="default-above-cap-is-capped"),
-        pytest.param({"max_branches": 16}, {}, None, None, id="default-below-cap-untouched"),
-        pytest.param({"max_tokens": 64}, {}, None, 64, id="omitted-max-tokens-capped"),
-        pytest.param({"max_tokens": 64}, {"max_tokens": 32}, None, 32, id="under-cap"),
-        pytest.param(
-            {"max_tokens": 64}, {"max_completion_tokens": 64}, None, None, id="completion-tokens"
-        ),
-    ],
-)
-def test_caps_fill_in_defaults_above_them(
-    limits: dict[str, int],
-    body: dict[str, Any],
-    n_branches: int | None,
-    max_tokens: int | None,
-) -> None:
-    out = _limited(**limits).capped(_chat(**body), default_n_branches=8, default_max_tokens=1024)
-    assert (out.tts.n_branches if out.tts else None) == n_branches
-    assert out.max_tokens == max_tokens
-
-
-@pytest.mark.parametrize(
-    ("limits", "body", "param"),
-    [
-        pytest.param(
-            {"max_branches": 4}, {"tts": {"n_branches": 5}}, "tts.n_branches", id="branches"
-        ),
-        pytest.param({"max_tokens": 64}, {"max_tokens": 65}, "max_tokens", id="max-tokens"),
-        pytest.param(
-            {"max_tokens": 64}, {"max_completion_tokens": 100}, "max_tokens", id="completion"
-        ),
-    ],
-)
-def test_explicit_values_over_a_cap_are_400(
-    limits: dict[str, int], body: dict[str, Any], param: str
-) -> None:
-    with pytest.raises(RequestError) as info:
-        _limited(**limits).capped(_chat(**body), default_n_branches=1, default_max_tokens=16)
-    assert info.value.status_code == 400 and info.value.param == param
-    assert info.value.code == "key_limit"
-
-
-def test_caps_apply_to_completions_and_keep_other_fields() -> None:
-    body = CompletionRequest.model_validate(
-        {"model": "m", "prompt": "p", "temperature": 0.5, "tts": {"seed": 3}}
-    )
-    out = _limited(max_branches=2, max_tokens=8).capped(
-        body, default_n_branches=4, default_max_tokens=100
-    )
-    assert out.tts is not None and (out.tts.n_branches, out.tts.seed) == (2, 3)
-    assert (out.max_tokens, out.temperature, out.prompt) == (8, 0.5, "p")
-    assert body.max_tokens is None  # the request itself is not modified
-
-
-def test_anonymous_context_leaves_the_body_alone() -> None:
-    body = _chat(max_tokens=10**6)
-    assert AuthContext().capped(body, default_n_branches=64, default_max_tokens=1) is body
 
 
 @pytest.mark.parametrize(
