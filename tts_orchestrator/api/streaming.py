@@ -64,11 +64,20 @@ async def collect(
         id=p.id,
         model=p.model,
         choices=[
-            CompletionChoice(text="".join(reasoning) + text, finish_reason=last.finish_reason)
+            CompletionChoice(
+                text=text if _voted(p) else "".join(reasoning) + text,
+                finish_reason=last.finish_reason,
+            )
         ],
         usage=usage_info(last.usage),
         tts=last.tts,
     )
+
+
+def _voted(p: PreparedRequest) -> bool:
+    """A voted completion's text is the winner's: the live text of the branches it followed
+    is not part of any one completion (chat shows it as ``reasoning_content``)."""
+    return p.n_branches > 1
 
 
 class _ChunkWriter:
@@ -84,7 +93,7 @@ class _ChunkWriter:
         body.update(extra)
         return f"data: {json.dumps(body, separators=(',', ':'))}\n\n"
 
-    def delta(self, event: OutputEvent, *, first: bool = False) -> str:
+    def delta(self, event: OutputEvent, *, first: bool = False) -> str | None:
         if self.chat:
             d: dict[str, Any] = {"role": "assistant"} if first else {}
             if event.reasoning:
@@ -92,9 +101,10 @@ class _ChunkWriter:
             if event.content:
                 d["content"] = event.content
             return self._frame([{"index": 0, "delta": d, "finish_reason": None}])
-        return self._frame(
-            [{"index": 0, "text": event.reasoning + event.content, "finish_reason": None}]
-        )
+        text = event.content if _voted(self.p) else event.reasoning + event.content
+        if not text:
+            return None
+        return self._frame([{"index": 0, "text": text, "finish_reason": None}])
 
     def finish(self, event: OutputEvent) -> str:
         extra = {"tts": event.tts} if event.tts else {}
@@ -115,15 +125,14 @@ async def sse_stream(
     first = True
     try:
         async for event in orchestrator.run(p):
+            frame = writer.delta(event, first=first) if event.reasoning or event.content else None
+            if frame is not None:
+                yield frame
+                first = False
             if event.finish_reason is not None:
-                if event.reasoning or event.content:
-                    yield writer.delta(event, first=first)
                 yield writer.finish(event)
                 if include_usage:
                     yield writer.usage(event)
-                continue
-            yield writer.delta(event, first=first)
-            first = False
     except TTSError as exc:
         orchestrator.metrics.errors.labels(exc.error_type).inc()
         yield sse_error(exc)

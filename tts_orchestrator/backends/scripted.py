@@ -123,9 +123,9 @@ class ScriptedBackend(WorkerBackend):
         yield CompletionChunk(finish_reason=finish, usage=usage)
 
     async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
         event = self._aborts.get(request_id)
         if event is not None:
-            self.aborted.append(request_id)
             event.set()
 
     async def health(self) -> bool:

@@ -51,6 +51,32 @@ def settings(
     return Settings(**data)
 
 
+@dataclass(frozen=True)
+class Branch:
+    """What the branch with seed i streams: its text, the pause before each token, a failure."""
+
+    text: str
+    delay_s: float = 0.0
+    fail_after: int | None = None
+    logprob: float | None = None
+
+
+def branches(*specs: Branch | str) -> Callable[[str, SamplingParams], Script]:
+    """Branch i (seed i: requests set ``tts.seed = 0``) plays ``specs[i]``; a continuation
+    (a prompt that already holds a branch's text) plays the text after it, closing thinking."""
+    plays = [s if isinstance(s, Branch) else Branch(s) for s in specs]
+
+    def play(prompt: str, params: SamplingParams) -> Script:
+        spec = plays[(params.seed or 0) % len(plays)]
+        pieces = Script.text(spec.text).pieces
+        lps = None if spec.logprob is None else tuple(spec.logprob for _ in pieces)
+        return Script(
+            pieces=pieces, delay_s=spec.delay_s, fail_after=spec.fail_after, logprobs=lps
+        )
+
+    return play
+
+
 def by_seed(
     texts: Mapping[int, str] | Sequence[str], **script: Any
 ) -> Callable[[str, SamplingParams], Script]:
@@ -148,4 +174,4 @@ def service(
     )
 
 
-__all__ = ["MODEL", "Service", "by_seed", "service", "settings"]
+__all__ = ["MODEL", "Branch", "Service", "branches", "by_seed", "service", "settings"]
