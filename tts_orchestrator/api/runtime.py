@@ -177,7 +177,7 @@ async def inprocess_runtime(
             settings.policy,
             store=profile_store or MemoryProfileStore(),
         )
-        await live.start([])
+        await live.start([LivePool(n, p.config.engine, p.metrics) for n, p in local.items()])
         stack.push_async_callback(live.aclose)
         metrics = ServiceMetrics()
         orchestrator = Orchestrator(

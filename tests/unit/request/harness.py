@@ -96,7 +96,7 @@ class Service:
     workers: dict[str, list[ScriptedBackend]]
     judge: ThoughtJudge | None = None
     verifier_delay_s: float = 0.0
-    security: Gatekeeper | None = None
+    gatekeeper: Gatekeeper | None = None
     profile_store: ProfileStore | None = None
     client: httpx.AsyncClient = field(init=False)
     services: Services = field(init=False)
@@ -113,7 +113,7 @@ class Service:
                 equivalent=exact_equal,
                 judge=self.judge,
                 verifier_delay_s=self.verifier_delay_s,
-                security=self.security,
+                security=self.gatekeeper,
                 profile_store=self.profile_store,
             ) as services:
                 holder["s"] = services
