@@ -70,9 +70,7 @@ def branches(*specs: Branch | str) -> Callable[[str, SamplingParams], Script]:
         spec = plays[(params.seed or 0) % len(plays)]
         pieces = Script.text(spec.text).pieces
         lps = None if spec.logprob is None else tuple(spec.logprob for _ in pieces)
-        return Script(
-            pieces=pieces, delay_s=spec.delay_s, fail_after=spec.fail_after, logprobs=lps
-        )
+        return Script(pieces=pieces, delay_s=spec.delay_s, fail_after=spec.fail_after, logprobs=lps)
 
     return play
 

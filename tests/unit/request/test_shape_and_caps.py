@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from unit.request.harness import MODEL, Service, branches, service
 
 from policies.profile import PoolProfile, ProfileSet, SpeculativeMethod, StepTimePoint
 from policies.router import RouterThresholds
@@ -14,7 +15,6 @@ from tts_orchestrator.config import KeyLimits, SecurityConfig
 from tts_orchestrator.planning.store import MemoryProfileStore
 from tts_orchestrator.security.auth import AuthContext, Gatekeeper
 from tts_orchestrator.security.keys import ApiKeyRecord
-from unit.request.harness import MODEL, Service, branches, service
 
 FIVE = "So the answer is \\boxed{5}."
 ALWAYS_UNCERTAIN = RouterThresholds(fast_below=0.0, slow_at_or_above=1.0)
@@ -47,7 +47,8 @@ def _fast_profile(pool: str = "p") -> PoolProfile:
         speculative_depth=0,
         accepted_tokens_per_step=1.0,
         step_times=tuple(
-            StepTimePoint(concurrency=b, step_time_s=0.001 * (1 + 0.01 * b)) for b in (1, 2, 4, 8, 16)
+            StepTimePoint(concurrency=b, step_time_s=0.001 * (1 + 0.01 * b))
+            for b in (1, 2, 4, 8, 16)
         ),
         prefill_tokens_per_s=10_000.0,
         max_concurrency=16,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from unit.request.harness import Branch, branches, service
 
 FIVE = "So the answer is \\boxed{5}."
