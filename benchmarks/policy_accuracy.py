@@ -43,6 +43,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -220,15 +221,34 @@ def plan_summary(outcomes: list[Outcome]) -> str:
     )
 
 
-def verdict(outcomes: list[Outcome]) -> tuple[bool, str]:
-    """Policy accuracy >= max(fixed-1, fixed-4) on the same problems (failures count wrong)."""
+class Verdict(StrEnum):
+    PASS = "PASS"
+    TIE = "TIE"
+    FAIL = "FAIL"
+    INCOMPLETE = "incomplete run"
+
+
+VERDICT_RULE = (
+    "PASS when the policy answers more problems right than the best fixed config, TIE when as "
+    "many, FAIL when fewer or when a policy request was not planned"
+)
+
+
+def verdict(outcomes: list[Outcome]) -> tuple[Verdict, str]:
+    """Policy vs the best of fixed-1 / fixed-4 on the same problems (failures count wrong);
+    the rule is :data:`VERDICT_RULE`: a tie is a tie, never a pass."""
     correct = {c: sum(o.correct for o in outcomes if o.config == c) for c in CONFIGS}
     totals = {c: sum(o.config == c for o in outcomes) for c in CONFIGS}
     if not all(totals.values()) or len(set(totals.values())) != 1:
-        return False, f"**Verdict: incomplete run** (requests per config: {totals})."
+        return Verdict.INCOMPLETE, f"**Verdict: incomplete run** (requests per config: {totals})."
     total = totals["policy"]
     best = max(CONFIGS[:-1], key=lambda c: correct[c])
-    passed = correct["policy"] >= correct[best] and unplanned(outcomes) == 0
+    if unplanned(outcomes) or correct["policy"] < correct[best]:
+        result = Verdict.FAIL
+    elif correct["policy"] == correct[best]:
+        result = Verdict.TIE
+    else:
+        result = Verdict.PASS
     right = {(o.config, o.problem_id) for o in outcomes if o.correct}
     ids = sorted({o.problem_id for o in outcomes})
     paired = []
@@ -236,14 +256,24 @@ def verdict(outcomes: list[Outcome]) -> tuple[bool, str]:
         wins = sum(("policy", i) in right and (fixed, i) not in right for i in ids)
         losses = sum((fixed, i) in right and ("policy", i) not in right for i in ids)
         paired.append(f"vs {fixed}: {wins} won, {losses} lost")
+    latency = {
+        c: statistics.fmean(o.latency_s for o in outcomes if o.config == c and o.error is None)
+        for c in ("policy", best)
+        if any(o.config == c and o.error is None for o in outcomes)
+    }
+    slower = (
+        f"; mean latency policy {latency['policy']:.1f} s, {best} {latency[best]:.1f} s"
+        if len(latency) == 2
+        else ""
+    )
     text = (
-        f"**Verdict: {'PASS' if passed else 'FAIL'}**: policy {correct['policy']}/{total} vs "
+        f"**Verdict: {result.value}** ({VERDICT_RULE}): policy {correct['policy']}/{total} vs "
         f"fixed-1 {correct['fixed-1']}/{total}, fixed-4 {correct['fixed-4']}/{total} "
-        f"(best fixed: {best}); per problem {'; '.join(paired)}."
+        f"(best fixed: {best}); per problem {'; '.join(paired)}{slower}."
     )
     if unplanned(outcomes):
         text += f" {unplanned(outcomes)} policy requests were NOT planned."
-    return passed, text
+    return result, text
 
 
 async def ask(

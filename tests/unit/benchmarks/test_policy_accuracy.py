@@ -9,6 +9,7 @@ import pytest
 from benchmarks.policy_accuracy import (
     Outcome,
     PlanChoice,
+    Verdict,
     config_table,
     p95,
     plan_choice,
@@ -115,19 +116,46 @@ def test_p95_is_nearest_rank(xs: list[float], expected: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("marks", "passed"),
+    ("marks", "expected"),
     [
-        pytest.param({"fixed-1": "1100", "fixed-4": "1000", "policy": "1100"}, True, id="tie"),
-        pytest.param({"fixed-1": "1000", "fixed-4": "1100", "policy": "1110"}, True, id="above"),
-        pytest.param({"fixed-1": "1100", "fixed-4": "0000", "policy": "1000"}, False, id="below-1"),
-        pytest.param({"fixed-1": "0000", "fixed-4": "0110", "policy": "1100"}, True, id="eq-4"),
-        pytest.param({"fixed-1": "10", "fixed-4": "10", "policy": "1"}, False, id="incomplete"),
+        pytest.param(
+            {"fixed-1": "1100", "fixed-4": "1000", "policy": "1100"}, Verdict.TIE, id="tie"
+        ),
+        pytest.param(
+            {"fixed-1": "1000", "fixed-4": "1100", "policy": "1110"}, Verdict.PASS, id="above"
+        ),
+        pytest.param(
+            {"fixed-1": "1100", "fixed-4": "0000", "policy": "1000"}, Verdict.FAIL, id="below-1"
+        ),
+        pytest.param(
+            {"fixed-1": "0000", "fixed-4": "0110", "policy": "1100"}, Verdict.TIE, id="eq-4"
+        ),
+        pytest.param(
+            {"fixed-1": "10", "fixed-4": "10", "policy": "1"}, Verdict.INCOMPLETE, id="incomplete"
+        ),
     ],
 )
-def test_verdict_compares_with_the_best_fixed_config(marks: dict[str, str], passed: bool) -> None:
-    ok, text = verdict(_run(marks))
-    assert ok is passed
-    assert ("PASS" in text) is passed
+def test_verdict_compares_with_the_best_fixed_config(
+    marks: dict[str, str], expected: Verdict
+) -> None:
+    result, text = verdict(_run(marks))
+    assert result is expected
+    assert f"**Verdict: {expected.value}**" in text
+    assert ("PASS" in text.split("(")[0]) is (expected is Verdict.PASS)
+
+
+def test_the_recorded_16_of_30_tie_is_a_tie_and_says_the_policy_was_slower() -> None:
+    """The 2026-11-22 run: policy 16/30, fixed-1 16/30, fixed-4 10/30 (printed PASS then)."""
+    marks = {"fixed-1": "1" * 16 + "0" * 14, "fixed-4": "1" * 10 + "0" * 20}
+    marks["policy"] = "1" * 14 + "0011" + "0" * 12  # 2 won, 2 lost vs fixed-1
+    outcomes = _run(marks)
+    for o in outcomes:
+        o.latency_s = {"fixed-1": 23.5, "fixed-4": 41.8, "policy": 30.4}[o.config]
+    result, text = verdict(outcomes)
+    assert result is Verdict.TIE
+    assert "policy 16/30 vs fixed-1 16/30, fixed-4 10/30" in text
+    assert "vs fixed-1: 2 won, 2 lost" in text
+    assert "mean latency policy 30.4 s, fixed-1 23.5 s" in text
 
 
 def test_verdict_reports_paired_wins_and_losses() -> None:
@@ -140,9 +168,9 @@ def test_verdict_reports_paired_wins_and_losses() -> None:
 def test_an_unplanned_policy_request_fails_the_verdict() -> None:
     outcomes = _run({"fixed-1": "10", "fixed-4": "10", "policy": "11"})
     outcomes[-1].plan = None
-    ok, text = verdict(outcomes)
+    result, text = verdict(outcomes)
     assert unplanned(outcomes) == 1
-    assert not ok
+    assert result is Verdict.FAIL
     assert "1 policy requests were NOT planned" in text
 
 
