@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,15 +10,25 @@ import pytest
 from benchmarks.policy_accuracy import (
     Outcome,
     PlanChoice,
+    PolicyAccuracyResult,
     Verdict,
     config_table,
     p95,
     plan_choice,
     plan_summary,
+    report,
     select_problems,
     tts_block,
     unplanned,
     verdict,
+)
+from policies.profile import PoolProfile, StepTimePoint
+from tts_orchestrator.profiler import (
+    ConcurrencySample,
+    CounterDelta,
+    PrefillSample,
+    ProfileRun,
+    StreamTiming,
 )
 
 BUDGET = 20.0
@@ -208,3 +219,43 @@ def test_plan_summary_without_plans() -> None:
         "Policy requests planned: 0/1; predicted within the budget: 0, nothing predicted within "
         "it (the fastest configuration taken): 0."
     )
+
+
+def _profile_run() -> ProfileRun:
+    profile = PoolProfile(
+        pool="plain",
+        engine="llama_cpp",
+        model="m",
+        step_times=(StepTimePoint(concurrency=1, step_time_s=0.05),),
+        prefill_tokens_per_s=70.0,
+        max_concurrency=4,
+    )
+    sample = ConcurrencySample(
+        concurrency=1,
+        wall_s=3.3,
+        streams=(StreamTiming(ttft_s=0.1, decode_s=3.15, tokens=64),),
+        counters=CounterDelta(generated_tokens=64, requests=1),
+    )
+    prefill = PrefillSample(prompt_tokens=128, seconds=1.8, source="engine")
+    return ProfileRun(profile=profile, samples=(sample,), prefill=prefill, duration_s=9.0)
+
+
+def test_a_recorded_result_renders_the_same_section(tmp_path: Path) -> None:
+    outcomes = _run({"fixed-1": "10", "fixed-4": "00", "policy": "11"})
+    outcomes[4].plan = PlanChoice("plain", 1, None, True, 12.5, 0.05)
+    result = PolicyAccuracyResult(
+        command="python -m benchmarks.policy_accuracy --problems 2 --budget 20",
+        measured_at="2026-12-06 07:00 UTC",
+        budget=BUDGET,
+        temperature=0.6,
+        problems=[("p0", 1), ("p1", 2)],
+        runs=[_profile_run()],
+        outcomes=outcomes,
+    )
+    result.save(tmp_path / "r.json")
+    loaded = PolicyAccuracyResult.load(tmp_path / "r.json")
+    assert loaded.outcomes == outcomes
+    assert report(loaded) == report(result)
+    body = report(result)
+    assert "levels {1: 1, 2: 1}" in body and "**Verdict: PASS**" in body
+    assert body.startswith("Run: `python -m benchmarks.policy_accuracy --problems 2 --budget 20`")
