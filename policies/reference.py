@@ -151,8 +151,8 @@ def _deployment(model: TransformerSpec, device: Accelerator, tp: int) -> Deploym
     )
 
 
-#: The 32B in BF16 (65.5 GB) does not fit one 64 GB 910B and leaves one H100 room for three
-#: 16k-token sequences, so both 32B references run tensor parallel on two devices.
+#: The 32B in BF16 (65.5 GB) does not fit one 64 GB 910B and leaves one H100 (at u = 0.9) room
+#: for a single 16k-token sequence, so both 32B references run tensor parallel on two devices.
 ROOFLINE_REFERENCES: tuple[RooflineReference, ...] = (
     RooflineReference(
         name="h100-7b", served_model="qwen2.5-7b", deployment=_deployment(QWEN25_7B, H100_SXM, 1)

@@ -80,6 +80,7 @@ def roofline_table(ref: RooflineReference) -> Table:
     for col in (
         "B",
         "bound",
+        "verify bound",
         "weights ms",
         "KV ms",
         "linear compute ms",
@@ -92,9 +93,11 @@ def roofline_table(ref: RooflineReference) -> Table:
         table.add_column(col, justify="right")
     for b in batch_levels(plain.max_concurrency):
         cost = d.forward(sequences=b)
+        verify = d.forward(sequences=b, tokens_per_sequence=ref.depth + 1)
         table.add_row(
             str(b),
             cost.bound.value,
+            verify.bound.value,
             f"{cost.weights_s * 1e3:.2f}",
             f"{cost.kv_s * 1e3:.2f}",
             f"{cost.linear_compute_s * 1e3:.2f}",

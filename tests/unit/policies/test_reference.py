@@ -56,3 +56,13 @@ def test_gpu_acceptance_is_the_measured_cpu_tokens_per_step() -> None:
     for ref in ROOFLINE_REFERENCES:
         tokens = expected_tokens_per_step(ref.alpha, ref.depth)
         assert tokens == pytest.approx(MEASURED_CPU_TOKENS_PER_STEP, abs=0.01)
+
+
+def test_why_the_32b_runs_tensor_parallel() -> None:
+    """As the README says: one 910B cannot hold it, one H100 holds a single 16k sequence."""
+    from policies.reference import ASCEND_910B, H100_SXM, QWEN25_32B
+    from policies.roofline import Deployment
+
+    with pytest.raises(ValueError, match="no room"):
+        Deployment(model=QWEN25_32B, accelerator=ASCEND_910B, max_model_len=16384).slots()
+    assert Deployment(model=QWEN25_32B, accelerator=H100_SXM, max_model_len=16384).slots() == 1
