@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 import typer
@@ -318,16 +318,6 @@ def load_profiles(path: Path, reference: str | None = None) -> tuple[ProfileSet,
     return profiles, source
 
 
-def plan_from_file(
-    path: Path,
-    *,
-    reference: str | None = None,
-    **kwargs: Any,
-) -> Plan:
-    """The plan for one request from a profiles file, or a reference (what `plan` prints)."""
-    return plan_from_profiles(load_profiles(path, reference)[0], **kwargs)
-
-
 def plan_from_profiles(
     stored: ProfileSet,
     *,
@@ -339,7 +329,7 @@ def plan_from_profiles(
     settings: PlannerSettings | None = None,
     accuracy_logs: Path | None = None,
 ) -> Plan:
-    """The plan for one request on ``stored`` profiles."""
+    """The plan for one request on ``stored`` profiles (what `plan` prints)."""
     planner = Planner(
         stored, accuracy=load_accuracy(accuracy_logs), settings=settings or PlannerSettings()
     )

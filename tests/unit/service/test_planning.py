@@ -24,7 +24,7 @@ from tts_orchestrator.planning import (
     default_branch_lengths,
     load_accuracy,
 )
-from tts_orchestrator.policy_cli import plan_app, plan_from_file, profile_app
+from tts_orchestrator.policy_cli import load_profiles, plan_app, plan_from_profiles, profile_app
 
 MODEL = "qwen2.5-coder-1.5b-instruct"
 
@@ -220,7 +220,7 @@ def test_plan_command_prints_the_decision_table(tmp_path: Path) -> None:
         _cli(), ["plan", "--budget", "30", "--profiles", str(path)], terminal_width=200
     )
     assert result.exit_code == 0, result.output
-    expected = plan_from_file(path, budget=30, prompt_tokens=200)
+    expected = plan_from_profiles(load_profiles(path)[0], budget=30, prompt_tokens=200)
     assert "chosen" in result.output and "budget 30 s" in result.output
     chosen_line = next(line for line in result.output.splitlines() if "chosen" in line)
     assert expected.pool in chosen_line and f" {expected.n_branches} " in chosen_line
