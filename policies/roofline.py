@@ -30,9 +30,9 @@ verified in one target forward of ``k + 1`` tokens per sequence::
       speedup(B)    = tokens(α, k) · step(B) / step_spec(B)
 
 Prefill is one forward of the whole prompt (``B = 1``, ``q = prompt tokens``). Slots: the KV
-cache left after the weights, ``(t · memory · u - W_target - W_draft) / (kv_target +
-kv_draft)`` tokens, divided by the
-longest sequence a slot must hold, capped at the engine's ``max_num_seqs``.
+cache left after the weights, ``(t · memory · u - W_target - W_draft) / (kv_target + kv_draft)``
+tokens, divided by the longest sequence a slot must hold, capped at the engine's
+``max_num_seqs``.
 
 Everything here is pure arithmetic on the datasheet and config numbers passed in; the numbers
 themselves and their sources live in :mod:`policies.reference`.
