@@ -4,10 +4,12 @@
    N concurrent direct requests to the same worker, same prompt and seeds. Aggregate decode
    throughput = all completion tokens / wall time; the ratio is orchestrated ÷ direct.
 2. Replay engine at a high token rate: one request with N branches of known length; the added
-   latency is measured wall time over the ideal (length ÷ rate). The largest N within 10% is
-   what one orchestrator process sustains on this machine.
+   latency is measured wall time over the ideal (length ÷ rate). Levels run in order until one
+   adds more than 10%: the N before it is the limit found; when none does, the largest N tried
+   is only a lower bound and the report says so.
 
-Run: `.venv/bin/python -m benchmarks.branches`.
+Run: `.venv/bin/python -m benchmarks.branches [--out R.json]`; `--from R.json` renders the
+docs section from a recorded result (`benchmarks.branches_report`).
 """
 
 from __future__ import annotations
@@ -18,11 +20,21 @@ import json
 import statistics
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from benchmarks.branches_report import (
+    ADDED_LATENCY_LIMIT,
+    SECTION,
+    BranchesResult,
+    ConcurrencyRow,
+    ThroughputRow,
+    branches_body,
+    recorded_command,
+)
 from benchmarks.common import write_section
 from benchmarks.service import cpu_pool, replay_pool, start_service
 
@@ -64,7 +76,9 @@ async def _orchestrated(
     return int(r.json()["usage"]["completion_tokens"]), wall
 
 
-async def throughput(service_url: str, worker_url: str, *, reps: int, max_tokens: int) -> str:
+async def throughput(
+    service_url: str, worker_url: str, *, reps: int, max_tokens: int
+) -> list[ThroughputRow]:
     rows = []
     async with httpx.AsyncClient() as client:
         await _direct(client, worker_url, 2, 8, 0)
@@ -77,11 +91,9 @@ async def throughput(service_url: str, worker_url: str, *, reps: int, max_tokens
                 d_rates.append(dt / dw)
                 o_rates.append(ot / ow)
             d, o = statistics.median(d_rates), statistics.median(o_rates)
-            rows.append(f"| {n} | {reps} | {d:.1f} | {o:.1f} | {o / d:.3f} |")
-    return (
-        "| branches N | repetitions | direct tok/s (N concurrent requests) | orchestrated tok/s "
-        "(1 request, N branches) | ratio |\n|---|---|---|---|---|\n" + "\n".join(rows)
-    )
+            rows.append(ThroughputRow(n, reps, d, o, o / d))
+            print(rows[-1], flush=True)
+    return rows
 
 
 def _trace_file(path: Path, n: int, words: int) -> str:
@@ -112,8 +124,10 @@ def _trace_file(path: Path, n: int, words: int) -> str:
 
 async def concurrency(
     service_url: str, problem: str, *, ns: list[int], rate: float
-) -> tuple[str, int]:
-    rows, sustained = [], 0
+) -> list[ConcurrencyRow]:
+    """Levels in order until one adds more than the limit (that level is kept: it is the
+    failure that bounds the claim)."""
+    rows = []
     async with httpx.AsyncClient() as client:
         body_base = {
             "model": "replay",
@@ -127,7 +141,6 @@ async def concurrency(
             timeout=600,
         )
         tokens_one = int(r.json()["usage"]["completion_tokens"])
-        ideal = tokens_one / rate
         for n in ns:
             body = {
                 **body_base,
@@ -142,30 +155,14 @@ async def concurrency(
             r = await client.post(f"{service_url}/v1/chat/completions", json=body, timeout=600)
             wall = time.perf_counter() - start
             r.raise_for_status()
-            added = wall / ideal - 1
-            rows.append(
-                f"| {n} | {tokens_one} | {rate:.0f} | {n * rate:.0f} | {ideal:.2f} | {wall:.2f} "
-                f"| {added * 100:+.1f}% |"
-            )
-            if added <= 0.10:
-                sustained = n
-            else:
+            rows.append(ConcurrencyRow.measured(n, tokens_one, rate, wall))
+            print(rows[-1], flush=True)
+            if rows[-1].added > ADDED_LATENCY_LIMIT:
                 break
-    table = (
-        "| concurrent branches | tokens per branch | tok/s per branch | aggregate tok/s offered | "
-        "ideal wall (s) | measured wall (s) | added latency |\n|---|---|---|---|---|---|---|\n"
-    )
-    return table + "\n".join(rows), sustained
+    return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--rate", type=float, default=100.0, help="replay tokens/s per branch")
-    ap.add_argument("--words", type=int, default=700, help="replay branch length (words)")
-    ap.add_argument("--no-write", action="store_true")
-    args = ap.parse_args()
+def measure(args: argparse.Namespace) -> BranchesResult:
     with tempfile.TemporaryDirectory() as tmp:
         service = start_service(
             {"pools": [cpu_pool(n_parallel=8, n_ctx=8192)], "ray": {"num_cpus": 2}}, Path(tmp)
@@ -176,7 +173,6 @@ def main() -> None:
             t1 = asyncio.run(
                 throughput(service.url, worker, reps=args.reps, max_tokens=args.max_tokens)
             )
-            print(t1, flush=True)
         finally:
             service.stop()
         ns = [1, 8, 16, 32, 64, 128, 256]
@@ -191,26 +187,51 @@ def main() -> None:
         cfg["pools"][0]["replay"]["max_parallel"] = max(ns)
         service = start_service(cfg, Path(tmp) / "replay")
         try:
-            t2, sustained = asyncio.run(concurrency(service.url, problem, ns=ns, rate=args.rate))
+            t2 = asyncio.run(concurrency(service.url, problem, ns=ns, rate=args.rate))
         finally:
             service.stop()
-    body = (
-        "**Throughput** — SmolLM2-135M-Instruct Q4_1, one llama.cpp worker with 8 slots "
-        f"(2 threads), {args.max_tokens} max tokens, temperature 0.8, no early stop (every branch "
-        "runs to its end). Target ratio ≥ 0.97.\n\n" + t1 + "\n\n"
-        f"**Concurrency** — replay engine at {args.rate:.0f} tokens/s per branch, one request "
-        "with N branches through API → Ray pool actor → replay worker → vote; added latency = "
-        f"measured wall ÷ ideal − 1. One orchestrator process sustains **{sustained} concurrent "
-        "branches** within 10% added latency on this machine.\n\n" + t2
+    return BranchesResult(
+        command=run_command(args),
+        measured_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        max_tokens=args.max_tokens,
+        rate=args.rate,
+        throughput=t1,
+        concurrency=t2,
     )
+
+
+def run_command(args: argparse.Namespace) -> str:
+    return (
+        f"python -m benchmarks.branches --reps {args.reps} --max-tokens {args.max_tokens} "
+        f"--rate {args.rate:.0f} --words {args.words}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--rate", type=float, default=100.0, help="replay tokens/s per branch")
+    ap.add_argument("--words", type=int, default=700, help="replay branch length (words)")
+    ap.add_argument("--out", default=None, help="write the result JSON here")
+    ap.add_argument(
+        "--from", dest="from_file", default=None, help="render a recorded result JSON (no run)"
+    )
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args(argv)
+    if args.from_file:
+        result = BranchesResult.load(args.from_file)
+        command = recorded_command(args.from_file)
+    else:
+        result = measure(args)
+        command = run_command(args)
+        if args.out:
+            result.save(args.out)
+            command += f" --out {args.out}"
+    body = branches_body(result, recorded=args.from_file)
     print(body)
     if not args.no_write:
-        write_section(
-            "Branch-parallel throughput and concurrency (issue 3)",
-            body,
-            f"python -m benchmarks.branches --reps {args.reps} --max-tokens {args.max_tokens} "
-            f"--rate {args.rate:.0f} --words {args.words}",
-        )
+        write_section(SECTION, body, command)
 
 
 if __name__ == "__main__":

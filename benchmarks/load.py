@@ -101,6 +101,19 @@ def knee(levels: list[LevelStats], rate: float, threshold: float) -> int | None:
     return best
 
 
+def knee_claim(levels: list[LevelStats], rate: float, threshold: float) -> str:
+    """The knee only when a level past it failed; else the largest level tried, a lower bound."""
+    k = knee(levels, rate, threshold)
+    if k is None:
+        return "**Knee: below the first level**"
+    if levels and k == levels[-1].concurrency:
+        return (
+            f"**No knee reached**: every level stayed within, up to the largest tried, "
+            f"concurrency {k} (a lower bound, not a limit found)"
+        )
+    return f"**Knee: concurrency {k}**"
+
+
 def growth_fit(times_s: list[float], values_mb: list[float]) -> tuple[float, float]:
     """(slope MB/min, intercept MB) of a least-squares line over the second half of samples."""
     half = len(times_s) // 2
@@ -389,7 +402,7 @@ async def run(args: argparse.Namespace, service: RunningService) -> str:
     plot_soak(soak, slope, intercept, args.plot)
     all_results = [r for lv in levels for r in lv.results] + soak.results
     totals = Counter(r.outcome for r in all_results)
-    knee_text = f"**Knee: concurrency {k}**" if k is not None else "**Knee: below the first level**"
+    knee_text = knee_claim(levels, args.rate, args.threshold)
     plot_rel = (
         args.plot.relative_to(REPO / "docs")
         if args.plot.is_relative_to(REPO / "docs")

@@ -9,7 +9,8 @@ completion tokens, mean latency; for auto, which mode its decisions ran.
 ``grammar``: the grammar and instruction of ``policies.switches`` straight against a llama.cpp
 worker (no service): how often the output has ``<think>…</think>`` then an answer.
 
-Run: ``.venv/bin/python -m benchmarks.modes [--limit 30]`` and
+Run: ``.venv/bin/python -m benchmarks.modes [--limit 30] [--out F.jsonl]`` (``--from F.jsonl``
+renders the section from a recorded run) and
 ``.venv/bin/python -m benchmarks.modes grammar [--limit 12]``.
 """
 
@@ -206,7 +207,89 @@ def qwen_pool(*, n_parallel: int, n_ctx: int) -> dict[str, Any]:
     return pool
 
 
+SECTION = "Fast / slow / auto thinking modes"
+#: Issue 8: auto saves at least this share of slow's tokens ...
+TARGET_TOKENS_SAVED = 0.30
+#: ... losing at most this many accuracy points.
+TARGET_MAX_DROP_PT = 2.0
+
+
+def target_check(outcomes: list[Outcome]) -> str:
+    """The issue-8 target computed from the outcomes: met, missed, or not measurable."""
+
+    def stats(mode: str) -> tuple[float, float, Counter[str]] | None:
+        ok = [o for o in outcomes if o.mode == mode and o.error is None]
+        if not ok:
+            return None
+        accuracy = sum(o.correct for o in ok) / len(ok)
+        return accuracy, statistics.fmean(o.tokens for o in ok), Counter(o.ran or "?" for o in ok)
+
+    auto, slow = stats("auto"), stats("slow")
+    rule = (
+        f"Issue-8 target (auto ≥ {TARGET_TOKENS_SAVED:.0%} fewer tokens than slow at ≤ "
+        f"{TARGET_MAX_DROP_PT:g} pt lower accuracy)"
+    )
+    if auto is None or slow is None or slow[1] <= 0:
+        return f"{rule}: **not measured** (needs auto and slow outcomes)."
+    tokens = auto[1] / slow[1] - 1  # as the table's "tokens vs slow"
+    accuracy_pt = 100 * (auto[0] - slow[0])
+    met = -tokens >= TARGET_TOKENS_SAVED and -accuracy_pt <= TARGET_MAX_DROP_PT
+    ran = ", ".join(f"{mode} {n}" for mode, n in sorted(auto[2].items()))
+    return (
+        f"{rule}: **{'met' if met else 'missed'}**: auto {tokens:+.0%} tokens and "
+        f"{accuracy_pt:+.1f} pt accuracy vs slow (auto ran {ran})."
+    )
+
+
+def modes_body(
+    outcomes: list[Outcome],
+    *,
+    modes: tuple[str, ...],
+    temperature: float,
+    max_tokens: int,
+    concurrency: int,
+    recorded: str | None = None,
+) -> str:
+    """The docs section's body, computed from the outcomes alone (pure)."""
+    levels = Counter(o.level for o in {o.problem_id: o for o in outcomes}.values())
+    problems = sum(levels.values())
+    source = f"Recorded run `{recorded}` (every request's outcome). " if recorded else ""
+    return (
+        f"{source}{MODEL} (Q4_K_M, llama.cpp, family `generic`) on {problems} MATH-500 problems "
+        f"(levels {dict(sorted(levels.items()))}, lowest sha256(id) per level), one request per "
+        f"problem and mode, temperature {temperature}, max_tokens {max_tokens}, "
+        f"{concurrency} in flight. Fast = system instruction to answer directly, without "
+        "step-by-step working; slow = system instruction + `<think>` GBNF grammar; "
+        "auto = the stage-1 router (shipped proxy model) with probe-and-escalate when uncertain. "
+        "Accuracy by math-verify.\n\n"
+        + modes_table(outcomes, modes)
+        + "\n\n"
+        + target_check(outcomes)
+    )
+
+
+def load_outcomes(path: str | Path) -> list[Outcome]:
+    """Outcomes written by ``--out`` (one JSON object per line)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [Outcome(**json.loads(line)) for line in lines if line.strip()]
+
+
 def main_modes(args: argparse.Namespace) -> None:
+    if args.from_file:
+        outcomes = load_outcomes(args.from_file)
+        modes = tuple(m for m in MODES if any(o.mode == m for o in outcomes))
+        body = modes_body(
+            outcomes,
+            modes=modes,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+            concurrency=args.concurrency,
+            recorded=args.from_file,
+        )
+        print(body)
+        if not args.no_write:
+            write_section(SECTION, body, recorded_command(args.from_file))
+        return
     problems = select_problems(args.limit)
     levels = Counter(p.level for p in problems)
     print(f"{len(problems)} problems, levels {dict(sorted(levels.items()))}", flush=True)
@@ -223,21 +306,24 @@ def main_modes(args: argparse.Namespace) -> None:
             service.stop()
     if args.out:
         Path(args.out).write_text("".join(json.dumps(o.__dict__) + "\n" for o in outcomes))
-    table = modes_table(outcomes, tuple(args.modes))
-    print(table)
+    body = modes_body(
+        outcomes,
+        modes=tuple(args.modes),
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        concurrency=args.concurrency,
+    )
+    print(body)
     if args.no_write:
         return
-    body = (
-        f"{MODEL} (Q4_K_M, llama.cpp, family `generic`) on {len(problems)} MATH-500 problems "
-        f"(levels {dict(sorted(levels.items()))}, lowest sha256(id) per level), one request per "
-        f"problem and mode, temperature {args.temperature}, max_tokens {args.max_tokens}, "
-        f"{args.concurrency} in flight. Fast = system instruction to answer directly, without "
-        "step-by-step working; slow = system instruction + `<think>` GBNF grammar; "
-        "auto = the stage-1 router (shipped proxy model) with probe-and-escalate when uncertain. "
-        "Accuracy by math-verify.\n\n" + table
+    command = f".venv/bin/python -m benchmarks.modes --limit {args.limit}" + (
+        f" --out {args.out}" if args.out else ""
     )
-    command = f".venv/bin/python -m benchmarks.modes --limit {args.limit}"
-    write_section("Fast / slow / auto thinking modes", body, command)
+    write_section(SECTION, body, command)
+
+
+def recorded_command(path: str) -> str:
+    return f".venv/bin/python -m benchmarks.modes --from {path}"
 
 
 # -- the grammar on a bare worker --------------------------------------------------------------
@@ -393,6 +479,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.add_argument("--ctx", type=int, default=4096, help="context per parallel slot")
         p.add_argument("--concurrency", type=int, default=2)
         p.add_argument("--out", default=None, help="JSONL of every request's outcome")
+        p.add_argument(
+            "--from",
+            dest="from_file",
+            default=None,
+            help="render the section from a recorded --out JSONL (no run; pass the run's "
+            "--temperature / --max-tokens / --concurrency)",
+        )
     grammar.add_argument("--limit", type=int, default=10, help="MATH-500 problems")
     grammar.add_argument("--general", type=int, default=3, help="general prompts (max 3)")
     grammar.add_argument("--model", default=MODEL, help="catalog name or GGUF path")

@@ -25,9 +25,10 @@ nearly free; further branches may still prefill). Every policy request's record 
 /v1/requests/{id}`) must hold a `plan`; requests without one are counted. Answers are graded by
 math-verify (`verifiers.grading.Grader`).
 
-Run: ``.venv/bin/python -m benchmarks.policy_accuracy --problems 30 --budget 45`` (about an
-hour on 2 cores: at most problems x 3 x budget of requests, plus ~5 min to start and profile);
-``--quick`` checks the pipeline on 2 problems with a 10 s budget.
+Run: ``.venv/bin/python -m benchmarks.policy_accuracy --problems 30 --budget 45 --out R.json``
+(about an hour on 2 cores: at most problems x 3 x budget of requests, plus ~5 min to start and
+profile); ``--quick`` checks the pipeline on 2 problems with a 10 s budget. ``--out`` keeps the
+result (profiles, every outcome); ``--from R.json`` renders the docs section from it.
 """
 
 from __future__ import annotations
@@ -43,11 +44,14 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+from pydantic import BaseModel, Field
 
 from benchmarks.common import write_section
 from benchmarks.latency_model import CONFIG, MODEL, profile_pools, profile_table, worker_urls
@@ -62,6 +66,7 @@ from tts_orchestrator.state.embedded import EmbeddedRedis
 from verifiers.grading import Grader
 
 LEVELS = (1, 2, 3)
+SECTION = "Latency policy vs fixed N at the same budget"
 CONFIGS = ("fixed-1", "fixed-4", "policy")
 MAX_TOKENS = 1536  # a slot holds 8192 / 4 = 2048 tokens: prompt + 1536 fits
 OVER_BUDGET_SLACK_S = 1.0  # answering after the budget (abort, vote, HTTP) is not a miss
@@ -220,15 +225,34 @@ def plan_summary(outcomes: list[Outcome]) -> str:
     )
 
 
-def verdict(outcomes: list[Outcome]) -> tuple[bool, str]:
-    """Policy accuracy >= max(fixed-1, fixed-4) on the same problems (failures count wrong)."""
+class Verdict(StrEnum):
+    PASS = "PASS"
+    TIE = "TIE"
+    FAIL = "FAIL"
+    INCOMPLETE = "incomplete run"
+
+
+VERDICT_RULE = (
+    "PASS when the policy answers more problems right than the best fixed config, TIE when as "
+    "many, FAIL when fewer or when a policy request was not planned"
+)
+
+
+def verdict(outcomes: list[Outcome]) -> tuple[Verdict, str]:
+    """Policy vs the best of fixed-1 / fixed-4 on the same problems (failures count wrong);
+    the rule is :data:`VERDICT_RULE`: a tie is a tie, never a pass."""
     correct = {c: sum(o.correct for o in outcomes if o.config == c) for c in CONFIGS}
     totals = {c: sum(o.config == c for o in outcomes) for c in CONFIGS}
     if not all(totals.values()) or len(set(totals.values())) != 1:
-        return False, f"**Verdict: incomplete run** (requests per config: {totals})."
+        return Verdict.INCOMPLETE, f"**Verdict: incomplete run** (requests per config: {totals})."
     total = totals["policy"]
     best = max(CONFIGS[:-1], key=lambda c: correct[c])
-    passed = correct["policy"] >= correct[best] and unplanned(outcomes) == 0
+    if unplanned(outcomes) or correct["policy"] < correct[best]:
+        result = Verdict.FAIL
+    elif correct["policy"] == correct[best]:
+        result = Verdict.TIE
+    else:
+        result = Verdict.PASS
     right = {(o.config, o.problem_id) for o in outcomes if o.correct}
     ids = sorted({o.problem_id for o in outcomes})
     paired = []
@@ -236,14 +260,24 @@ def verdict(outcomes: list[Outcome]) -> tuple[bool, str]:
         wins = sum(("policy", i) in right and (fixed, i) not in right for i in ids)
         losses = sum((fixed, i) in right and ("policy", i) not in right for i in ids)
         paired.append(f"vs {fixed}: {wins} won, {losses} lost")
+    latency = {
+        c: statistics.fmean(o.latency_s for o in outcomes if o.config == c and o.error is None)
+        for c in ("policy", best)
+        if any(o.config == c and o.error is None for o in outcomes)
+    }
+    slower = (
+        f"; mean latency policy {latency['policy']:.1f} s, {best} {latency[best]:.1f} s"
+        if len(latency) == 2
+        else ""
+    )
     text = (
-        f"**Verdict: {'PASS' if passed else 'FAIL'}**: policy {correct['policy']}/{total} vs "
+        f"**Verdict: {result.value}** ({VERDICT_RULE}): policy {correct['policy']}/{total} vs "
         f"fixed-1 {correct['fixed-1']}/{total}, fixed-4 {correct['fixed-4']}/{total} "
-        f"(best fixed: {best}); per problem {'; '.join(paired)}."
+        f"(best fixed: {best}); per problem {'; '.join(paired)}{slower}."
     )
     if unplanned(outcomes):
         text += f" {unplanned(outcomes)} policy requests were NOT planned."
-    return passed, text
+    return result, text
 
 
 async def ask(
@@ -362,21 +396,45 @@ def _print(i: int, problem: Problem, o: Outcome) -> None:
     print(f"#{i} L{problem.level} {o.config:7} {problem.id}: {status}", flush=True)
 
 
-def report(
-    args: argparse.Namespace,
-    problems: list[Problem],
-    runs: list[ProfileRun],
-    outcomes: list[Outcome],
-) -> str:
-    levels = dict(sorted(Counter(p.level for p in problems).items()))
+class PolicyAccuracyResult(BaseModel):
+    """Everything the section is computed from; ``--out`` writes it, ``--from`` renders it."""
+
+    command: str
+    measured_at: str
+    budget: float
+    temperature: float
+    problems: list[tuple[str, int | None]] = Field(description="(id, level) in the order run.")
+    runs: list[ProfileRun]
+    outcomes: list[Outcome]
+
+    def save(self, path: str | Path) -> None:
+        data = self.model_dump(mode="json", exclude={"outcomes"})
+        data["outcomes"] = [asdict(o) for o in self.outcomes]
+        Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> PolicyAccuracyResult:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        outcomes = []
+        for raw in data.pop("outcomes"):
+            plan = raw.pop("plan")
+            outcomes.append(Outcome(**raw, plan=PlanChoice(**plan) if plan else None))
+        return cls.model_validate({**data, "outcomes": outcomes})
+
+
+def report(result: PolicyAccuracyResult) -> str:
+    """The docs section's body, from the run's result alone (pure)."""
+    runs, outcomes, problems = result.runs, result.outcomes, result.problems
+    levels = dict(sorted(Counter(level for _, level in problems).items()))
     _, text = verdict(outcomes)
     return (
-        f"Service on `deploy/configs/cpu-speculative.yaml` ({MODEL}, Q4_K_M, llama.cpp, 2 threads; "
+        f"Run: `{result.command}`, {result.measured_at}. Service on "
+        f"`deploy/configs/cpu-speculative.yaml` ({MODEL}, Q4_K_M, llama.cpp, 2 threads; "
         f"pools `plain` and `draft` = drafted by Qwen2.5-Coder-0.5B, k=4). {len(problems)} "
         f"MATH-500 problems (levels {levels}, lowest sha256(id) per level), latency budget "
-        f"**{args.budget:g} s** for every request, one in flight, configs shuffled per problem; "
+        f"**{result.budget:g} s** for every request, one in flight, configs shuffled per problem; "
         f"no mode requested (the generic default: messages as sent), temperature "
-        f"{args.temperature}, the same prompt and seed for the three "
+        f"{result.temperature}, the same prompt and seed for the three "
         f"configs, max_tokens {MAX_TOKENS}; each problem's prompt is put into both pools' prompt "
         "caches first (one 1-token request each), so no config finds it cached by another. "
         "fixed-N = `tts.n_branches` on the model's first pool (plain); policy = only "
@@ -386,7 +444,7 @@ def report(
         "lognormal. Over budget = "
         f"latency > budget + {OVER_BUDGET_SLACK_S:g} s. Accuracy by math-verify; a failed "
         f"request counts as wrong.\n\n{profile_table(runs)}\n"
-        f"{config_table(outcomes, budget_s=args.budget)}\n\n{plan_summary(outcomes)}\n\n{text}\n"
+        f"{config_table(outcomes, budget_s=result.budget)}\n\n{plan_summary(outcomes)}\n\n{text}\n"
     )
 
 
@@ -397,9 +455,27 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="2 problems, 10 s budget")
     ap.add_argument("--temperature", type=float, default=0.6)
     ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--out", default=None, help="JSONL of every request's outcome")
+    ap.add_argument("--out", default=None, help="write the result JSON (every outcome) here")
+    ap.add_argument(
+        "--from", dest="from_file", default=None, help="render a recorded --out result (no run)"
+    )
     ap.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
     args = ap.parse_args(argv)
+    if args.from_file:
+        result = PolicyAccuracyResult.load(args.from_file)
+        command = f"python -m benchmarks.policy_accuracy --from {args.from_file}"
+    else:
+        result = run(args)
+        command = result.command + (f" --out {args.out}" if args.out else "")
+        if args.out:
+            result.save(args.out)
+    body = report(result)
+    print(body)
+    if not args.no_write:
+        write_section(SECTION, body, command)
+
+
+def run(args: argparse.Namespace) -> PolicyAccuracyResult:
     args.problems = args.problems or (2 if args.quick else 30)
     args.budget = args.budget or (10.0 if args.quick else 45.0)
     problems = select_problems(args.problems)
@@ -409,17 +485,17 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     runs, outcomes = asyncio.run(collect(problems, args))
-    if args.out:
-        Path(args.out).write_text("".join(json.dumps(asdict(o)) + "\n" for o in outcomes))
-    body = report(args, problems, runs, outcomes)
-    print(body)
-    if not args.no_write:
-        command = (
-            "python -m benchmarks.policy_accuracy"
-            + (" --quick" if args.quick else "")
-            + f" --problems {args.problems} --budget {args.budget:g}"
-        )
-        write_section("Latency policy vs fixed N at the same budget", body, command)
+    return PolicyAccuracyResult(
+        command="python -m benchmarks.policy_accuracy"
+        + (" --quick" if args.quick else "")
+        + f" --problems {args.problems} --budget {args.budget:g}",
+        measured_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        budget=args.budget,
+        temperature=args.temperature,
+        problems=[(p.id, p.level) for p in problems],
+        runs=runs,
+        outcomes=outcomes,
+    )
 
 
 if __name__ == "__main__":

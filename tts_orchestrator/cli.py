@@ -24,6 +24,7 @@ def _mount_subcommands() -> None:
     from tts_orchestrator.models.cli import models_app
     from tts_orchestrator.modes.cli import router_app
     from tts_orchestrator.planning.cli import plan_app, profile_app
+    from tts_orchestrator.planning.reference_cli import reference_app
     from tts_orchestrator.security.cli import keys_app
     from tts_orchestrator.trim.cli import trim_replay
 
@@ -34,6 +35,9 @@ def _mount_subcommands() -> None:
     app.command("doctor")(doctor)
     app.add_typer(profile_app, name="profile", help="Measure a pool's latency profile.")
     app.add_typer(plan_app, name="plan", help="Show the latency policy's decision table.")
+    app.add_typer(
+        reference_app, name="reference-profiles", help="Reference latency profiles (package data)."
+    )
     app.add_typer(router_app, name="router", help="Fit and inspect the fast / slow router.")
     app.add_typer(sweep_app, name="sweep", help="Policy-config sweeps and Pareto reports.")
 

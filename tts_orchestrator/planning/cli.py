@@ -4,7 +4,8 @@
 command builder, same environment; no Ray needed), or uses its first configured URL, measures it
 (:mod:`tts_orchestrator.planning.profiler`), prints the measurements and stores the profile
 in a JSON file and, when the config names a Redis, in Redis. ``plan --budget 10`` prints the
-decision table for one request from stored profiles.
+decision table for one request from stored profiles (with none measured: a shipped reference
+profile, and it says so).
 
 Mount on the root app: ``app.add_typer(profile_app, name="profile")`` and
 ``app.add_typer(plan_app, name="plan")``.
@@ -26,6 +27,7 @@ from rich.table import Table
 from policies.allocator import AllocationDecision, SearchMethod
 from policies.latency import LognormalBranchLengths
 from policies.profile import ProfileSet
+from policies.reference import DEFAULT_REFERENCE, load_reference, reference_names
 from tts_orchestrator.backends.base import WorkerBackend
 from tts_orchestrator.backends.launcher import COMMAND_BUILDERS, ManagedWorker, free_port
 from tts_orchestrator.backends.llamacpp import LlamaCppBackend
@@ -251,11 +253,20 @@ def plan(
     median_tokens: Annotated[
         float | None, typer.Option(help="Median branch length (lognormal) instead of default.")
     ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            help="Plan on a shipped reference profile (`tts-orchestrator reference-profiles`) "
+            f"[default: the measured --profiles file, else {DEFAULT_REFERENCE}].",
+        ),
+    ] = None,
 ) -> None:
     """Print the (pool, N, thinking budget) decision for one request under a latency budget."""
     try:
-        chosen = plan_from_file(
-            profiles,
+        stored, source = load_profiles(profiles, reference)
+        chosen = plan_from_profiles(
+            stored,
             budget=budget,
             prompt_tokens=prompt_tokens,
             model=model,
@@ -266,7 +277,9 @@ def plan(
         )
     except TTSError as exc:
         raise _fail(exc) from exc
-    Console().print(render_decision(chosen.decision, budget=budget))
+    console = Console()
+    console.print(source, soft_wrap=True)
+    console.print(render_decision(chosen.decision, budget=budget))
 
 
 def _planner_settings(search: SearchMethod, median_tokens: float | None) -> PlannerSettings:
@@ -276,8 +289,31 @@ def _planner_settings(search: SearchMethod, median_tokens: float | None) -> Plan
     return PlannerSettings().model_copy(update=update)
 
 
-def plan_from_file(
-    path: Path,
+def load_profiles(path: Path, reference: str | None = None) -> tuple[ProfileSet, str]:
+    """The profiles `plan` uses and a line saying where they come from: the named reference,
+    else the measured file, else the default reference (never silently)."""
+    if reference is None:
+        stored = FileProfileStore(path).read()
+        if stored.profiles:
+            return stored, f"Profiles: measured, from {path}."
+    name = reference or DEFAULT_REFERENCE
+    try:
+        profiles = load_reference(name)
+    except KeyError as exc:
+        raise ConfigError(str(exc.args[0])) from None
+    source = f"Profiles: reference {name!r} ({profiles.profiles[0].machine})."
+    if reference is None:
+        others = ", ".join(n for n in reference_names() if n != name)
+        source = (
+            f"No measured profiles in {path} (run `tts-orchestrator profile`): using the "
+            f"REFERENCE profiles {name!r}, not measurements of this machine "
+            f"({profiles.profiles[0].machine}). Others: {others} (--profile NAME)."
+        )
+    return profiles, source
+
+
+def plan_from_profiles(
+    stored: ProfileSet,
     *,
     budget: float,
     prompt_tokens: int,
@@ -287,10 +323,7 @@ def plan_from_file(
     settings: PlannerSettings | None = None,
     accuracy_logs: Path | None = None,
 ) -> Plan:
-    """The plan for one request from a profiles file (what `plan` prints)."""
-    stored = FileProfileStore(path).read()
-    if not stored.profiles:
-        raise ConfigError(f"no profiles in {path}: run `tts-orchestrator profile` first")
+    """The plan for one request on ``stored`` profiles (what `plan` prints)."""
     planner = Planner(
         stored, accuracy=load_accuracy(accuracy_logs), settings=settings or PlannerSettings()
     )

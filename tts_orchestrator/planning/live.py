@@ -2,7 +2,7 @@
 
 * :class:`LiveProfileUpdater` — one per pool: snapshots the workers' counters every few
   seconds and folds each busy window into the stored profile
-  (:func:`~tts_orchestrator.profiler.observation_from_counters`, ``PoolProfile.observe``).
+  (:func:`~tts_orchestrator.planning.profiler.observation_from_counters`, ``PoolProfile.observe``).
 * :class:`LivePlanner` — owns the current :class:`~tts_orchestrator.planning.Planner`: seeds
   the store from the profiles file on start (pools the store does not know yet), reloads the
   store's profiles every interval (every API replica folds observations into the same Redis

@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from policies.profile import PoolProfile, SpeculativeMethod, StepTimePoint
+from policies.roofline import batch_levels
 from tts_orchestrator.backends.base import SamplingParams, WorkerBackend, WorkerMetrics
 from tts_orchestrator.config import PoolConfig
 from tts_orchestrator.exceptions import WorkerError
@@ -93,11 +94,7 @@ class ProfilerSettings(BaseModel):
     def levels(self, slots: int) -> tuple[int, ...]:
         if self.concurrencies is not None:
             return tuple(sorted({c for c in self.concurrencies if 1 <= c <= slots}))
-        levels, b = [], 1
-        while b < slots:
-            levels.append(b)
-            b *= 2
-        return (*levels, slots)
+        return batch_levels(slots)
 
 
 class StreamTiming(BaseModel):

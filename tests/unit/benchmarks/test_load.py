@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.load import LevelStats, Outcome, RequestResult, growth_fit, knee
+from benchmarks.load import LevelStats, Outcome, RequestResult, growth_fit, knee, knee_claim
 
 RATE = 40.0  # tokens/s: 400 tokens are ideally 10 s
 
@@ -40,6 +40,29 @@ def test_knee_is_the_last_level_within_the_threshold(
     levels: list[LevelStats], expected: int | None
 ) -> None:
     assert knee(levels, RATE, 0.10) == expected
+
+
+@pytest.mark.parametrize(
+    ("levels", "claim"),
+    [
+        pytest.param(
+            [_level(1, 10.1), _level(2, 10.5), _level(4, 12.0)],
+            "**Knee: concurrency 2**",
+            id="found",
+        ),
+        pytest.param(
+            [_level(1, 10.1), _level(2, 10.2)],
+            "**No knee reached**: every level stayed within, up to the largest tried, "
+            "concurrency 2 (a lower bound, not a limit found)",
+            id="largest-tried",
+        ),
+        pytest.param([_level(1, 12.0)], "**Knee: below the first level**", id="none"),
+    ],
+)
+def test_the_knee_is_claimed_only_when_a_level_past_it_failed(
+    levels: list[LevelStats], claim: str
+) -> None:
+    assert knee_claim(levels, RATE, 0.10) == claim
 
 
 @pytest.mark.parametrize(

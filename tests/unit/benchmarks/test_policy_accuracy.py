@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,14 +10,25 @@ import pytest
 from benchmarks.policy_accuracy import (
     Outcome,
     PlanChoice,
+    PolicyAccuracyResult,
+    Verdict,
     config_table,
     p95,
     plan_choice,
     plan_summary,
+    report,
     select_problems,
     tts_block,
     unplanned,
     verdict,
+)
+from policies.profile import PoolProfile, StepTimePoint
+from tts_orchestrator.planning.profiler import (
+    ConcurrencySample,
+    CounterDelta,
+    PrefillSample,
+    ProfileRun,
+    StreamTiming,
 )
 
 BUDGET = 20.0
@@ -115,19 +127,46 @@ def test_p95_is_nearest_rank(xs: list[float], expected: float) -> None:
 
 
 @pytest.mark.parametrize(
-    ("marks", "passed"),
+    ("marks", "expected"),
     [
-        pytest.param({"fixed-1": "1100", "fixed-4": "1000", "policy": "1100"}, True, id="tie"),
-        pytest.param({"fixed-1": "1000", "fixed-4": "1100", "policy": "1110"}, True, id="above"),
-        pytest.param({"fixed-1": "1100", "fixed-4": "0000", "policy": "1000"}, False, id="below-1"),
-        pytest.param({"fixed-1": "0000", "fixed-4": "0110", "policy": "1100"}, True, id="eq-4"),
-        pytest.param({"fixed-1": "10", "fixed-4": "10", "policy": "1"}, False, id="incomplete"),
+        pytest.param(
+            {"fixed-1": "1100", "fixed-4": "1000", "policy": "1100"}, Verdict.TIE, id="tie"
+        ),
+        pytest.param(
+            {"fixed-1": "1000", "fixed-4": "1100", "policy": "1110"}, Verdict.PASS, id="above"
+        ),
+        pytest.param(
+            {"fixed-1": "1100", "fixed-4": "0000", "policy": "1000"}, Verdict.FAIL, id="below-1"
+        ),
+        pytest.param(
+            {"fixed-1": "0000", "fixed-4": "0110", "policy": "1100"}, Verdict.TIE, id="eq-4"
+        ),
+        pytest.param(
+            {"fixed-1": "10", "fixed-4": "10", "policy": "1"}, Verdict.INCOMPLETE, id="incomplete"
+        ),
     ],
 )
-def test_verdict_compares_with_the_best_fixed_config(marks: dict[str, str], passed: bool) -> None:
-    ok, text = verdict(_run(marks))
-    assert ok is passed
-    assert ("PASS" in text) is passed
+def test_verdict_compares_with_the_best_fixed_config(
+    marks: dict[str, str], expected: Verdict
+) -> None:
+    result, text = verdict(_run(marks))
+    assert result is expected
+    assert f"**Verdict: {expected.value}**" in text
+    assert ("PASS" in text.split("(")[0]) is (expected is Verdict.PASS)
+
+
+def test_the_recorded_16_of_30_tie_is_a_tie_and_says_the_policy_was_slower() -> None:
+    """The 2026-11-22 run: policy 16/30, fixed-1 16/30, fixed-4 10/30 (printed PASS then)."""
+    marks = {"fixed-1": "1" * 16 + "0" * 14, "fixed-4": "1" * 10 + "0" * 20}
+    marks["policy"] = "1" * 14 + "0011" + "0" * 12  # 2 won, 2 lost vs fixed-1
+    outcomes = _run(marks)
+    for o in outcomes:
+        o.latency_s = {"fixed-1": 23.5, "fixed-4": 41.8, "policy": 30.4}[o.config]
+    result, text = verdict(outcomes)
+    assert result is Verdict.TIE
+    assert "policy 16/30 vs fixed-1 16/30, fixed-4 10/30" in text
+    assert "vs fixed-1: 2 won, 2 lost" in text
+    assert "mean latency policy 30.4 s, fixed-1 23.5 s" in text
 
 
 def test_verdict_reports_paired_wins_and_losses() -> None:
@@ -140,9 +179,9 @@ def test_verdict_reports_paired_wins_and_losses() -> None:
 def test_an_unplanned_policy_request_fails_the_verdict() -> None:
     outcomes = _run({"fixed-1": "10", "fixed-4": "10", "policy": "11"})
     outcomes[-1].plan = None
-    ok, text = verdict(outcomes)
+    result, text = verdict(outcomes)
     assert unplanned(outcomes) == 1
-    assert not ok
+    assert result is Verdict.FAIL
     assert "1 policy requests were NOT planned" in text
 
 
@@ -180,3 +219,43 @@ def test_plan_summary_without_plans() -> None:
         "Policy requests planned: 0/1; predicted within the budget: 0, nothing predicted within "
         "it (the fastest configuration taken): 0."
     )
+
+
+def _profile_run() -> ProfileRun:
+    profile = PoolProfile(
+        pool="plain",
+        engine="llama_cpp",
+        model="m",
+        step_times=(StepTimePoint(concurrency=1, step_time_s=0.05),),
+        prefill_tokens_per_s=70.0,
+        max_concurrency=4,
+    )
+    sample = ConcurrencySample(
+        concurrency=1,
+        wall_s=3.3,
+        streams=(StreamTiming(ttft_s=0.1, decode_s=3.15, tokens=64),),
+        counters=CounterDelta(generated_tokens=64, requests=1),
+    )
+    prefill = PrefillSample(prompt_tokens=128, seconds=1.8, source="engine")
+    return ProfileRun(profile=profile, samples=(sample,), prefill=prefill, duration_s=9.0)
+
+
+def test_a_recorded_result_renders_the_same_section(tmp_path: Path) -> None:
+    outcomes = _run({"fixed-1": "10", "fixed-4": "00", "policy": "11"})
+    outcomes[4].plan = PlanChoice("plain", 1, None, True, 12.5, 0.05)
+    result = PolicyAccuracyResult(
+        command="python -m benchmarks.policy_accuracy --problems 2 --budget 20",
+        measured_at="2026-12-06 07:00 UTC",
+        budget=BUDGET,
+        temperature=0.6,
+        problems=[("p0", 1), ("p1", 2)],
+        runs=[_profile_run()],
+        outcomes=outcomes,
+    )
+    result.save(tmp_path / "r.json")
+    loaded = PolicyAccuracyResult.load(tmp_path / "r.json")
+    assert loaded.outcomes == outcomes
+    assert report(loaded) == report(result)
+    body = report(result)
+    assert "levels {1: 1, 2: 1}" in body and "**Verdict: PASS**" in body
+    assert body.startswith("Run: `python -m benchmarks.policy_accuracy --problems 2 --budget 20`")

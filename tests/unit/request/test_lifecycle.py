@@ -14,9 +14,10 @@ SEVEN = "So the answer is \\boxed{7}."
 ENDLESS = Branch("word " * 5000, delay_s=0.01)
 
 
-async def _until(cond: Any, timeout: float = 2.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
+async def _until(cond: Any) -> None:
+    """Poll the scripted engine's state (it has no event to wait on) for up to 2 s."""
+    async with asyncio.timeout(2.0):
+        while not cond():  # noqa: ASYNC110
             await asyncio.sleep(0.002)
 
 

@@ -1,4 +1,4 @@
-"""Voting over branches through the real route: majority, ties, weights, first-finish, early stop."""
+"""Voting over branches through the real route: majority, ties, weights, first finish, stops."""
 
 from __future__ import annotations
 

@@ -14,13 +14,14 @@ from typer.testing import CliRunner
 from policies.accuracy import AccuracyModel, BranchSample, DefaultAccuracyCurve, ProblemSamples
 from policies.allocator import SearchMethod
 from policies.profile import PoolProfile, ProfileSet, SpeculativeMethod, StepTimePoint
+from policies.reference import CPU_MEASURED, DEFAULT_REFERENCE
 from tts_orchestrator.config.planning import (
     DEFAULT_MEDIAN_TOKENS,
     PlannerSettings,
     default_branch_lengths,
 )
 from tts_orchestrator.exceptions import ConfigError
-from tts_orchestrator.planning.cli import plan_app, plan_from_file, profile_app
+from tts_orchestrator.planning.cli import load_profiles, plan_app, plan_from_profiles, profile_app
 from tts_orchestrator.planning.planner import Planner, PlanRequest, load_accuracy
 
 MODEL = "qwen2.5-coder-1.5b-instruct"
@@ -217,18 +218,56 @@ def test_plan_command_prints_the_decision_table(tmp_path: Path) -> None:
         _cli(), ["plan", "--budget", "30", "--profiles", str(path)], terminal_width=200
     )
     assert result.exit_code == 0, result.output
-    expected = plan_from_file(path, budget=30, prompt_tokens=200)
+    expected = plan_from_profiles(load_profiles(path)[0], budget=30, prompt_tokens=200)
     assert "chosen" in result.output and "budget 30 s" in result.output
     chosen_line = next(line for line in result.output.splitlines() if "chosen" in line)
     assert expected.pool in chosen_line and f" {expected.n_branches} " in chosen_line
 
 
-def test_plan_command_without_profiles_fails_cleanly(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        _cli(), ["plan", "--budget", "10", "--profiles", str(tmp_path / "none.json")]
-    )
+def _plan(*args: str) -> str:
+    result = CliRunner().invoke(_cli(), ["plan", "--budget", "10", *args], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _chosen(output: str) -> tuple[str, str, int]:
+    """(pool, spec, N) of the chosen row of a printed decision table."""
+    line = next(line for line in output.splitlines() if "chosen" in line)
+    pool, spec, n = (cell.strip() for cell in line.strip("│┃ ").split("│")[:3])
+    return pool, spec, int(n)
+
+
+def test_plan_without_measured_profiles_uses_the_reference_and_says_so(tmp_path: Path) -> None:
+    output = _plan("--profiles", str(tmp_path / "none.json"))
+    assert "No measured profiles" in output and "REFERENCE" in output
+    assert f"'{DEFAULT_REFERENCE}'" in output and "not measured" in output
+    assert _chosen(output) == _chosen(_plan("--profile", DEFAULT_REFERENCE))
+
+
+def test_plan_prefers_the_measured_file_and_profile_overrides_it(tmp_path: Path) -> None:
+    path = tmp_path / "profiles.json"
+    ProfileSet.of([PLAIN, DRAFT_SLOW]).save(path)
+    measured = _plan("--profiles", str(path))
+    assert f"measured, from {path}" in measured and "REFERENCE" not in measured
+    override = _plan("--profiles", str(path), "--profile", "h100-7b")
+    assert "reference 'h100-7b'" in override
+
+
+def test_plan_on_gpu_reference_takes_more_branches_and_speculates_where_cpu_does_not() -> None:
+    """The roofline's prediction: at a 10 s budget a memory-bound GPU makes branches and
+    speculation nearly free; the measured 2-core CPU can afford neither."""
+    gpu, cpu = _plan("--profile", "h100-7b"), _plan("--profile", CPU_MEASURED)
+    gpu_pool, gpu_spec, gpu_n = _chosen(gpu)
+    cpu_pool, cpu_spec, cpu_n = _chosen(cpu)
+    assert gpu_n > cpu_n
+    assert gpu_spec.startswith("draft") and cpu_spec == "none"
+    assert (gpu_pool, cpu_pool) == ("draft", "plain")
+
+
+def test_plan_with_an_unknown_reference_lists_the_shipped_ones() -> None:
+    result = CliRunner().invoke(_cli(), ["plan", "--budget", "10", "--profile", "a100"])
     assert result.exit_code == 2
-    assert "run `tts-orchestrator profile` first" in result.output
+    assert "no reference profile 'a100'" in result.output and "h100-7b" in result.output
 
 
 def test_profile_command_rejects_an_unknown_pool(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Reference pool profiles (sources and formulas in README.md here)."""
