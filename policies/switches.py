@@ -104,6 +104,37 @@ class ModePlan(BaseModel):
         description="Whether the output will hold reasoning (None: the model decides)."
     )
 
+    @classmethod
+    def switched(
+        cls,
+        family: FamilyMarkers,
+        mode: ThinkingMode,
+        how: str,
+        messages: list[dict[str, str]],
+        kwargs: dict[str, Any],
+        *,
+        starts_in_thinking: bool,
+        split_family: str | None = None,
+        reasoning_expected: bool | None = None,
+        prefill: str = "",
+        grammar: str | None = None,
+    ) -> ModePlan:
+        """``family`` switched to ``mode`` by ``how``; the output splits by ``split_family``
+        (default: the family's own markers) and holds reasoning in slow mode unless told."""
+        expected = {ThinkingMode.FAST: False, ThinkingMode.SLOW: True}.get(mode)
+        return cls(
+            mode=mode,
+            family=family.name,
+            switch=f"{family.name}: {how}",
+            messages=messages,
+            template_kwargs=kwargs,
+            prefill=prefill,
+            grammar=grammar,
+            split_family=split_family or family.name,
+            output_starts_in_thinking=starts_in_thinking,
+            reasoning_expected=expected if reasoning_expected is None else reasoning_expected,
+        )
+
     def prompt(self, rendered: str) -> str:
         """The prompt sent to the worker: the rendered chat plus the prefill."""
         return rendered + self.prefill
@@ -212,15 +243,13 @@ class SoftSwitchSuffix(ModeSwitch):
             turn["content"] = self._typed.sub("", turn.get("content", "")) + suffix
         shown = repr(suffix) if suffix else "no marker"
         where = "the last user turn" if turn is not None else "no user turn to mark"
-        return ModePlan(
-            mode=mode,
-            family=family.name,
-            switch=f"{family.name}: {shown} at the end of {where}",
-            messages=messages,
-            template_kwargs=kwargs,
-            split_family=family.name,
-            output_starts_in_thinking=family.starts_in_thinking,
-            reasoning_expected={ThinkingMode.FAST: False, ThinkingMode.SLOW: True}.get(mode),
+        return ModePlan.switched(
+            family,
+            mode,
+            f"{shown} at the end of {where}",
+            messages,
+            kwargs,
+            starts_in_thinking=family.starts_in_thinking,
         )
 
     def fast(
@@ -257,15 +286,13 @@ class TemplateFlagSwitch(ModeSwitch):
         messages: list[dict[str, str]],
         kwargs: dict[str, Any],
     ) -> ModePlan:
-        return ModePlan(
-            mode=ThinkingMode.SLOW if on else ThinkingMode.FAST,
-            family=family.name,
-            switch=f"{family.name}: chat template {self.kwarg}={on}",
-            messages=messages,
-            template_kwargs={**kwargs, self.kwarg: on},
-            split_family=family.name,
-            output_starts_in_thinking=family.starts_in_thinking and on,
-            reasoning_expected=on,
+        return ModePlan.switched(
+            family,
+            ThinkingMode.SLOW if on else ThinkingMode.FAST,
+            f"chat template {self.kwarg}={on}",
+            messages,
+            {**kwargs, self.kwarg: on},
+            starts_in_thinking=family.starts_in_thinking and on,
         )
 
     def fast(
@@ -300,16 +327,14 @@ class ThinkingBlockPrefill(ModeSwitch):
         prefill = f"\n{think_close}\n\n"
         if not family.starts_in_thinking:
             prefill = think_open + "\n" + prefill
-        return ModePlan(
-            mode=ThinkingMode.FAST,
-            family=family.name,
-            switch=f"{family.name}: empty thinking block prefilled ({prefill!r})",
-            messages=messages,
-            template_kwargs=kwargs,
+        return ModePlan.switched(
+            family,
+            ThinkingMode.FAST,
+            f"empty thinking block prefilled ({prefill!r})",
+            messages,
+            kwargs,
+            starts_in_thinking=False,
             prefill=prefill,
-            split_family=family.name,
-            output_starts_in_thinking=False,
-            reasoning_expected=False,
         )
 
     def slow(
@@ -322,16 +347,14 @@ class ThinkingBlockPrefill(ModeSwitch):
             if family.starts_in_thinking
             else f"thinking block opened by prefill ({prefill!r})"
         )
-        return ModePlan(
-            mode=ThinkingMode.SLOW,
-            family=family.name,
-            switch=f"{family.name}: {switch}",
-            messages=messages,
-            template_kwargs=kwargs,
+        return ModePlan.switched(
+            family,
+            ThinkingMode.SLOW,
+            switch,
+            messages,
+            kwargs,
+            starts_in_thinking=True,
             prefill=prefill,
-            split_family=family.name,
-            output_starts_in_thinking=True,
-            reasoning_expected=True,
         )
 
 
@@ -365,15 +388,14 @@ class PromptedThinking(ModeSwitch):
         kwargs: dict[str, Any],
         switch: str,
     ) -> ModePlan:
-        return ModePlan(
-            mode=ThinkingMode.FAST,
-            family=family.name,
-            switch=f"{family.name}: {switch}",
-            messages=messages,
-            template_kwargs=kwargs,
+        return ModePlan.switched(
+            family,
+            ThinkingMode.FAST,
+            switch,
+            messages,
+            kwargs,
+            starts_in_thinking=False,
             split_family=self.plain_family,
-            output_starts_in_thinking=False,
-            reasoning_expected=False,
         )
 
     def fast(
@@ -391,16 +413,15 @@ class PromptedThinking(ModeSwitch):
         self, family: FamilyMarkers, messages: list[dict[str, str]], *, kwargs: dict[str, Any]
     ) -> ModePlan:
         _instruct(messages, self.instruction)
-        return ModePlan(
-            mode=ThinkingMode.SLOW,
-            family=family.name,
-            switch=f"{family.name}: system instruction + GBNF grammar forcing <think>…</think>",
-            messages=messages,
-            template_kwargs=kwargs,
-            grammar=self.grammar,
+        return ModePlan.switched(
+            family,
+            ThinkingMode.SLOW,
+            "system instruction + GBNF grammar forcing <think>…</think>",
+            messages,
+            kwargs,
+            starts_in_thinking=False,
             split_family=self.split_family,
-            output_starts_in_thinking=False,
-            reasoning_expected=True,
+            grammar=self.grammar,
         )
 
 
