@@ -7,13 +7,8 @@ The :class:`Planner` is the service's face of the pure policies: pool profiles (
 for a request with ``tts.latency_budget_s`` and no explicit ``tts.n_branches``, and stores
 :meth:`Plan.record` in the request record.
 
-Default branch-length distribution (used until a workload's own lengths are configured): a
-lognormal with median ``DEFAULT_MEDIAN_TOKENS`` and log-standard-deviation ``DEFAULT_SIGMA``.
-These are PLACEHOLDERS of the right order for a small instruct model answering MATH-500-style
-problems without a thinking mode (a few hundred tokens, spread about x1.6 either way), not a
-measurement. ``python -m benchmarks.latency_model`` prints a lognormal fit of the branch lengths
-it records on the CPU default; put those numbers here (or set ``lengths`` in the settings).
-``max_tokens`` caps the distribution per request.
+The default branch-length distribution is documented with the settings
+(:mod:`tts_orchestrator.config.planning`); ``max_tokens`` caps the distribution per request.
 """
 
 from __future__ import annotations

@@ -74,6 +74,14 @@ class ProfileStore(abc.ABC):
         """Release connections owned by the store."""
 
 
+def _only(profiles: ProfileSet, pools: Iterable[str] | None) -> ProfileSet:
+    """The profiles of ``pools`` (None: all)."""
+    if pools is None:
+        return profiles
+    wanted = set(pools)
+    return ProfileSet.of(p for p in profiles.profiles if p.pool in wanted)
+
+
 class MemoryProfileStore(ProfileStore):
     """Profiles held in this process (an in-process service, tests)."""
 
@@ -87,10 +95,7 @@ class MemoryProfileStore(ProfileStore):
         self._profiles = self._profiles.with_profile(profile)
 
     async def load(self, pools: Iterable[str] | None = None) -> ProfileSet:
-        if pools is None:
-            return self._profiles
-        wanted = set(pools)
-        return ProfileSet.of(p for p in self._profiles.profiles if p.pool in wanted)
+        return _only(self._profiles, pools)
 
 
 class FileProfileStore(ProfileStore):
@@ -128,11 +133,7 @@ class FileProfileStore(ProfileStore):
             await asyncio.to_thread(self.merge, profile)
 
     async def load(self, pools: Iterable[str] | None = None) -> ProfileSet:
-        profiles = await asyncio.to_thread(self.read)
-        if pools is None:
-            return profiles
-        wanted = set(pools)
-        return ProfileSet.of(p for p in profiles.profiles if p.pool in wanted)
+        return _only(await asyncio.to_thread(self.read), pools)
 
     async def observe(
         self,
