@@ -99,7 +99,7 @@ class SaturatingCurve(BaseModel):
         acc = self.a_inf - (self.a_inf - self.a_1) * n_branches ** (-self.alpha)
         if thinking_budget is not None and self.budget_scale_tokens is not None:
             acc *= 1.0 - math.exp(-thinking_budget / self.budget_scale_tokens)
-        return acc
+        return float(acc)
 
 
 def _placeholder_curves() -> dict[ThinkingMode, SaturatingCurve]:

@@ -117,7 +117,7 @@ class PoolProfile(BaseModel):
         beyond = c > xs[-1]
         if beyond.any():
             out[beyond] = ys[-1] + slope * (c[beyond] - xs[-1])
-        return out
+        return np.asarray(out, dtype=float)
 
     def step_time_s(self, concurrency: float) -> float:
         """Decode step time at ``concurrency`` (interpolated / extrapolated, see module doc)."""

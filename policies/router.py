@@ -114,7 +114,8 @@ class RouterModel(BaseModel):
         return self
 
     def _standardised(self, features: PromptFeatures) -> np.ndarray:
-        return (features.vector(self.feature_names) - np.array(self.mean)) / np.array(self.scale)
+        centred = features.vector(self.feature_names) - np.array(self.mean)
+        return np.asarray(centred / np.array(self.scale), dtype=float)
 
     def contributions(self, features: PromptFeatures) -> dict[str, float]:
         """Each feature's additive share of the logit."""

@@ -63,11 +63,7 @@ def test_every_unit_has_a_layer() -> None:
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_imports_point_down(path: Path) -> None:
     own = path.relative_to(ROOT).parts[0].removesuffix(".py")
-    upward = [
-        m
-        for m in _imports(path)
-        if _unit(m) != own and RANK.get(_unit(m), -1) <= RANK[own]
-    ]
+    upward = [m for m in _imports(path) if _unit(m) != own and RANK.get(_unit(m), -1) <= RANK[own]]
     assert not upward, f"{own} (layer {RANK[own]}) must not import {upward}"
 
 

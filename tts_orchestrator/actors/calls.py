@@ -12,7 +12,8 @@ from tts_orchestrator.exceptions import TTSError, WorkerError
 def unwrap(exc: BaseException) -> BaseException:
     """Turn a Ray task error into the exception raised inside the actor."""
     if isinstance(exc, RayTaskError) and exc.cause is not None:
-        return exc.cause
+        cause: BaseException = exc.cause
+        return cause
     return exc
 
 

@@ -277,7 +277,7 @@ class RedisProfileStore(ProfileStore):
                             accepted_tokens_per_step=accepted_tokens_per_step,
                             alpha=alpha,
                         )
-                        pipe.multi()
+                        pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
                         pipe.set(key, updated.model_dump_json(), ex=self._ttl_s)
                         await pipe.execute()
                         return updated

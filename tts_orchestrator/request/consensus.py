@@ -24,13 +24,14 @@ from verifiers.voting import (
     StopDecision,
     UnanimousWindow,
     VoteResult,
+    VoteState,
 )
 
 
 class FirstAnswer(EarlyStopRule):
     """`first_finish` aggregation: the first parseable answer decides."""
 
-    def should_stop(self, state) -> StopDecision:  # type: ignore[no-untyped-def]
+    def should_stop(self, state: VoteState) -> StopDecision:
         if any(i is not None for i in state.finished):
             return StopDecision(stop=True, reason="first parseable answer decides (first_finish)")
         return StopDecision(stop=False, reason="no parseable answer yet")
@@ -43,11 +44,14 @@ def build_rule(tts: TtsOptions, *, safe_lead: bool = True) -> EarlyStopRule:
     aggregation = Aggregation(tts.aggregation)
     if aggregation is Aggregation.FIRST_FINISH:
         return FirstAnswer()
-    chosen: EarlyStopRule = {
-        "none": lambda: NoEarlyStop(),
-        "unanimous_window": lambda: UnanimousWindow(window=tts.early_stop_window),
-        "beta": lambda: BetaConsensus(threshold=tts.early_stop_threshold),
-    }[tts.early_stop]()
+    chosen: EarlyStopRule
+    match tts.early_stop:
+        case "unanimous_window":
+            chosen = UnanimousWindow(window=tts.early_stop_window)
+        case "beta":
+            chosen = BetaConsensus(threshold=tts.early_stop_threshold)
+        case _:
+            chosen = NoEarlyStop()
     if aggregation is Aggregation.MAJORITY and safe_lead:
         return AnyOf(rules=(chosen, SafeLead()))
     return chosen

@@ -37,7 +37,13 @@ def trim_replay(
     """Replay the TrimR rules (rule judge) over recorded traces: tokens saved, accuracy change."""
     from verifiers.equivalence import EquivalenceChecker
     from verifiers.judges import RuleJudge
-    from verifiers.trim_replay import ReplayConfig, headroom, load_replay_traces, replay
+    from verifiers.trim_replay import (
+        ReplayConfig,
+        ReplayReport,
+        headroom,
+        load_replay_traces,
+        replay,
+    )
 
     config = TrimRConfig(
         overthink_m=overthink_m,
@@ -50,7 +56,7 @@ def trim_replay(
         traces or DEFAULT_TRACES, datasets=datasets, complete_only=not include_incomplete
     )
 
-    async def run():  # type: ignore[no-untyped-def]
+    async def run() -> ReplayReport:
         async with EquivalenceChecker(timeout_s=5.0) as checker:
             return await replay(
                 loaded,

@@ -151,7 +151,7 @@ class VerifierClient:
             for _stream, entries in batches or []:
                 for entry_id, fields in entries:
                     last = entry_id
-                    self._dispatch(fields)  # type: ignore[arg-type]
+                    self._dispatch(fields)
 
     def _dispatch(self, fields: dict[bytes | str, bytes | str]) -> None:
         raw = fields.get(b"reply") or fields.get("reply")
