@@ -281,18 +281,31 @@ def run_sweep(
                 show_progress=progress,
             )
 
+    facts: dict[str, Any] = {}
     try:
-        rows = asyncio.run(run_simulated_sweep(spec) if simulate else live())
+        if simulate:
+            rows, facts = asyncio.run(run_simulated_sweep(spec))
+        else:
+            rows = asyncio.run(live())
     except (ValueError, EvalError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
     meta = {
         "spec": spec.model_dump(mode="json"),
         "simulated": simulate,
+        "simulation": facts or None,
         "environment": collect_environment().model_dump(mode="json"),
         "created_at": now_iso(),
     }
     title = f"{spec.name}{' (simulated)' if simulate else ''}: {len(rows)} points"
-    paths = write_sweep_outputs(rows, out_dir, title=title, meta=meta)
+    note = (
+        f"Simulated over {facts['problems']} problems (group sizes {facts['group_sizes']}; "
+        f"{facts['problems_left_out']} left out: fewer samples than the largest N). "
+        f"Tokens counted by {facts['tokenizer']}; latency from profile `{facts['profile']}`, "
+        f"pool `{facts['pool']}`. Command: `tts-orchestrator sweep run {grid} --simulate`."
+        if facts
+        else ""
+    )
+    paths = write_sweep_outputs(rows, out_dir, title=title, meta=meta, note=note)
     console.print(paths["markdown"].read_text(encoding="utf-8"), markup=False, highlight=False)
     console.print("\n".join(f"{k}: {v}" for k, v in paths.items()))

@@ -149,6 +149,9 @@ class TraceOutcome(BaseModel):
     thoughts: int = Field(description="Thoughts closed before the trim point (or in total).")
     thinking_tokens: int = Field(description="Thinking tokens of the recorded trace.")
     tokens_at_trim: int = Field(description="Thinking tokens up to the trim point (or all).")
+    chars_at_trim: int | None = Field(
+        default=None, description="Characters of thinking streamed when the rule fired."
+    )
     answer_at_trim: str | None = None
     final_answer: str | None = None
     ground_truth: str
@@ -297,6 +300,7 @@ async def replay_trace(
             "rule": decision.rule,
             "reason": decision.reason,
             "tokens_at_trim": count_word_pieces(trace.thinking[: decision.at_char]),
+            "chars_at_trim": decision.at_char,
             "answer_at_trim": answer,
             "trim_matches_final": matches_final,
             "correct_after": correct,

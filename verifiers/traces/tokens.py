@@ -50,5 +50,12 @@ class TokenCounter:
             self._cache.update(zip(missing, (len(e.ids) for e in encoded), strict=True))
         return [self._cache[t] for t in texts]
 
+    def prefix_chars(self, text: str, tokens: int) -> int:
+        """Characters of `text` covered by its first `tokens` tokens (all of it if fewer)."""
+        if tokens <= 0:
+            return 0
+        offsets = self._tokenizer.encode(text, add_special_tokens=False).offsets
+        return len(text) if tokens >= len(offsets) else offsets[tokens - 1][1]
+
     def encode(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
