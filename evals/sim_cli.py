@@ -23,7 +23,13 @@ def simulate_command(
     traces: Annotated[
         list[Path], typer.Option("--traces", help="Trace files / sample banks (JSONL).")
     ],
-    n_branches: Annotated[int, typer.Option(min=1, help="Branches per request.")] = 1,
+    n_branches: Annotated[
+        int | None, typer.Option(min=1, help="Branches per request (default 1).")
+    ] = None,
+    latency_budget: Annotated[
+        float | None,
+        typer.Option(help="Seconds; without --n-branches the service's planner chooses."),
+    ] = None,
     trim: Annotated[bool, typer.Option(help="TrimR trimming (the rule judge).")] = False,
     early_stop: Annotated[str, typer.Option(help="none | unanimous_window | beta.")] = "none",
     early_stop_window: Annotated[int, typer.Option(min=1)] = 3,
@@ -48,6 +54,7 @@ def simulate_command(
         tts = TtsOptions.model_validate(
             {
                 "n_branches": n_branches,
+                "latency_budget_s": latency_budget,
                 "trim": trim,
                 "early_stop": early_stop,
                 "early_stop_window": early_stop_window,
@@ -79,7 +86,8 @@ def simulate_command(
         exclude = None if per_request else {"requests"}
         typer.echo(json.dumps(result.model_dump(mode="json", exclude=exclude), indent=2))
         return
-    table = Table(title=f"simulated {n_branches} branch(es) over {result.problems} problems")
+    branches = "planned" if n_branches is None and latency_budget else str(n_branches or 1)
+    table = Table(title=f"simulated {branches} branch(es) over {result.problems} problems")
     for column in ("accuracy", "mean latency (s)", "thinking tokens", "trim saved", "groups"):
         table.add_column(column)
     table.add_row(

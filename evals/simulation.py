@@ -38,6 +38,7 @@ from evals.records import SampleRecord
 from evals.sim_branches import BranchBank, BranchCut, BranchOutcome
 from policies.profile import PoolProfile, ProfileSet
 from tts_orchestrator.consensus import Consensus
+from tts_orchestrator.planning import Planner, PlannerSettings, PlanRequest
 from tts_orchestrator.protocol import TtsOptions
 from verifiers.equivalence import EquivalenceChecker
 from verifiers.judges import AnswerComparer, RuleJudge
@@ -52,6 +53,7 @@ __all__ = [
     "SimulationResult",
     "decode_schedule",
     "load_profile",
+    "load_profiles",
     "simulate",
 ]
 
@@ -71,17 +73,26 @@ class SimulationModel(BaseModel):
     )
     samples: int = Field(default=1, ge=1, description="Simulated requests per problem.")
     seed: int = Field(default=0, description="Seeds the branch draw per problem and sample.")
+    planner: PlannerSettings = Field(
+        default_factory=PlannerSettings,
+        description="The service's planner settings, for requests with a latency budget.",
+    )
 
 
-def load_profile(name: str, *, pool: str | None = None) -> PoolProfile:
-    """A pool of a `ProfileSet` JSON: a path, or a name under `PROFILES_DIR`."""
+def load_profiles(name: str) -> ProfileSet:
+    """A `ProfileSet` JSON: a path, or a name under `PROFILES_DIR`."""
     path = Path(name)
     if not path.is_file():
         path = PROFILES_DIR / f"{name}.json"
     if not path.is_file():
         known = sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
         raise ValueError(f"no profile {name!r}: give a ProfileSet JSON path or one of {known}")
-    profiles = ProfileSet.load(path)
+    return ProfileSet.load(path)
+
+
+def load_profile(name: str, *, pool: str | None = None) -> PoolProfile:
+    """One pool of `load_profiles(name)` (the first when `pool` is None)."""
+    profiles = load_profiles(name)
     return profiles.get(pool) if pool is not None else profiles.profiles[0]
 
 
@@ -127,6 +138,10 @@ class SimulatedRequest(BaseModel):
     sample: int
     gold: str = Field(description="Ground truth: grading only.")
     group_size: int
+    pool: str
+    n_branches: int
+    thinking_budget: int | None
+    planned: bool = Field(default=False, description="N, pool and budget chosen by the planner.")
     branch_ids: list[str] = Field(description="The drawn records, in branch order.")
     cuts: list[BranchCut]
     answers: list[str | None] = Field(description="Each branch's reported answer.")
@@ -144,6 +159,9 @@ class SimulatedRequest(BaseModel):
     def decisions(self) -> tuple[object, ...]:
         """Everything the request decided (the shuffle test compares these)."""
         return (
+            self.pool,
+            self.n_branches,
+            self.thinking_budget,
             self.branch_ids,
             self.cuts,
             self.answers,
@@ -201,8 +219,26 @@ def _check_supported(tts: TtsOptions) -> None:
             f"mode={tts.mode.value} cannot be replayed from slow-thinking traces; "
             "simulate a no-thinking bank (e.g. Qwen2.5-32B-Instruct) instead"
         )
-    if tts.latency_budget_s is not None:
-        raise ValueError("latency_budget_s (planner) is not simulated; give n_branches")
+
+
+def _planned(
+    tts: TtsOptions, planner: Planner, *, prompt_tokens: int, max_branches: int
+) -> TtsOptions:
+    """The request's tts after the service's planner chose pool, N and thinking budget (as the
+    orchestrator applies a plan: an explicit thinking budget wins)."""
+    plan = planner.plan(
+        PlanRequest(
+            model=planner.profiles.profiles[0].model,
+            prompt_tokens=prompt_tokens,
+            latency_budget_s=tts.latency_budget_s,
+            max_branches=max_branches,
+            pool=tts.pool,
+        )
+    )
+    update: dict[str, object] = {"n_branches": plan.n_branches, "pool": plan.pool}
+    if tts.thinking_budget is None and plan.thinking_budget is not None:
+        update["thinking_budget"] = plan.thinking_budget
+    return tts.model_copy(update=update)
 
 
 async def _request(
@@ -210,12 +246,18 @@ async def _request(
     sample: int,
     *,
     tts: TtsOptions,
-    n: int,
     bank: BranchBank,
-    profile: PoolProfile,
+    profiles: ProfileSet,
+    planner: Planner | None,
     model: SimulationModel,
     checker: AnswerComparer,
 ) -> SimulatedRequest:
+    prompt = bank.counter.count(group.problem) + model.prompt_overhead_tokens
+    planned = planner is not None
+    if planner is not None:
+        tts = _planned(tts, planner, prompt_tokens=prompt, max_branches=group.size)
+    n = tts.n_branches or 1
+    profile = profiles.get(tts.pool) if tts.pool else profiles.profiles[0]
     rng = np.random.default_rng([model.seed, zlib.crc32(group.key.encode()), sample])
     picks = [int(i) for i in rng.choice(group.size, size=n, replace=False)]
     traces = [group.traces[i] for i in picks]
@@ -239,13 +281,16 @@ async def _request(
     _, produced = decode_schedule([o.tokens for o in outcomes], profile, until=stop_at)
     spent = [round(p) for p in produced]
     thinking = sum(min(o.thinking_tokens, s) for o, s in zip(outcomes, spent, strict=True))
-    prompt = bank.counter.count(group.problem) + model.prompt_overhead_tokens
     prefills = 1 if profile.prefix_cache_shared else n
     return SimulatedRequest(
         problem_key=group.key,
         sample=sample,
         gold=group.ground_truth,
         group_size=group.size,
+        pool=profile.pool,
+        n_branches=n,
+        thinking_budget=tts.thinking_budget,
+        planned=planned,
         branch_ids=[f"{t.model}:{t.id}" for t in traces],
         cuts=[o.cut for o in outcomes],
         answers=[o.answer for o in outcomes],
@@ -277,12 +322,26 @@ async def simulate(
     """Every problem whose group holds at least N records, ``model.samples`` times each."""
     model = model or SimulationModel()
     _check_supported(tts)
-    n = tts.n_branches or 1
-    profile = load_profile(model.profile, pool=model.pool or tts.pool)
-    kept = [g for g in groups if g.size >= n]
+    profiles = load_profiles(model.profile)
+    pool = model.pool or tts.pool
+    if pool is not None:
+        tts = tts.model_copy(update={"pool": profiles.get(pool).pool})
+    planned = tts.latency_budget_s is not None and tts.n_branches is None
+    # The planner caps N at the group (max_branches); a fixed N leaves smaller groups out.
+    kept = [g for g in groups if planned or g.size >= (tts.n_branches or 1)]
     bank.prepare([t for g in kept for t in g.traces])
+    planner = Planner(profiles, settings=model.planner) if planned else None
     requests = [
-        await _request(g, s, tts=tts, n=n, bank=bank, profile=profile, model=model, checker=checker)
+        await _request(
+            g,
+            s,
+            tts=tts,
+            bank=bank,
+            profiles=profiles,
+            planner=planner,
+            model=model,
+            checker=checker,
+        )
         for g in kept
         for s in range(model.samples)
     ]
@@ -291,7 +350,7 @@ async def simulate(
     return SimulationResult(
         tokenizer=bank.counter.name,
         profile=model.profile,
-        pool=profile.pool,
+        pool=", ".join(sorted({r.pool for r in requests})),
         tts=tts.model_dump(mode="json", exclude_none=True),
         problems=len(kept),
         problems_left_out=len(groups) - len(kept),

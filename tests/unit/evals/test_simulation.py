@@ -6,6 +6,7 @@ steers a decision) and `simulate --trim` saving the share of thinking tokens `tr
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -177,3 +178,30 @@ def test_unknown_profile_lists_the_known_ones() -> None:
 
     with pytest.raises(ValueError, match=r"\['cpu'"):
         load_profile("h100-nonexistent")
+
+
+async def test_a_latency_budget_goes_through_the_services_planner(
+    bank_lab: SimulationLab,
+) -> None:
+    tight = await bank_lab.run(TtsOptions(latency_budget_s=5.0), PLAIN)
+    loose = await bank_lab.run(TtsOptions(latency_budget_s=600.0), PLAIN)
+    assert all(r.planned for r in tight.requests + loose.requests)
+    assert {r.n_branches for r in tight.requests} == {1}
+    assert max(r.n_branches for r in loose.requests) > 1
+    assert tight.problems == loose.problems == 40  # the planner's N is capped at the group
+
+
+def test_simulate_cli_prints_the_json_the_issue_asks_for() -> None:
+    from typer.testing import CliRunner
+
+    from tts_orchestrator.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["simulate", "--traces", str(ANCHORS[0]), "--n-branches", "2", "--trim", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert {"accuracy", "mean_latency_s", "thinking_tokens", "trim_saved_fraction"} <= set(out)
+    assert out["problems"] == 10 and out["group_sizes"] == {"2": 10}
+    assert "Qwen2.5" in out["tokenizer"] and out["trim_saved_fraction"] > 0
