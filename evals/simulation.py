@@ -58,6 +58,8 @@ __all__ = [
 ]
 
 PROFILES_DIR = Path(__file__).resolve().parent / "data" / "profiles"
+# Reference (roofline) profiles live beside the policies, when that package ships them.
+_PROFILE_DIRS = (PROFILES_DIR, Path(__file__).resolve().parents[1] / "policies/data/profiles")
 _EPS = 1e-9
 
 
@@ -80,12 +82,11 @@ class SimulationModel(BaseModel):
 
 
 def load_profiles(name: str) -> ProfileSet:
-    """A `ProfileSet` JSON: a path, or a name under `PROFILES_DIR`."""
-    path = Path(name)
-    if not path.is_file():
-        path = PROFILES_DIR / f"{name}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in PROFILES_DIR.glob("*.json"))
+    """A `ProfileSet` JSON: a path, or a name under `PROFILES_DIR` / `policies/data/profiles`."""
+    candidates = [Path(name), *(d / f"{name}.json" for d in _PROFILE_DIRS)]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        known = sorted(p.stem for d in _PROFILE_DIRS for p in d.glob("*.json"))
         raise ValueError(f"no profile {name!r}: give a ProfileSet JSON path or one of {known}")
     return ProfileSet.load(path)
 
