@@ -252,3 +252,23 @@ def test_filters(tmp_path: Path) -> None:
     sky = TRACE_DIR / FILES_SKY
     assert len(load_traces([sky], complete_only=True)) == 432
     assert {t.dataset for t in load_traces([sky], datasets=["aime24"])} == {"aime24"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).resolve().parents[3] / "verifiers" / "traces").glob("*.py")),
+    ids=lambda p: p.name,
+)
+def test_the_trace_model_is_pure(path: Path) -> None:
+    """verifiers/ stays pure: no ray / fastapi / redis / httpx, nothing from the service."""
+    import ast
+    import sys
+
+    allowed = {"numpy", "pydantic", "tokenizers", "verifiers"} | set(sys.stdlib_module_names)
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    assert roots - allowed == set()
