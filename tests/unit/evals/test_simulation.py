@@ -126,8 +126,9 @@ def _shuffled(lab: SimulationLab, seed: int) -> None:
         TtsOptions(n_branches=2, trim=True, early_stop="unanimous_window", early_stop_window=2),
         TtsOptions(n_branches=4, trim=True, thinking_budget=3000),
         TtsOptions(n_branches=3, aggregation="first_finish"),
+        TtsOptions(latency_budget_s=900.0, trim=True, early_stop="beta"),
     ],
-    ids=["trim-unanimous", "trim-budget", "first-finish"],
+    ids=["trim-unanimous", "trim-budget", "first-finish", "planner"],
 )
 async def test_shuffle_ground_truth_answers_and_labels_changes_no_decision(
     tts: TtsOptions,
@@ -140,7 +141,7 @@ async def test_shuffle_ground_truth_answers_and_labels_changes_no_decision(
     assert [r.decisions() for r in before.requests] == [r.decisions() for r in after.requests]
     assert before.thinking_tokens == after.thinking_tokens
     assert before.trim_saved_fraction == after.trim_saved_fraction
-    assert before.accuracy != after.accuracy or tts.aggregation == "first_finish"
+    assert before.accuracy != after.accuracy or tts.n_branches in (None, 3)
 
 
 async def test_simulate_trim_saves_what_trim_replay_saves() -> None:
