@@ -258,7 +258,10 @@ def plot_policy(report: PolicyReport, path: Path) -> Path:
             label=f"fixed, pool {pool}",
         )
         for c in mine:
-            axes.annotate(f"N={c.n_branches}", (c.mean_latency_s, 100 * c.accuracy), fontsize=7)
+            cut = "" if c.thinking_budget is None else f" b{c.thinking_budget}"
+            axes.annotate(
+                f"N={c.n_branches}{cut}", (c.mean_latency_s, 100 * c.accuracy), fontsize=7
+            )
     xs = np.array([b.policy.mean_latency_s for b in report.budgets])
     ys = np.array([100 * b.policy.accuracy for b in report.budgets])
     axes.plot(xs, ys, "k-o", label="policy (one point per budget)")
