@@ -75,7 +75,8 @@ class BranchBank:
         self.counter = counter
         self.judge = judge
         self._checker = checker
-        self.trimr = trimr or TrimRConfig()
+        # None: trim-replay's own default (the same rules `trim-replay` runs with no options).
+        self.trimr = trimr
         self.verdict_delay_tokens = verdict_delay_tokens
         self._cache: dict[tuple[str, str, bool, int | None], BranchOutcome] = {}
 
@@ -104,9 +105,7 @@ class BranchBank:
                 ReplayTrace.from_trace(trace),
                 judge=self.judge,
                 checker=self._checker,
-                config=ReplayConfig(
-                    trimr=self.trimr, verdict_delay_tokens=self.verdict_delay_tokens
-                ),
+                config=self._replay_config(),
             )
             at = outcome.chars_at_trim
             if (
@@ -161,6 +160,10 @@ class BranchBank:
             cut=cut,
             rule=rule,
         )
+
+    def _replay_config(self) -> ReplayConfig:
+        rules = {} if self.trimr is None else {"trimr": self.trimr}
+        return ReplayConfig(verdict_delay_tokens=self.verdict_delay_tokens, **rules)
 
     async def _reached_answer(self, trace: Trace, prefix: str) -> str | None:
         """The latest conclusion the rule judge finds in the thoughts of `prefix`, else its latest

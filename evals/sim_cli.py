@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.table import Table
 
 from tts_orchestrator.protocol import TtsOptions
-from verifiers.trimr import TrimRConfig
 
 __all__ = ["simulate_command"]
 
@@ -73,7 +72,6 @@ def simulate_command(
             traces,
             datasets=datasets,
             complete_only=not include_incomplete,
-            trimr=TrimRConfig(),
             verdict_delay_tokens=delay_tokens,
         ) as lab:
             return await lab.run(tts, model)
