@@ -13,8 +13,8 @@ import collections
 from pathlib import Path
 
 from benchmarks.common import machine
-from tts_orchestrator.traces import Trace, load_traces
 from verifiers.grading import Grader
+from verifiers.traces import Trace, load_traces
 
 TRACES = Path(__file__).resolve().parents[1] / "evals" / "data" / "traces"
 OUT = Path(__file__).resolve().parents[1] / "docs" / "grader-agreement.md"
@@ -41,7 +41,7 @@ def _group(t: Trace) -> str:
     if t.model.startswith("Sky-T1"):
         state = "complete" if t.complete else "cut off"
         return f"Sky-T1 {t.dataset} ({state})"
-    return f"{t.model.split('/')[-1]} (thought-anchors)"
+    return f"{t.model.split('/')[-1]} ({t.dataset})"
 
 
 async def main() -> None:

@@ -281,18 +281,106 @@ def run_sweep(
                 show_progress=progress,
             )
 
+    facts: dict[str, Any] = {}
     try:
-        rows = asyncio.run(run_simulated_sweep(spec) if simulate else live())
+        if simulate:
+            rows, facts = asyncio.run(run_simulated_sweep(spec))
+        else:
+            rows = asyncio.run(live())
     except (ValueError, EvalError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
     meta = {
         "spec": spec.model_dump(mode="json"),
         "simulated": simulate,
+        "simulation": facts or None,
         "environment": collect_environment().model_dump(mode="json"),
         "created_at": now_iso(),
     }
     title = f"{spec.name}{' (simulated)' if simulate else ''}: {len(rows)} points"
-    paths = write_sweep_outputs(rows, out_dir, title=title, meta=meta)
+    note = (
+        f"Simulated over {facts['problems']} problems (group sizes {facts['group_sizes']}; "
+        f"{facts['problems_left_out']} left out: fewer samples than the largest N). "
+        f"Tokens counted by {facts['tokenizer']}; latency from profile `{facts['profile']}`, "
+        f"pool `{facts['pool']}`. Command: `tts-orchestrator sweep run {grid} --simulate`."
+        if facts
+        else ""
+    )
+    paths = write_sweep_outputs(rows, out_dir, title=title, meta=meta, note=note)
     console.print(paths["markdown"].read_text(encoding="utf-8"), markup=False, highlight=False)
     console.print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+
+
+@sweep_app.command("policy")
+def policy_experiment(
+    traces: Annotated[list[Path], typer.Option("--traces", help="Bank files (JSONL).")],
+    profile: Annotated[str, typer.Option(help="Profile name or ProfileSet JSON path.")] = "cpu",
+    budgets: Annotated[
+        list[float] | None, typer.Option("--budget", help="Latency budgets (s), repeatable.")
+    ] = None,
+    n_branches: Annotated[
+        list[int] | None, typer.Option("--n", help="N grid (repeatable; default 1 2 4 8).")
+    ] = None,
+    thinking_budget: Annotated[
+        list[int] | None, typer.Option(help="Thinking-budget grid besides unlimited.")
+    ] = None,
+    samples: Annotated[int, typer.Option(min=1, help="Requests per problem.")] = 1,
+    relative: Annotated[
+        bool, typer.Option(help="Budgets are multiples of the fastest fixed config's latency.")
+    ] = False,
+    include_incomplete: Annotated[bool, typer.Option(help="Also cut-off traces.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Output directory.")] = None,
+    label: Annotated[str | None, typer.Option(help="Profile name shown in the report.")] = None,
+) -> None:
+    """The planner vs every fixed (pool, N, thinking budget) per latency budget, simulated on a
+    bank: policy.md (table + computed verdict), policy.png, policy.json."""
+    from evals.policy_lab import (
+        PolicyReport,
+        plot_policy,
+        policy_markdown,
+        run_policy_experiment,
+    )
+    from evals.simulation import SimulationLab
+
+    if not budgets:
+        raise typer.BadParameter("give at least one --budget", param_hint="--budget")
+    grid_n = tuple(n_branches or (1, 2, 4, 8))
+    grid_budgets = (*(thinking_budget or ()), None)
+
+    async def run() -> PolicyReport:
+        async with SimulationLab(traces, complete_only=not include_incomplete) as lab:
+            return await run_policy_experiment(
+                lab,
+                profile=profile,
+                budgets_s=budgets,
+                n_branches=grid_n,
+                thinking_budgets=grid_budgets,
+                samples=samples,
+                relative=relative,
+            )
+
+    try:
+        report = asyncio.run(run())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if label:
+        report = report.model_copy(update={"profile": label})
+    out_dir = out or Path("runs") / f"policy-{report.profile}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    args = " ".join(
+        [
+            *(f"--traces {t}" for t in traces),
+            f"--profile {report.profile}",
+            *(f"--budget {b:g}" for b in budgets),
+            *(f"--n {n}" for n in grid_n),
+            *(f"--thinking-budget {b}" for b in thinking_budget or ()),
+            f"--samples {samples}",
+            *(["--relative"] if relative else []),
+            *(["--include-incomplete"] if include_incomplete else []),
+        ]
+    )
+    markdown = policy_markdown(report, command=f"tts-orchestrator sweep policy {args}")
+    (out_dir / "policy.md").write_text(markdown, encoding="utf-8")
+    (out_dir / "policy.json").write_text(report.model_dump_json(indent=2) + "\n", "utf-8")
+    plot_policy(report, out_dir / "policy.png")
+    Console().print(Markdown(markdown))

@@ -12,11 +12,12 @@ Grid file (all keys but ``grid`` optional)::
       limit: 20
       base_url: http://127.0.0.1:8000
     simulate:                               # used with --simulate (see evals.simulation)
-      traces: [evals/data/traces/skythought_sky-t1-math-correct-5k-27b.jsonl]
-      datasets: [math500]
-      model: {decode_tokens_per_s: {default: 25.0}}
+      traces: [../data/samples/qwen2.5-math_math_cot_100x8.jsonl]
+      model: {profile: cpu, pool: plain}
 
-Relative trace paths are resolved against the grid file's directory.
+Relative trace paths are resolved against the grid file's directory. A simulated sweep keeps only
+the problems whose group holds at least the grid's largest N, so every point sees the same
+problems.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from evals.presets import SAMPLING_PRESETS, PromptPresetName, SamplingPresetName
 from evals.records import SampleRecord, dump_json
 from evals.runner import EvalRunner, GenerationConfig, ResponseGrader, RunSettings
 from evals.scoring import AnswerEquivalence, build_outcomes
-from evals.simulation import SimulationModel, SimulationPoint, load_traces, simulate
+from evals.simulation import SimulationLab, SimulationModel
+from tts_orchestrator.protocol import TtsOptions
 
 __all__ = [
     "GRID_KEYS",
@@ -110,8 +112,9 @@ class SimulateSpec(BaseModel):
 
     traces: list[Path] = Field(min_length=1)
     datasets: list[str] = Field(default_factory=list, description="Keep these source datasets.")
-    limit: int | None = Field(default=None, ge=1, description="First N problems (sorted by id).")
-    n: int = Field(default=1, ge=1, description="Simulated samples per problem.")
+    limit: int | None = Field(default=None, ge=1, description="First N problems (load order).")
+    include_incomplete: bool = Field(default=False, description="Also cut-off traces.")
+    verdict_delay_tokens: int = Field(default=0, ge=0, description="TrimR verdict latency.")
     model: SimulationModel = Field(default_factory=SimulationModel)
 
 
@@ -227,23 +230,38 @@ def _mark_pareto(rows: list[SweepRow]) -> list[SweepRow]:
     ]
 
 
-async def run_simulated_sweep(spec: SweepSpec) -> list[SweepRow]:
-    """Every grid point replayed over recorded traces (no server, no GPU)."""
+async def run_simulated_sweep(spec: SweepSpec) -> tuple[list[SweepRow], dict[str, Any]]:
+    """Every grid point simulated over recorded banks (no server, no GPU); (rows, facts)."""
     if spec.simulate is None:
         raise ValueError("the grid file has no `simulate` section")
     sim = spec.simulate
-    traces = load_traces(sim.traces, datasets=sim.datasets, model=sim.model)
-    if sim.limit is not None:
-        traces = {k: traces[k] for k in sorted(traces)[: sim.limit]}
-    if not traces:
-        raise ValueError("no traces left after the dataset filter")
+    points = [TtsOptions.model_validate(tts) for tts in spec.points()]
+    largest = max(p.n_branches or 1 for p in points)
     rows = []
-    for index, tts in enumerate(spec.points(), start=1):
-        point = SimulationPoint.model_validate(tts)
-        records = simulate(traces, point, model=sim.model, n_samples=sim.n)
-        metrics = summarize(await build_outcomes(records), seed=spec.seed)
-        rows.append(_row(index, spec.label(tts), tts, records, metrics))
-    return _mark_pareto(rows)
+    async with SimulationLab(
+        sim.traces,
+        datasets=sim.datasets,
+        complete_only=not sim.include_incomplete,
+        verdict_delay_tokens=sim.verdict_delay_tokens,
+    ) as lab:
+        available = len(lab.groups)
+        lab.groups = [g for g in lab.groups if g.size >= largest][: sim.limit]
+        if not lab.groups:
+            raise ValueError(f"no problem has {largest} recorded samples")
+        for index, (tts, point) in enumerate(zip(spec.points(), points, strict=True), start=1):
+            result = await lab.run(point, sim.model)
+            records = result.records()
+            metrics = summarize(await build_outcomes(records), seed=spec.seed)
+            rows.append(_row(index, spec.label(tts), tts, records, metrics))
+        facts = {
+            "tokenizer": lab.bank.counter.name,
+            "profile": sim.model.profile,
+            "pool": result.pool,
+            "problems": len(lab.groups),
+            "problems_left_out": available - len(lab.groups),
+            "group_sizes": result.group_sizes,
+        }
+    return _mark_pareto(rows), facts
 
 
 async def run_live_sweep(
@@ -314,10 +332,11 @@ def _cells(row: SweepRow) -> list[Any]:
     ]
 
 
-def pareto_markdown(rows: Sequence[SweepRow], *, title: str) -> str:
+def pareto_markdown(rows: Sequence[SweepRow], *, title: str, note: str = "") -> str:
     lines = [
         f"# {title}",
         "",
+        *([note, ""] if note else []),
         "Accuracy is avg@n with a 95% interval; ★ marks Pareto-optimal points "
         "(no other point is at least as accurate and cheaper).",
         "",
@@ -337,7 +356,12 @@ def pareto_markdown(rows: Sequence[SweepRow], *, title: str) -> str:
 
 
 def write_sweep_outputs(
-    rows: Sequence[SweepRow], out_dir: Path, *, title: str, meta: Mapping[str, Any]
+    rows: Sequence[SweepRow],
+    out_dir: Path,
+    *,
+    title: str,
+    meta: Mapping[str, Any],
+    note: str = "",
 ) -> dict[str, Path]:
     """pareto.md, pareto.csv, pareto.png and sweep.json in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -347,7 +371,7 @@ def write_sweep_outputs(
         "plot": out_dir / "pareto.png",
         "json": out_dir / "sweep.json",
     }
-    paths["markdown"].write_text(pareto_markdown(rows, title=title), encoding="utf-8")
+    paths["markdown"].write_text(pareto_markdown(rows, title=title, note=note), encoding="utf-8")
     with paths["csv"].open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(_COLUMNS)

@@ -20,6 +20,7 @@ ConfigOpt = Annotated[
 
 def _mount_subcommands() -> None:
     from evals.cli import eval_app, sweep_app
+    from evals.sim_cli import simulate_command
     from tts_orchestrator.doctor.cli import doctor
     from tts_orchestrator.models.cli import models_app
     from tts_orchestrator.modes.cli import router_app
@@ -32,6 +33,7 @@ def _mount_subcommands() -> None:
     app.add_typer(eval_app, name="eval", help="Run and report evaluations on the live API.")
     app.add_typer(keys_app, name="keys", help="Create, revoke and list API keys.")
     app.command("trim-replay")(trim_replay)
+    app.command("simulate")(simulate_command)
     app.command("doctor")(doctor)
     app.add_typer(profile_app, name="profile", help="Measure a pool's latency profile.")
     app.add_typer(plan_app, name="plan", help="Show the latency policy's decision table.")

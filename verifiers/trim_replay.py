@@ -21,20 +21,19 @@ replay assumes it states the answer it had reached.
 
 from __future__ import annotations
 
-import ast
-import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from verifiers.answers import normalize_answer
 from verifiers.judges import AnswerComparer, JudgeContext, ThoughtJudge, Verdict
 from verifiers.repetition import count_word_pieces
 from verifiers.segmentation import DEFAULT_FAMILY, SegmenterConfig, Thought, ThoughtSegmenter
+from verifiers.traces import Trace, load_traces
 from verifiers.trimr import ConsistencyRequest, TrimController, TrimDecision, TrimRConfig, TrimRule
 
 __all__ = [
@@ -61,7 +60,6 @@ _MODEL_FAMILIES: tuple[tuple[str, str], ...] = (
     ("qwen3", "qwen3"),
     ("pangu", "openpangu"),
 )
-_FINAL_ANSWER_HEADING = "**Final Answer**"
 
 
 def family_for_model(model: str) -> str:
@@ -70,16 +68,6 @@ def family_for_model(model: str) -> str:
         if needle in lowered:
             return family
     return DEFAULT_FAMILY
-
-
-def _literal(value: Any) -> Any:
-    """Trace files may hold Python reprs in strings ("True", "['<think>', '</think>']")."""
-    if isinstance(value, str) and value.strip()[:1] in {"T", "F", "N", "[", "(", "{"}:
-        try:
-            return ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            return value
-    return value
 
 
 class ReplayTrace(BaseModel):
@@ -99,44 +87,26 @@ class ReplayTrace(BaseModel):
     family: str = DEFAULT_FAMILY
     token_budget: int | None = Field(default=None, description="The recording's max tokens.")
 
-    @field_validator("is_correct", "complete", mode="before")
-    @classmethod
-    def _flag(cls, value: Any) -> Any:
-        return _literal(value)
-
     @classmethod
     def from_record(cls, row: Mapping[str, Any]) -> ReplayTrace:
-        """A raw trace row (``../shared/traces`` format, native or stringified values).
+        """A raw trace row (``evals/data/traces`` format, native or stringified values)."""
+        return cls.from_trace(Trace.model_validate(row))
 
-        Thinking: after a leading open marker, up to the close marker; without a close marker,
-        up to the last ``**Final Answer**`` heading (tag-less Sky-T1 traces); else everything.
-        """
-        output = str(row["output"])
-        delimiters = _literal(row.get("thinking_delimiters")) or ("<think>", "</think>")
-        open_marker, close_marker = str(delimiters[0]), str(delimiters[1])
-        start = len(open_marker) if output.startswith(open_marker) else 0
-        end = output.find(close_marker, start)
-        if end < 0:
-            heading = output.rfind(_FINAL_ANSWER_HEADING, start)
-            end = heading if heading >= 0 else len(output)
-        generation = _literal(row.get("generation")) or {}
-        budget = None
-        if isinstance(generation, Mapping):
-            budget = generation.get("max_tokens") or generation.get("max_tokens_per_call")
-        model = str(row.get("model", ""))
-        final = _literal(row.get("final_answer"))
+    @classmethod
+    def from_trace(cls, trace: Trace) -> ReplayTrace:
+        """The replay's view of a trace: its thinking as the trace model splits it."""
         return cls(
-            id=str(row["id"]),
-            model=model,
-            dataset=str(row.get("dataset", "")),
-            problem=str(row["problem"]),
-            ground_truth=str(row["ground_truth"]),
-            thinking=output[start:end],
-            final_answer=None if final in (None, "") else str(final),
-            is_correct=row["is_correct"],
-            complete=row.get("complete", True),
-            family=family_for_model(model),
-            token_budget=int(budget) if budget else None,
+            id=trace.id,
+            model=trace.model,
+            dataset=trace.dataset,
+            problem=trace.problem,
+            ground_truth=trace.ground_truth,
+            thinking=trace.thinking_text,
+            final_answer=trace.final_answer or None,
+            is_correct=trace.is_correct,
+            complete=trace.complete,
+            family=family_for_model(trace.model),
+            token_budget=trace.token_budget,
         )
 
 
@@ -146,19 +116,9 @@ def load_replay_traces(
     datasets: Sequence[str] | None = None,
     complete_only: bool = True,
 ) -> list[ReplayTrace]:
-    """Read JSONL trace files, keeping the given datasets (all when None)."""
-    traces: list[ReplayTrace] = []
-    for path in paths:
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            trace = ReplayTrace.from_record(json.loads(line))
-            if datasets is not None and trace.dataset not in datasets:
-                continue
-            if complete_only and not trace.complete:
-                continue
-            traces.append(trace)
-    return traces
+    """Read trace files through the trace model, keeping the given datasets (all when None)."""
+    loaded = load_traces(paths, datasets=datasets, complete_only=complete_only)
+    return [ReplayTrace.from_trace(trace) for trace in loaded]
 
 
 class ReplayConfig(BaseModel):
@@ -189,6 +149,9 @@ class TraceOutcome(BaseModel):
     thoughts: int = Field(description="Thoughts closed before the trim point (or in total).")
     thinking_tokens: int = Field(description="Thinking tokens of the recorded trace.")
     tokens_at_trim: int = Field(description="Thinking tokens up to the trim point (or all).")
+    chars_at_trim: int | None = Field(
+        default=None, description="Characters of thinking streamed when the rule fired."
+    )
     answer_at_trim: str | None = None
     final_answer: str | None = None
     ground_truth: str
@@ -337,6 +300,7 @@ async def replay_trace(
             "rule": decision.rule,
             "reason": decision.reason,
             "tokens_at_trim": count_word_pieces(trace.thinking[: decision.at_char]),
+            "chars_at_trim": decision.at_char,
             "answer_at_trim": answer,
             "trim_matches_final": matches_final,
             "correct_after": correct,

@@ -1,7 +1,7 @@
 """The service's packages import downwards only.
 
     __main__ -> cli -> api -> {request, doctor} -> {actors, planning} -> {trim, modes, security}
-        -> {protocol, metrics} -> {backends, state, models} -> traces -> config -> exceptions
+        -> {protocol, metrics} -> {backends, state, models} -> config -> exceptions
 
 A module may import its own package and any layer below its own, never one above or beside it,
 so nothing imports ``api`` but ``cli`` and ``config`` imports no logic. Lazy imports inside
@@ -29,7 +29,6 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "trim modes security",
         "protocol metrics",
         "backends state models",
-        "traces",
         "config",
         "exceptions",
     )

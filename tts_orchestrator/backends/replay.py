@@ -59,7 +59,7 @@ from tts_orchestrator.backends.base import (
 )
 from tts_orchestrator.config import ReplayConfig
 from tts_orchestrator.exceptions import ConfigError, WorkerError
-from tts_orchestrator.traces import Trace, load_traces
+from verifiers.traces import Trace, TraceFormatError, load_traces
 
 __all__ = [
     "ReplayBackend",
@@ -229,7 +229,10 @@ class ReplayBackend(WorkerBackend):
         `traces` are given. `fallback_text` answers prompts no trace matches (else an error)."""
         if traces is None:
             root = Path(base_dir) if base_dir is not None else Path.cwd()
-            traces = load_traces(root / p for p in config.traces)
+            try:
+                traces = load_traces(root / p for p in config.traces)
+            except TraceFormatError as exc:
+                raise ConfigError(str(exc)) from exc
         if not traces and fallback_text is None:
             raise ConfigError("replay backend has no traces: set `replay.traces`")
         if prefill_tokens_per_s is not None and prefill_tokens_per_s <= 0:

@@ -19,7 +19,7 @@ from tts_orchestrator.backends.replay import (
 )
 from tts_orchestrator.config import ReplayConfig
 from tts_orchestrator.exceptions import ConfigError, WorkerError
-from tts_orchestrator.traces import ThinkingSplit, Trace, load_traces
+from verifiers.traces import ThinkingSplit, Trace, load_traces
 
 TRACE_DIR = Path(__file__).resolve().parents[3] / "evals" / "data" / "traces"
 FAST = 1e6  # tokens/s: every token is due at once, for tests of content rather than timing

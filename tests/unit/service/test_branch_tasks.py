@@ -13,7 +13,7 @@ from tts_orchestrator.backends.base import SamplingParams, WorkerBackend
 from tts_orchestrator.backends.replay import ReplayBackend
 from tts_orchestrator.config import ReplayConfig
 from tts_orchestrator.exceptions import NoWorkerAvailable
-from tts_orchestrator.traces import Trace, load_traces
+from verifiers.traces import Trace, load_traces
 
 TRACE_DIR = Path(__file__).resolve().parents[3] / "evals" / "data" / "traces"
 FU_MANCHU = "Dr. Fu Manchu has a bank account"
