@@ -6,8 +6,9 @@ problem *needs slow thinking* when its slow samples solved it (majority) and its
 not. ``fit-levels`` fits the proxy model shipped with the service from a dataset's difficulty
 levels. Both print the accuracy / token trade-off curve on held-out problems.
 
-The eval files are read as data: this module does not import ``evals`` (which depends on the
-service, not the other way round); the records' fields are the ones ``evals.records`` writes.
+``evaluate`` runs auto against always-fast, always-slow and the oracle on recorded answers to the
+same problems (``evals.pairs`` / ``evals.routing``); ``fit --fast/--slow`` fits auto on them. This
+module only wires the commands: the logic lives in ``policies`` and ``evals``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.table import Table
 
+from evals.pairs import TOKENS_NOTE, Ladder, PairDataError, load_ladder
+from evals.records import RunStore, SampleRecord
+from evals.routing import arm_rows, verdict_line
+from evals.routing import evaluate as evaluate_ladder
+from policies.auto import AutoPolicy
 from policies.features import extract_features
 from policies.modes import EffortPolicy, ThinkingMode
 from policies.router import (
@@ -48,22 +54,9 @@ class RouterDataError(ValueError):
     """Eval logs or problem files that cannot be turned into router examples."""
 
 
-class _Sample(BaseModel):
-    """The fields of an eval record (``evals.records.SampleRecord``) the router needs."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    problem_id: str
-    sample_index: int = 0
-    correct: bool = False
-    thinking_tokens: int | None = None
-    answer_tokens: int | None = None
-    error: str | None = None
-    tts: dict[str, Any] | None = None
-
-    @property
-    def tokens(self) -> int:
-        return (self.thinking_tokens or 0) + (self.answer_tokens or 0)
+def sample_tokens(sample: SampleRecord) -> int:
+    """Thinking + answer tokens of one eval sample."""
+    return (sample.thinking_tokens or 0) + (sample.answer_tokens or 0)
 
 
 class EvalRun(BaseModel):
@@ -72,7 +65,7 @@ class EvalRun(BaseModel):
     path: Path
     mode: ThinkingMode
     dataset: str | None = Field(description="The run's dataset (name or JSONL path).")
-    samples: list[_Sample]
+    samples: list[SampleRecord]
 
 
 def _meta_path(run: Path) -> Path:
@@ -113,21 +106,9 @@ def load_run(path: Path, *, mode: ThinkingMode | None = None) -> EvalRun:
             mode = mode_of_config(config)
         except (RouterDataError, ValueError) as exc:
             raise RouterDataError(f"{path}: {exc}") from exc
-    samples = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise RouterDataError(f"cannot read {path}: {exc}") from exc
-    latest: dict[tuple[str, int], _Sample] = {}
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            sample = _Sample.model_validate_json(line)
-        except ValidationError:
-            continue  # a line torn by a killed run, as evals.records skips it
-        latest[(sample.problem_id, sample.sample_index)] = sample
-    samples = [s for s in latest.values() if s.error is None]
+    if not path.exists():
+        raise RouterDataError(f"cannot read {path}: no such file")
+    samples = [s for s in RunStore(path).load() if s.error is None]
     return EvalRun(path=path, mode=mode, dataset=config.get("dataset"), samples=samples)
 
 
@@ -164,7 +145,9 @@ def examples_from_runs(
     A problem counts as solved in a mode when at least half its samples were correct; its
     tokens are the mean over its samples. Problems seen in one mode only are skipped.
     """
-    by_mode: dict[ThinkingMode, dict[str, list[_Sample]]] = defaultdict(lambda: defaultdict(list))
+    by_mode: dict[ThinkingMode, dict[str, list[SampleRecord]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
     for run in runs:
         for sample in run.samples:
             by_mode[run.mode][sample.problem_id].append(sample)
@@ -176,11 +159,11 @@ def examples_from_runs(
     if missing:
         raise RouterDataError(f"{len(missing)} problems have no text, e.g. {missing[0]!r}")
 
-    def solved(samples: list[_Sample]) -> bool:
+    def solved(samples: list[SampleRecord]) -> bool:
         return 2 * sum(s.correct for s in samples) >= len(samples)
 
-    def tokens(samples: list[_Sample]) -> float:
-        return sum(s.tokens for s in samples) / len(samples)
+    def tokens(samples: list[SampleRecord]) -> float:
+        return sum(sample_tokens(s) for s in samples) / len(samples)
 
     examples = [
         RouterExample(
@@ -344,6 +327,58 @@ MarginOpt = Annotated[
     float, typer.Option(min=0.0, max=1.0, help="Width of the uncertain band below the slow cut.")
 ]
 L2Opt = Annotated[float, typer.Option(min=0.0, help="L2 penalty of the logistic fit.")]
+
+
+def _ladder(console: Console, fast: Path, slow: Sequence[Path]) -> Ladder:
+    ladder = load_ladder(fast, slow)
+    if ladder.dropped:
+        console.print(f"[yellow]{ladder.dropped} problems are not in every file: left out[/yellow]")
+    return ladder
+
+
+@router_app.command()
+def evaluate(
+    fast: Annotated[Path, typer.Option("--fast", help="Recorded fast answers (mip_* JSONL).")],
+    slow: Annotated[
+        list[Path],
+        typer.Option(help="Recorded thinker answers, cheapest first; the last is always-slow."),
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Option(help="A fitted auto policy (`router fit --fast`); unset: cross-validate."),
+    ] = None,
+    folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds, by problem.")] = 5,
+    max_accuracy_drop: DropOpt = 0.005,
+    l2: L2Opt = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Auto vs always-fast, always-slow and the oracle on recorded answers to the same problems."""
+    console = Console()
+    try:
+        ladder = _ladder(console, fast, slow)
+        policy = AutoPolicy.model_validate_json(model.read_text("utf-8")) if model else None
+        report = evaluate_ladder(
+            ladder,
+            policy=policy,
+            folds=folds,
+            max_accuracy_drop=max_accuracy_drop,
+            l2=l2,
+            tokens_note=TOKENS_NOTE,
+        )
+    except (PairDataError, ValueError, OSError) as exc:
+        raise _fail(console, str(exc)) from None
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    how = f"{report.folds}-fold cross-validated by problem" if report.cross_validated else "given"
+    table = Table(title=f"{report.problems} problems; auto {how}; {report.tokens_note}")
+    for name in ("arm", "accuracy", "mean tokens", "tokens vs slow"):
+        table.add_column(name, justify="left" if name == "arm" else "right")
+    for row in arm_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"decisions: {report.decisions.model_dump()}")
+    console.print(verdict_line(report))
 
 
 @router_app.command()
