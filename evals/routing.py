@@ -191,6 +191,28 @@ def fit_policy(
     )
 
 
+def fit_on_ladders(
+    ladders: Sequence[Ladder],
+    *,
+    folds: int = 5,
+    max_accuracy_drop: float = 0.005,
+    l2: float = 1.0,
+) -> AutoPolicy:
+    """One policy fitted on the problems of every ladder (same levels), e.g. GSM8K and MATH."""
+    if not ladders:
+        raise ValueError("need at least one ladder")
+    depth = {len(ladder.levels) for ladder in ladders}
+    if len(depth) != 1:
+        raise ValueError(f"the ladders have different numbers of levels: {sorted(depth)}")
+    examples = [e for ladder in ladders for e in examples_of(ladder)]
+    ids = [p.problem_id for ladder in ladders for p in ladder.problems]
+    if len(set(ids)) != len(ids):
+        raise ValueError("a problem_id occurs in more than one ladder")
+    return fit_policy(
+        ladders[0].levels, examples, ids, folds=folds, max_accuracy_drop=max_accuracy_drop, l2=l2
+    )
+
+
 def _arm(correct: np.ndarray, tokens: np.ndarray, slow_tokens: float) -> Arm:
     mean = float(tokens.mean())
     return Arm(
@@ -206,26 +228,10 @@ def evaluate(
     max_accuracy_drop: float = 0.005,
     l2: float = 1.0,
     tokens_note: str = "",
-    train_also: Sequence[Ladder] = (),
 ) -> RoutingReport:
-    """Every arm on ``ladder``; auto is ``policy`` as given, else cross-validated (every
-    training fold also holds all of ``train_also``: other problem sets, never evaluated)."""
+    """Every arm on ``ladder``; auto is ``policy`` as given, else cross-validated."""
     examples = examples_of(ladder)
     ids = [p.problem_id for p in ladder.problems]
-    extra_examples: list[AutoExample] = []
-    extra_ids: list[str] = []
-    for other in train_also:
-        if len(other.levels) != len(ladder.levels):
-            raise ValueError(
-                f"{other.files}: {len(other.levels)} levels, need {len(ladder.levels)}"
-            )
-        shared = set(ids) & {p.problem_id for p in other.problems}
-        if shared:
-            raise ValueError(
-                f"{other.files} shares {len(shared)} problems with the evaluated files"
-            )
-        extra_examples += examples_of(other)
-        extra_ids += [p.problem_id for p in other.problems]
     outcomes: list[AutoOutcome | None] = [None] * len(examples)
     if policy is not None:
         if len(policy.levels) != len(ladder.levels):
@@ -239,8 +245,8 @@ def evaluate(
             train = [i for i, g in enumerate(fold) if g != f]
             fitted = fit_policy(
                 ladder.levels,
-                [examples[i] for i in train] + extra_examples,
-                [ids[i] for i in train] + extra_ids,
+                [examples[i] for i in train],
+                [ids[i] for i in train],
                 folds=folds,
                 max_accuracy_drop=max_accuracy_drop,
                 l2=l2,

@@ -104,6 +104,22 @@ def _result_not_integer(view: AnswerView) -> float:
     return 0.0 if re.fullmatch(r"\s*-?\d[\d,]*(?:\.0+)?\s*", result) else 1.0
 
 
+def _result_parts(view: AnswerView) -> float:
+    """Results of several parts (a set, a list, a pair) have more ways to be wrong."""
+    result = _result(view)
+    if result is None:
+        return 0.0
+    depth, parts = 0, 1
+    for ch in result:
+        if ch in "{([":
+            depth += 1
+        elif ch in "})]":
+            depth -= 1
+        elif ch == "," and depth <= 1:
+            parts += 1
+    return math.log(parts)
+
+
 def _result_negative(view: AnswerView) -> float:
     result = _result(view)
     return 1.0 if result is not None and result.strip().startswith("-") else 0.0
@@ -154,6 +170,7 @@ ANSWER_SIGNALS: Mapping[str, Callable[[AnswerView], float]] = MappingProxyType(
         "result_from_problem": _result_copied_from_problem,
         "result_not_integer": _result_not_integer,
         "result_negative": _result_negative,
+        "result_parts": _result_parts,
         "problem_numbers_unused": _problem_numbers_unused,
         "hedges": _log_count(_HEDGES),
         "approx_sign": lambda v: 1.0 if _APPROX_SIGN.search(v.text) else 0.0,

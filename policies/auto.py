@@ -228,7 +228,7 @@ def choose_thresholds(
     grid: int = 40,
 ) -> tuple[float, tuple[float, ...]]:
     """The thresholds with the fewest mean tokens whose accuracy is within
-    ``max_accuracy_drop`` of always-deepest (the most accurate ones when none is).
+    ``max_accuracy_drop`` of always-deepest (when none is, the cheapest of the most accurate).
 
     Accuracy and tokens are averaged over ``scores`` (e.g. several out-of-fold repeats), which
     steadies the choice where the curve is flat.
@@ -241,7 +241,7 @@ def choose_thresholds(
         _grid(np.concatenate([s.checks[k] for s in scores]), grid if levels == 1 else grid // 2)
         for k in range(levels)
     ]
-    best: tuple[tuple[float, float], float, tuple[float, ...]] | None = None
+    best: tuple[tuple[float, float, float], float, tuple[float, ...]] | None = None
     for t1 in stage1_grid:
         for ts in itertools.product(*check_grids):
             runs = [
@@ -250,7 +250,7 @@ def choose_thresholds(
             ]
             acc = float(np.mean([ok.mean() for ok, _ in runs]))
             mean_tokens = float(np.mean([spent.mean() for _, spent in runs]))
-            key = (0.0, mean_tokens) if acc >= target else (1.0, -acc)
+            key = (0.0, 0.0, mean_tokens) if acc >= target else (1.0, -acc, mean_tokens)
             if best is None or key < best[0]:
                 best = (key, t1, ts)
     assert best is not None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
@@ -28,7 +29,7 @@ from rich.table import Table
 
 from evals.pairs import TOKENS_NOTE, Ladder, PairDataError, load_ladder
 from evals.records import RunStore, SampleRecord
-from evals.routing import arm_rows, verdict_line
+from evals.routing import arm_rows, fit_on_ladders, verdict_line
 from evals.routing import evaluate as evaluate_ladder
 from policies.auto import AutoPolicy
 from policies.features import extract_features
@@ -36,6 +37,7 @@ from policies.modes import EffortPolicy, ThinkingMode
 from policies.router import (
     RouterExample,
     RouterModel,
+    RouterThresholds,
     TradeoffReport,
     fit_router,
     tradeoff_report,
@@ -354,6 +356,7 @@ def evaluate(
 ) -> None:
     """Auto vs always-fast, always-slow and the oracle on recorded answers to the same problems."""
     console = Console()
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
     try:
         ladder = _ladder(console, fast, slow)
         policy = AutoPolicy.model_validate_json(model.read_text("utf-8")) if model else None
@@ -383,23 +386,58 @@ def evaluate(
 
 @router_app.command()
 def fit(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the fitted model JSON.")],
     logs: Annotated[
-        list[Path], typer.Option("--logs", help="Eval run JSONL files (fast and slow runs).")
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Where to write the router model JSON.")],
+        list[Path] | None,
+        typer.Option("--logs", help="Eval run JSONL files (fast and slow runs)."),
+    ] = None,
+    pair: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pair",
+            help="Recorded answers FAST,SLOW[,SLOW2…] (cheapest first), one set of problems "
+            "each; repeat for more sets. Fits auto (stage 1 + answer checks) on all of them.",
+        ),
+    ] = None,
+    stage1_out: Annotated[
+        Path | None,
+        typer.Option(help="With --pair: also write the service's stage-1 model (router JSON)."),
+    ] = None,
     problems: Annotated[
         str | None,
         typer.Option(help="Problems JSONL or packaged dataset [default: the runs' dataset]."),
     ] = None,
     holdout: HoldoutOpt = 0.2,
-    max_accuracy_drop: DropOpt = 0.02,
+    max_accuracy_drop: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Accuracy below all-slow routing may cost [default: 0.02 for --logs, "
+            "0.005 on the inner folds for --pair].",
+        ),
+    ] = None,
     uncertain_margin: MarginOpt = 0.1,
+    folds: Annotated[int, typer.Option(min=2, help="With --pair: inner folds.")] = 5,
     l2: L2Opt = 1.0,
 ) -> None:
-    """Learn the stage-1 router and its thresholds from fast and slow eval runs."""
+    """Learn the router from eval runs (--logs: stage 1) or recorded pairs (--pair: auto)."""
     console = Console()
+    if (logs is None) == (pair is None):
+        raise _fail(console, "pass either --logs (eval runs) or --pair (recorded answers)")
+    if pair is not None:
+        _fit_pairs(
+            console,
+            pair,
+            out=out,
+            stage1_out=stage1_out,
+            folds=folds,
+            max_accuracy_drop=0.005 if max_accuracy_drop is None else max_accuracy_drop,
+            l2=l2,
+        )
+        return
     try:
-        runs = [load_run(path) for path in logs]
+        runs = [load_run(path) for path in logs or []]
         source = problems or next((r.dataset for r in runs if r.dataset), None)
         if source is None:
             raise RouterDataError("the runs name no dataset; pass --problems")
@@ -409,7 +447,7 @@ def fit(
             ids,
             holdout=holdout,
             l2=l2,
-            max_accuracy_drop=max_accuracy_drop,
+            max_accuracy_drop=0.02 if max_accuracy_drop is None else max_accuracy_drop,
             uncertain_margin=uncertain_margin,
         )
     except (RouterDataError, ValueError) as exc:
@@ -419,6 +457,43 @@ def fit(
     _print_fit(console, result)
     result.model.save(out)
     console.print(f"saved {out}")
+
+
+def _fit_pairs(
+    console: Console,
+    pairs: Sequence[str],
+    *,
+    out: Path,
+    stage1_out: Path | None,
+    folds: int,
+    max_accuracy_drop: float,
+    l2: float,
+) -> None:
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    try:
+        ladders = []
+        for spec in pairs:
+            fast, *slow = [Path(part) for part in spec.split(",") if part]
+            ladders.append(_ladder(console, fast, slow))
+        policy = fit_on_ladders(ladders, folds=folds, max_accuracy_drop=max_accuracy_drop, l2=l2)
+    except (PairDataError, ValueError) as exc:
+        raise _fail(console, str(exc)) from None
+    out.write_text(policy.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    checks = ", ".join(f"{c.escalate_at:.3f}" for c in policy.checks)
+    console.print(
+        f"auto fitted on {policy.trained_on} problems ({' → '.join(policy.levels)}): straight to "
+        f"the deepest from stage-1 P={policy.start_deepest_at:.3f}; escalate from P(wrong)="
+        f"{checks} (thresholds on {folds} inner folds); saved {out}"
+    )
+    if stage1_out is not None:
+        # The service's stage 1: the deepest from the fitted cut, every other request probed
+        # (its stage 3 checks cheap answers before keeping them).
+        cut = min(policy.start_deepest_at, 1.0)
+        stage1 = policy.stage1.model_copy(
+            update={"thresholds": RouterThresholds(fast_below=0.0, slow_at_or_above=cut)}
+        )
+        stage1.save(stage1_out)
+        console.print(f"saved the service's stage-1 model {stage1_out}")
 
 
 @router_app.command("fit-levels")

@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 
 from evals.pairs import Ladder, load_ladder
 from evals.routing import evaluate, examples_of, fit_policy, run_auto
+from policies.auto import AutoPolicy
+from policies.router import RouterModel
 from tests.unit.evals.test_pairs import fast_row, slow_row, write
 from tts_orchestrator.router_cli import router_app
 
@@ -89,3 +91,29 @@ def test_a_cascade_escalates_level_by_level(tmp_path: Path) -> None:
     assert set(report.thinkers) == {"Slow"} and report.auto.accuracy == 1.0
     # the middle level is always right, so nothing needs the deepest
     assert report.decisions.answered_by.get("Fast", 0) == 40
+
+
+def test_cli_fit_from_pairs_writes_auto_and_the_services_stage1(tmp_path: Path) -> None:
+    fast, slow = files(tmp_path)
+    out, stage1 = tmp_path / "auto.json", tmp_path / "router.json"
+    args = ["fit", "--pair", f"{fast},{slow}", "--out", str(out), "--stage1-out", str(stage1)]
+    result = CliRunner().invoke(router_app, [*args, "--folds", "3"])
+    assert result.exit_code == 0, result.output
+    policy = AutoPolicy.model_validate_json(out.read_text())
+    router = RouterModel.load(stage1)
+    assert policy.trained_on == 60 and router.weights == policy.stage1.weights
+    assert router.thresholds.fast_below == 0.0
+    # the fitted policy replays to the same result as cross-validation promised
+    report = evaluate(load_ladder(fast, [slow]), policy=policy)
+    assert not report.cross_validated and report.auto.accuracy == 1.0
+
+
+def test_cli_fit_needs_exactly_one_source(tmp_path: Path) -> None:
+    fast, slow = files(tmp_path)
+    neither = CliRunner().invoke(router_app, ["fit", "--out", str(tmp_path / "m.json")])
+    both = CliRunner().invoke(
+        router_app,
+        ["fit", "--logs", str(fast), "--pair", f"{fast},{slow}", "--out", str(tmp_path / "m")],
+    )
+    for result in (neither, both):
+        assert result.exit_code == 1 and "either --logs" in result.output

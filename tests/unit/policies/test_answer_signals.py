@@ -35,6 +35,11 @@ def view(text: str, answer: str | None, **kw: object) -> AnswerView:
         ("The difference is \\boxed{-25}.", "-25", {"result_negative": 1.0}),
         ("x = 1.5, so \\boxed{1.5}", "1.5", {"result_not_integer": 1.0}),
         ("\\boxed{3} or \\boxed{4}", "4", {"several_boxed": 1.0}),
+        (
+            "\\boxed{\\{2, -1-i, f(1, 2)\\}}",
+            "\\{2, -1-i, f(1, 2)\\}",
+            {"result_parts": math.log(3)},
+        ),
     ],
     ids=[
         "boxed",
@@ -45,6 +50,7 @@ def view(text: str, answer: str | None, **kw: object) -> AnswerView:
         "negative",
         "not-integer",
         "several-boxed",
+        "several-parts",
     ],
 )
 def test_signals_of_an_answer(text: str, answer: str | None, expected: dict[str, float]) -> None:

@@ -1,15 +1,16 @@
 from __future__ import annotations
 
 import json
-import statistics
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from policies.auto import AutoPolicy
 from policies.features import FEATURE_NAMES, extract_features
 from policies.modes import ThinkingMode
-from policies.router import RouterModel, RouterThresholds
+from policies.router import RouterModel, RouterThresholds, RouteVerdict
 from tts_orchestrator.exceptions import ConfigError, RequestError
 from tts_orchestrator.modes import (
     DecisionStage,
@@ -247,15 +248,18 @@ def test_router_model_errors_are_config_errors(tmp_path: Path) -> None:
         ModeResolver(ModesConfig(router_model=str(tmp_path / "missing.json")))
 
 
-def test_the_shipped_proxy_router_scores_harder_levels_higher() -> None:
+def test_the_shipped_router_is_the_stage1_of_the_shipped_auto_policy() -> None:
+    """router-default.json is auto-default.json's stage 1 (fitted on the GSM8K fast / slow
+    pair), with everything below its slow cut left to stage 3 (probed)."""
     model = load_router(None)
-    assert model.feature_names == FEATURE_NAMES and model.trained_on == 500
+    auto = AutoPolicy.model_validate_json(
+        resources.files("policies.data").joinpath("auto-default.json").read_text("utf-8")
+    )
+    assert model.feature_names == FEATURE_NAMES and model.trained_on == auto.trained_on == 388
+    assert model.weights == auto.stage1.weights and model.bias == auto.stage1.bias
+    assert model.thresholds.fast_below == 0.0
+    assert model.thresholds.slow_at_or_above == pytest.approx(auto.start_deepest_at)
     rows = [json.loads(line) for line in MATH500.read_text(encoding="utf-8").splitlines()]
-    mean = {
-        level: statistics.fmean(
-            model.score(extract_features(r["problem"])) for r in rows if r["level"] == level
-        )
-        for level in (1, 3, 5)
-    }
-    assert mean[1] < mean[3] < mean[5]
+    verdicts = {model.verdict(model.score(extract_features(r["problem"]))) for r in rows[:50]}
+    assert verdicts <= {RouteVerdict.UNCERTAIN, RouteVerdict.SLOW}
     assert ModeResolver().router == model
