@@ -12,10 +12,10 @@ to stay fast or escalate to slow thinking (stage 3).
 The thinking budget of slow thinking: ``tts.thinking_budget`` > the effort level's budget >
 ``modes.slow_thinking_budget``. Fast mode has none.
 
-The shipped stage-1 model, ``policies/data/router-default.json``, is a PROXY: it was fitted on
-the 500 MATH-500 problems labelled by difficulty (levels 4-5 "need slow thinking"), not on
-measured fast / slow outcomes (see ``policies/data/README.md``). Replace it with
-``tts-orchestrator router fit --logs ...`` once eval logs of both modes exist.
+The shipped stage-1 model, ``policies/data/router-default.json``, is the stage 1 of the auto
+policy fitted on recorded GSM8K answers of Qwen2.5-32B-Instruct (fast) and QwQ-32B (slow): slow
+from its cut, every other ``auto`` request probed (see ``policies/data/README.md``). Refit it
+for your model with ``tts-orchestrator router fit --logs ...`` or ``--pair ...``.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class ModesConfig(BaseModel):
         default_factory=EffortPolicy, description="reasoning_effort → mode and thinking budget."
     )
     router_model: str | None = Field(
-        None, description="Stage-1 router JSON (`router fit`); unset: the shipped proxy model."
+        None, description="Stage-1 router JSON (`router fit`); unset: the shipped model."
     )
     on_uncertain: UncertainAction = Field(
         UncertainAction.PROBE, description="auto, when stage 1 is uncertain."
@@ -135,7 +135,7 @@ def splitter_family(plan: ModePlan) -> ModelFamily:
 
 
 def load_router(path: str | Path | None) -> RouterModel:
-    """The stage-1 model at ``path``, or the shipped proxy model; ConfigError when unreadable."""
+    """The stage-1 model at ``path``, or the shipped model; ConfigError when unreadable."""
     try:
         if path is None:
             text = resources.files("policies.data").joinpath(DEFAULT_ROUTER).read_text("utf-8")

@@ -1,13 +1,13 @@
-"""`tts-orchestrator router fit | fit-levels | decide`: the fast / slow router on the command line.
+"""`tts-orchestrator router fit | fit-levels | evaluate | decide`: the fast / slow router.
 
 ``fit`` learns the stage-1 model from eval runs (the JSONL files `evals` writes, each next to its
 ``.meta.json``): runs in fast mode and in slow mode over the same problems are paired, and a
 problem *needs slow thinking* when its slow samples solved it (majority) and its fast ones did
-not. ``fit-levels`` fits the proxy model shipped with the service from a dataset's difficulty
-levels. Both print the accuracy / token trade-off curve on held-out problems.
+not. ``fit-levels`` fits a proxy model from a dataset's difficulty levels (what shipped before
+fast / slow outcomes existed). Both print the accuracy / token trade-off curve on held-out problems.
 
 ``evaluate`` runs auto against always-fast, always-slow and the oracle on recorded answers to the
-same problems (``evals.pairs`` / ``evals.routing``); ``fit --fast/--slow`` fits auto on them. This
+same problems (``evals.pairs`` / ``evals.routing``); ``fit --pair`` fits auto on them. This
 module only wires the commands: the logic lives in ``policies`` and ``evals``.
 """
 
@@ -510,7 +510,7 @@ def fit_levels(
     uncertain_margin: MarginOpt = 0.1,
     l2: L2Opt = 1.0,
 ) -> None:
-    """Fit the PROXY router from difficulty levels (what ships until eval logs exist)."""
+    """Fit a PROXY router from difficulty levels (when no fast / slow outcomes exist)."""
     console = Console()
     try:
         rows = dataset_rows(problems)
@@ -537,7 +537,7 @@ def fit_levels(
 def decide(
     prompt: Annotated[str, typer.Argument(help="The prompt (a user turn) to route.")],
     model: Annotated[
-        Path | None, typer.Option(help="Router model JSON [default: the shipped proxy].")
+        Path | None, typer.Option(help="Router model JSON [default: the shipped one].")
     ] = None,
     family: Annotated[str, typer.Option(help="Model family of the pool.")] = "generic",
     mode: Annotated[
