@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from policies.answer_signals import ANSWER_SIGNAL_NAMES, signal_vector
-from policies.features import FEATURE_NAMES, feature_matrix
+from policies.features import FEATURE_NAMES, extract_features, feature_matrix
 from policies.router import RouterModel, RouterThresholds, fit_logistic
 
 STAGE1_INPUT = "stage1_score"
@@ -81,7 +82,7 @@ class StageDecision(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    stage: str = Field(description="`stage1` or `stage3`.")
+    stage: Literal["stage1", "stage3"]
     level: int = Field(description="The level that answers next, or the one kept.")
     stop: bool = Field(description="True: return the answer of `level`.")
     score: float
@@ -139,15 +140,17 @@ class AutoPolicy(BaseModel):
     def deepest(self) -> int:
         return len(self.levels) - 1
 
-    def start(self, problem: str) -> StageDecision:
+    def start(self, problem: str, *, top_k: int = 3) -> StageDecision:
         """Stage 1: the level that answers first."""
-        decision = self.stage1.decide(problem)
-        p = float(decision.score or 0.0)
-        deepest = p >= self.start_deepest_at
-        level = self.deepest if deepest else 0
+        features = extract_features(problem)
+        p = self.stage1.score(features)
+        level = self.deepest if p >= self.start_deepest_at else 0
+        ranked = sorted(self.stage1.contributions(features).items(), key=lambda kv: -abs(kv[1]))
+        pushes = ", ".join(f"{name} {value:+.2f}" for name, value in ranked[:top_k])
         reason = (
-            f"stage 1: P(needs slow)={p:.2f} (deepest from {self.start_deepest_at:.2f}) → "
-            f"{self.levels[level]}" + decision.reason.partition("→")[2].partition(";")[2]
+            f"stage 1: P(fast answer wrong)={p:.2f} (straight to {self.levels[-1]} from "
+            f"{self.start_deepest_at:.2f}) → start at {self.levels[level]}; "
+            f"top contributions: {pushes}"
         )
         return StageDecision(stage="stage1", level=level, stop=False, score=p, reason=reason)
 
