@@ -28,13 +28,17 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from policies.answer_signals import AnswerView, answer_signals
+from policies.auto import AutoPolicy
 from policies.modes import EffortPolicy, ReasoningEffort, ThinkingMode
 from policies.router import RouterModel, RouteVerdict, probe_decision
 from policies.switches import ModePlan, SwitchTable
 from tts_orchestrator.exceptions import ConfigError, RequestError
+from verifiers.answers import extract_final_answer
 from verifiers.families import ModelFamily, get_family
 
 DEFAULT_ROUTER = "router-default.json"
+DEFAULT_AUTO = "auto-default.json"
 
 
 class RunMode(StrEnum):
@@ -66,6 +70,13 @@ class UncertainAction(StrEnum):
     FAST = "fast"
 
 
+class ProbeCheck(StrEnum):
+    """How stage 3 judges a probe."""
+
+    AGREEMENT = "agreement"  # k fast samples must agree
+    ANSWER_SIGNALS = "answer_signals"  # the first sample's own signals (policies.auto)
+
+
 class ModesConfig(BaseModel):
     """Thinking modes: defaults, the effort table, the auto router and its probes."""
 
@@ -95,6 +106,18 @@ class ModesConfig(BaseModel):
     probe_max_tokens: int = Field(512, ge=1, description="Token cap of each probe sample.")
     probe_min_agreement: float = Field(
         1.0, gt=0.0, le=1.0, description="Share of probes that must agree to stay fast."
+    )
+    probe_check: ProbeCheck = Field(
+        ProbeCheck.AGREEMENT,
+        description="Stage 3: `agreement` of the k probes, or `answer_signals`: the first "
+        "probe's answer judged by the auto policy's check (hedges, self-corrections, boxed "
+        "result, length...; measured by `router evaluate`, docs/benchmarks.md). Use "
+        "probe_samples: 1 with it.",
+    )
+    auto_policy: str | None = Field(
+        None,
+        description="Auto policy JSON (`router fit --pair`) for probe_check answer_signals; "
+        "unset: the shipped policies/data/auto-default.json.",
     )
 
 
@@ -134,6 +157,18 @@ def splitter_family(plan: ModePlan) -> ModelFamily:
     return family.model_copy(update={"starts_in_thinking": plan.output_starts_in_thinking})
 
 
+def load_auto_policy(path: str | Path | None) -> AutoPolicy:
+    """The auto policy at ``path``, or the shipped one; ConfigError when unreadable."""
+    try:
+        if path is None:
+            text = resources.files("policies.data").joinpath(DEFAULT_AUTO).read_text("utf-8")
+        else:
+            text = Path(path).read_text("utf-8")
+        return AutoPolicy.model_validate_json(text)
+    except (OSError, ValidationError, ValueError) as exc:
+        raise ConfigError(f"cannot load the auto policy {path or DEFAULT_AUTO}: {exc}") from exc
+
+
 def load_router(path: str | Path | None) -> RouterModel:
     """The stage-1 model at ``path``, or the shipped model; ConfigError when unreadable."""
     try:
@@ -157,6 +192,11 @@ class ModeResolver:
     ) -> None:
         self.config = config or ModesConfig()
         self.router = router if router is not None else load_router(self.config.router_model)
+        self.auto_policy = (
+            load_auto_policy(self.config.auto_policy)
+            if self.config.probe_check is ProbeCheck.ANSWER_SIGNALS
+            else None
+        )
         self.switches = switches or SwitchTable()
 
     def check_family(self, family: str) -> None:
@@ -314,8 +354,13 @@ class ModeResolver:
         equivalent: Callable[[str, str], bool] | None = None,
         confidences: Sequence[float] | None = None,
         min_confidence: float = 0.0,
+        texts: Sequence[str] = (),
+        problem: str = "",
     ) -> ModeChoice:
-        """Stage 3: stay fast when the probes' answers agree, else escalate to slow."""
+        """Stage 3: stay fast when the probes' answers agree (or, with ``answer_signals``, when
+        the first probe's ``texts`` look settled for ``problem``), else escalate to slow."""
+        if self.auto_policy is not None and texts:
+            return self._answer_check(choice, problem=problem, text=texts[0])
         verdict = probe_decision(
             answers,
             equivalent=equivalent,
@@ -330,6 +375,21 @@ class ModeResolver:
                 "stage": DecisionStage.PROBE,
                 "reason": f"{choice.reason}; {verdict.reason}",
                 "thinking_budget": choice.thinking_budget if verdict.escalate else None,
+            }
+        )
+
+    def _answer_check(self, choice: ModeChoice, *, problem: str, text: str) -> ModeChoice:
+        assert self.auto_policy is not None
+        view = AnswerView(problem=problem, text=text, answer=extract_final_answer(text))
+        stage1 = self.auto_policy.start(problem).score
+        step = self.auto_policy.after_answer(0, answer_signals(view), stage1)
+        escalate = not step.stop
+        return choice.model_copy(
+            update={
+                "mode": RunMode.SLOW if escalate else RunMode.FAST,
+                "stage": DecisionStage.PROBE,
+                "reason": f"{choice.reason}; {step.reason}",
+                "thinking_budget": choice.thinking_budget if escalate else None,
             }
         )
 

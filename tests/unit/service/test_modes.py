@@ -16,6 +16,7 @@ from tts_orchestrator.modes import (
     DecisionStage,
     ModeResolver,
     ModesConfig,
+    ProbeCheck,
     RunMode,
     UncertainAction,
     load_router,
@@ -201,6 +202,41 @@ def test_probe_agreement_threshold_comes_from_config() -> None:
     r = resolver(probe_min_agreement=0.6)
     choice = r.decide(GENERIC, prompt_text="Hello there", mode=ThinkingMode.AUTO)
     assert r.after_probe(choice, ["4", "5", "4"]).mode is RunMode.FAST
+
+
+GSM = "Terry eats 2 yogurts a day. They are 4 for $5.00. How much does he spend over 30 days?"
+
+
+@pytest.mark.parametrize(
+    ("text", "mode"),
+    [
+        (
+            "He eats 2 × 30 = 60 yogurts.\nThat is 60 / 4 = 15 packs at $5.00 each.\n"
+            "So he spends \\(\\boxed{75}\\) dollars.",
+            RunMode.FAST,
+        ),
+        ("Therefore, Terry spends $75.00 on yogurt over 30 days.", RunMode.SLOW),
+    ],
+    ids=["settled", "ambiguous-last-line"],
+)
+def test_the_answer_signals_check_judges_the_first_probe(text: str, mode: RunMode) -> None:
+    r = ModeResolver(ModesConfig(probe_check=ProbeCheck.ANSWER_SIGNALS, slow_thinking_budget=900))
+    choice = r.decide(GENERIC, prompt_text=GSM, mode=ThinkingMode.AUTO)
+    # one probe with no vote: agreement alone would escalate; the answer check decides
+    after = r.after_probe(choice, [None], texts=[text], problem=GSM)
+    assert after.mode is mode and after.stage is DecisionStage.PROBE
+    assert "stage 3 (level 0): P(answer wrong)=" in after.reason
+    assert after.thinking_budget == (900 if mode is RunMode.SLOW else None)
+
+
+def test_the_answer_check_needs_a_readable_policy(tmp_path: Path) -> None:
+    assert ModeResolver().auto_policy is None  # the default check is agreement
+    with pytest.raises(ConfigError, match="cannot load the auto policy"):
+        ModeResolver(
+            ModesConfig(
+                probe_check=ProbeCheck.ANSWER_SIGNALS, auto_policy=str(tmp_path / "none.json")
+            )
+        )
 
 
 def test_a_raw_prompt_is_decided_but_not_switched() -> None:
