@@ -17,6 +17,13 @@ class UncertainAction(StrEnum):
     FAST = "fast"
 
 
+class ProbeCheck(StrEnum):
+    """How stage 3 judges a probe."""
+
+    AGREEMENT = "agreement"  # k fast samples must agree
+    ANSWER_SIGNALS = "answer_signals"  # the first sample's own signals (policies.auto)
+
+
 class ModesConfig(BaseModel):
     """Thinking modes: defaults, the effort table, the auto router and its probes."""
 
@@ -34,7 +41,7 @@ class ModesConfig(BaseModel):
         default_factory=EffortPolicy, description="reasoning_effort → mode and thinking budget."
     )
     router_model: str | None = Field(
-        None, description="Stage-1 router JSON (`router fit`); unset: the shipped proxy model."
+        None, description="Stage-1 router JSON (`router fit`); unset: the shipped model."
     )
     on_uncertain: UncertainAction = Field(
         UncertainAction.PROBE, description="auto, when stage 1 is uncertain."
@@ -46,4 +53,16 @@ class ModesConfig(BaseModel):
     probe_max_tokens: int = Field(512, ge=1, description="Token cap of each probe sample.")
     probe_min_agreement: float = Field(
         1.0, gt=0.0, le=1.0, description="Share of probes that must agree to stay fast."
+    )
+    probe_check: ProbeCheck = Field(
+        ProbeCheck.AGREEMENT,
+        description="Stage 3: `agreement` of the k probes, or `answer_signals`: the first "
+        "probe's answer judged by the auto policy's check (hedges, self-corrections, boxed "
+        "result, length...; measured by `router evaluate`, docs/benchmarks.md). Use "
+        "probe_samples: 1 with it.",
+    )
+    auto_policy: str | None = Field(
+        None,
+        description="Auto policy JSON (`router fit --pair`) for probe_check answer_signals; "
+        "unset: the shipped policies/data/auto-default.json.",
     )

@@ -1,19 +1,21 @@
-"""`tts-orchestrator router fit | fit-levels | decide`: the fast / slow router on the command line.
+"""`tts-orchestrator router fit | fit-levels | evaluate | decide`: the fast / slow router.
 
 ``fit`` learns the stage-1 model from eval runs (the JSONL files `evals` writes, each next to its
 ``.meta.json``): runs in fast mode and in slow mode over the same problems are paired, and a
 problem *needs slow thinking* when its slow samples solved it (majority) and its fast ones did
-not. ``fit-levels`` fits the proxy model shipped with the service from a dataset's difficulty
-levels. Both print the accuracy / token trade-off curve on held-out problems.
+not. ``fit-levels`` fits a proxy model from a dataset's difficulty levels (what shipped before
+fast / slow outcomes existed). Both print the accuracy / token trade-off curve on held-out problems.
 
-The eval files are read as data: this module does not import ``evals`` (which depends on the
-service, not the other way round); the records' fields are the ones ``evals.records`` writes.
+``evaluate`` runs auto against always-fast, always-slow and the oracle on recorded answers to the
+same problems (``evals.pairs`` / ``evals.routing``); ``fit --pair`` fits auto on them. This
+module only wires the commands: the logic lives in ``policies`` and ``evals``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
@@ -21,15 +23,21 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.table import Table
 
+from evals.pairs import TOKENS_NOTE, Ladder, PairDataError, load_ladder
+from evals.records import RunStore, SampleRecord
+from evals.routing import arm_rows, fit_on_ladders, verdict_line
+from evals.routing import evaluate as evaluate_ladder
+from policies.auto import AutoPolicy
 from policies.features import extract_features
 from policies.modes import EffortPolicy, ThinkingMode
 from policies.router import (
     RouterExample,
     RouterModel,
+    RouterThresholds,
     TradeoffReport,
     fit_router,
     tradeoff_report,
@@ -49,22 +57,9 @@ class RouterDataError(ValueError):
     """Eval logs or problem files that cannot be turned into router examples."""
 
 
-class _Sample(BaseModel):
-    """The fields of an eval record (``evals.records.SampleRecord``) the router needs."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    problem_id: str
-    sample_index: int = 0
-    correct: bool = False
-    thinking_tokens: int | None = None
-    answer_tokens: int | None = None
-    error: str | None = None
-    tts: dict[str, Any] | None = None
-
-    @property
-    def tokens(self) -> int:
-        return (self.thinking_tokens or 0) + (self.answer_tokens or 0)
+def sample_tokens(sample: SampleRecord) -> int:
+    """Thinking + answer tokens of one eval sample."""
+    return (sample.thinking_tokens or 0) + (sample.answer_tokens or 0)
 
 
 class EvalRun(BaseModel):
@@ -73,7 +68,7 @@ class EvalRun(BaseModel):
     path: Path
     mode: ThinkingMode
     dataset: str | None = Field(description="The run's dataset (name or JSONL path).")
-    samples: list[_Sample]
+    samples: list[SampleRecord]
 
 
 def _meta_path(run: Path) -> Path:
@@ -114,21 +109,9 @@ def load_run(path: Path, *, mode: ThinkingMode | None = None) -> EvalRun:
             mode = mode_of_config(config)
         except (RouterDataError, ValueError) as exc:
             raise RouterDataError(f"{path}: {exc}") from exc
-    samples = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise RouterDataError(f"cannot read {path}: {exc}") from exc
-    latest: dict[tuple[str, int], _Sample] = {}
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            sample = _Sample.model_validate_json(line)
-        except ValidationError:
-            continue  # a line torn by a killed run, as evals.records skips it
-        latest[(sample.problem_id, sample.sample_index)] = sample
-    samples = [s for s in latest.values() if s.error is None]
+    if not path.exists():
+        raise RouterDataError(f"cannot read {path}: no such file")
+    samples = [s for s in RunStore(path).load() if s.error is None]
     return EvalRun(path=path, mode=mode, dataset=config.get("dataset"), samples=samples)
 
 
@@ -165,7 +148,9 @@ def examples_from_runs(
     A problem counts as solved in a mode when at least half its samples were correct; its
     tokens are the mean over its samples. Problems seen in one mode only are skipped.
     """
-    by_mode: dict[ThinkingMode, dict[str, list[_Sample]]] = defaultdict(lambda: defaultdict(list))
+    by_mode: dict[ThinkingMode, dict[str, list[SampleRecord]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
     for run in runs:
         for sample in run.samples:
             by_mode[run.mode][sample.problem_id].append(sample)
@@ -177,11 +162,11 @@ def examples_from_runs(
     if missing:
         raise RouterDataError(f"{len(missing)} problems have no text, e.g. {missing[0]!r}")
 
-    def solved(samples: list[_Sample]) -> bool:
+    def solved(samples: list[SampleRecord]) -> bool:
         return 2 * sum(s.correct for s in samples) >= len(samples)
 
-    def tokens(samples: list[_Sample]) -> float:
-        return sum(s.tokens for s in samples) / len(samples)
+    def tokens(samples: list[SampleRecord]) -> float:
+        return sum(sample_tokens(s) for s in samples) / len(samples)
 
     examples = [
         RouterExample(
@@ -347,25 +332,113 @@ MarginOpt = Annotated[
 L2Opt = Annotated[float, typer.Option(min=0.0, help="L2 penalty of the logistic fit.")]
 
 
+def _ladder(console: Console, fast: Path, slow: Sequence[Path]) -> Ladder:
+    ladder = load_ladder(fast, slow)
+    if ladder.dropped:
+        console.print(f"[yellow]{ladder.dropped} problems are not in every file: left out[/yellow]")
+    return ladder
+
+
+@router_app.command()
+def evaluate(
+    fast: Annotated[Path, typer.Option("--fast", help="Recorded fast answers (mip_* JSONL).")],
+    slow: Annotated[
+        list[Path],
+        typer.Option(help="Recorded thinker answers, cheapest first; the last is always-slow."),
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Option(help="A fitted auto policy (`router fit --fast`); unset: cross-validate."),
+    ] = None,
+    folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds, by problem.")] = 5,
+    max_accuracy_drop: DropOpt = 0.005,
+    l2: L2Opt = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Auto vs always-fast, always-slow and the oracle on recorded answers to the same problems."""
+    console = Console()
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    try:
+        ladder = _ladder(console, fast, slow)
+        policy = AutoPolicy.model_validate_json(model.read_text("utf-8")) if model else None
+        report = evaluate_ladder(
+            ladder,
+            policy=policy,
+            folds=folds,
+            max_accuracy_drop=max_accuracy_drop,
+            l2=l2,
+            tokens_note=TOKENS_NOTE,
+        )
+    except (PairDataError, ValueError, OSError) as exc:
+        raise _fail(console, str(exc)) from None
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    how = f"{report.folds}-fold cross-validated by problem" if report.cross_validated else "given"
+    table = Table(title=f"{report.problems} problems; auto {how}; {report.tokens_note}")
+    for name in ("arm", "accuracy", "mean tokens", "tokens vs slow"):
+        table.add_column(name, justify="left" if name == "arm" else "right")
+    for row in arm_rows(report):
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"decisions: {report.decisions.model_dump()}")
+    console.print(verdict_line(report))
+
+
 @router_app.command()
 def fit(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the fitted model JSON.")],
     logs: Annotated[
-        list[Path], typer.Option("--logs", help="Eval run JSONL files (fast and slow runs).")
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Where to write the router model JSON.")],
+        list[Path] | None,
+        typer.Option("--logs", help="Eval run JSONL files (fast and slow runs)."),
+    ] = None,
+    pair: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pair",
+            help="Recorded answers FAST,SLOW[,SLOW2…] (cheapest first), one set of problems "
+            "each; repeat for more sets. Fits auto (stage 1 + answer checks) on all of them.",
+        ),
+    ] = None,
+    stage1_out: Annotated[
+        Path | None,
+        typer.Option(help="With --pair: also write the service's stage-1 model (router JSON)."),
+    ] = None,
     problems: Annotated[
         str | None,
         typer.Option(help="Problems JSONL or packaged dataset [default: the runs' dataset]."),
     ] = None,
     holdout: HoldoutOpt = 0.2,
-    max_accuracy_drop: DropOpt = 0.02,
+    max_accuracy_drop: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Accuracy below all-slow routing may cost [default: 0.02 for --logs, "
+            "0.005 on the inner folds for --pair].",
+        ),
+    ] = None,
     uncertain_margin: MarginOpt = 0.1,
+    folds: Annotated[int, typer.Option(min=2, help="With --pair: inner folds.")] = 5,
     l2: L2Opt = 1.0,
 ) -> None:
-    """Learn the stage-1 router and its thresholds from fast and slow eval runs."""
+    """Learn the router from eval runs (--logs: stage 1) or recorded pairs (--pair: auto)."""
     console = Console()
+    if (logs is None) == (pair is None):
+        raise _fail(console, "pass either --logs (eval runs) or --pair (recorded answers)")
+    if pair is not None:
+        _fit_pairs(
+            console,
+            pair,
+            out=out,
+            stage1_out=stage1_out,
+            folds=folds,
+            max_accuracy_drop=0.005 if max_accuracy_drop is None else max_accuracy_drop,
+            l2=l2,
+        )
+        return
     try:
-        runs = [load_run(path) for path in logs]
+        runs = [load_run(path) for path in logs or []]
         source = problems or next((r.dataset for r in runs if r.dataset), None)
         if source is None:
             raise RouterDataError("the runs name no dataset; pass --problems")
@@ -375,7 +448,7 @@ def fit(
             ids,
             holdout=holdout,
             l2=l2,
-            max_accuracy_drop=max_accuracy_drop,
+            max_accuracy_drop=0.02 if max_accuracy_drop is None else max_accuracy_drop,
             uncertain_margin=uncertain_margin,
         )
     except (RouterDataError, ValueError) as exc:
@@ -385,6 +458,43 @@ def fit(
     _print_fit(console, result)
     result.model.save(out)
     console.print(f"saved {out}")
+
+
+def _fit_pairs(
+    console: Console,
+    pairs: Sequence[str],
+    *,
+    out: Path,
+    stage1_out: Path | None,
+    folds: int,
+    max_accuracy_drop: float,
+    l2: float,
+) -> None:
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    try:
+        ladders = []
+        for spec in pairs:
+            fast, *slow = [Path(part) for part in spec.split(",") if part]
+            ladders.append(_ladder(console, fast, slow))
+        policy = fit_on_ladders(ladders, folds=folds, max_accuracy_drop=max_accuracy_drop, l2=l2)
+    except (PairDataError, ValueError) as exc:
+        raise _fail(console, str(exc)) from None
+    out.write_text(policy.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    checks = ", ".join(f"{c.escalate_at:.3f}" for c in policy.checks)
+    console.print(
+        f"auto fitted on {policy.trained_on} problems ({' → '.join(policy.levels)}): straight to "
+        f"the deepest from stage-1 P={policy.start_deepest_at:.3f}; escalate from P(wrong)="
+        f"{checks} (thresholds on {folds} inner folds); saved {out}"
+    )
+    if stage1_out is not None:
+        # The service's stage 1: the deepest from the fitted cut, every other request probed
+        # (its stage 3 checks cheap answers before keeping them).
+        cut = min(policy.start_deepest_at, 1.0)
+        stage1 = policy.stage1.model_copy(
+            update={"thresholds": RouterThresholds(fast_below=0.0, slow_at_or_above=cut)}
+        )
+        stage1.save(stage1_out)
+        console.print(f"saved the service's stage-1 model {stage1_out}")
 
 
 @router_app.command("fit-levels")
@@ -401,7 +511,7 @@ def fit_levels(
     uncertain_margin: MarginOpt = 0.1,
     l2: L2Opt = 1.0,
 ) -> None:
-    """Fit the PROXY router from difficulty levels (what ships until eval logs exist)."""
+    """Fit a PROXY router from difficulty levels (when no fast / slow outcomes exist)."""
     console = Console()
     try:
         rows = dataset_rows(problems)
@@ -428,7 +538,7 @@ def fit_levels(
 def decide(
     prompt: Annotated[str, typer.Argument(help="The prompt (a user turn) to route.")],
     model: Annotated[
-        Path | None, typer.Option(help="Router model JSON [default: the shipped proxy].")
+        Path | None, typer.Option(help="Router model JSON [default: the shipped one].")
     ] = None,
     family: Annotated[str, typer.Option(help="Model family of the pool.")] = "generic",
     mode: Annotated[

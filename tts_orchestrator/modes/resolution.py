@@ -12,10 +12,10 @@ to stay fast or escalate to slow thinking (stage 3).
 The thinking budget of slow thinking: ``tts.thinking_budget`` > the effort level's budget >
 ``modes.slow_thinking_budget``. Fast mode has none.
 
-The shipped stage-1 model, ``policies/data/router-default.json``, is a PROXY: it was fitted on
-the 500 MATH-500 problems labelled by difficulty (levels 4-5 "need slow thinking"), not on
-measured fast / slow outcomes (see ``policies/data/README.md``). Replace it with
-``tts-orchestrator router fit --logs ...`` once eval logs of both modes exist.
+The shipped stage-1 model, ``policies/data/router-default.json``, is the stage 1 of the auto
+policy fitted on recorded GSM8K answers of Qwen2.5-32B-Instruct (fast) and QwQ-32B (slow): slow
+from its cut, every other ``auto`` request probed (see ``policies/data/README.md``). Refit it
+for your model with ``tts-orchestrator router fit --logs ...`` or ``--pair ...``.
 """
 
 from __future__ import annotations
@@ -28,14 +28,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from policies.answer_signals import AnswerView, answer_signals
+from policies.auto import AutoPolicy
 from policies.modes import ReasoningEffort, ThinkingMode
 from policies.router import RouterModel, RouteVerdict, probe_decision
 from policies.switches import ModePlan, SwitchTable
-from tts_orchestrator.config.modes import ModesConfig
+from tts_orchestrator.config.modes import ModesConfig, ProbeCheck
 from tts_orchestrator.exceptions import ConfigError, RequestError
+from verifiers.answers import extract_final_answer
 from verifiers.families import ModelFamily, get_family
 
 DEFAULT_ROUTER = "router-default.json"
+DEFAULT_AUTO = "auto-default.json"
 
 
 class RunMode(StrEnum):
@@ -95,8 +99,20 @@ def splitter_family(plan: ModePlan) -> ModelFamily:
     return family.model_copy(update={"starts_in_thinking": plan.output_starts_in_thinking})
 
 
+def load_auto_policy(path: str | Path | None) -> AutoPolicy:
+    """The auto policy at ``path``, or the shipped one; ConfigError when unreadable."""
+    try:
+        if path is None:
+            text = resources.files("policies.data").joinpath(DEFAULT_AUTO).read_text("utf-8")
+        else:
+            text = Path(path).read_text("utf-8")
+        return AutoPolicy.model_validate_json(text)
+    except (OSError, ValidationError, ValueError) as exc:
+        raise ConfigError(f"cannot load the auto policy {path or DEFAULT_AUTO}: {exc}") from exc
+
+
 def load_router(path: str | Path | None) -> RouterModel:
-    """The stage-1 model at ``path``, or the shipped proxy model; ConfigError when unreadable."""
+    """The stage-1 model at ``path``, or the shipped model; ConfigError when unreadable."""
     try:
         if path is None:
             text = resources.files("policies.data").joinpath(DEFAULT_ROUTER).read_text("utf-8")
@@ -118,6 +134,11 @@ class ModeResolver:
     ) -> None:
         self.config = config or ModesConfig()
         self.router = router if router is not None else load_router(self.config.router_model)
+        self.auto_policy = (
+            load_auto_policy(self.config.auto_policy)
+            if self.config.probe_check is ProbeCheck.ANSWER_SIGNALS
+            else None
+        )
         self.switches = switches or SwitchTable()
 
     def check_family(self, family: str) -> None:
@@ -275,8 +296,13 @@ class ModeResolver:
         equivalent: Callable[[str, str], bool] | None = None,
         confidences: Sequence[float] | None = None,
         min_confidence: float = 0.0,
+        texts: Sequence[str] = (),
+        problem: str = "",
     ) -> ModeChoice:
-        """Stage 3: stay fast when the probes' answers agree, else escalate to slow."""
+        """Stage 3: stay fast when the probes' answers agree (or, with ``answer_signals``, when
+        the first probe's ``texts`` look settled for ``problem``), else escalate to slow."""
+        if self.auto_policy is not None and texts:
+            return self._answer_check(choice, problem=problem, text=texts[0])
         verdict = probe_decision(
             answers,
             equivalent=equivalent,
@@ -291,6 +317,21 @@ class ModeResolver:
                 "stage": DecisionStage.PROBE,
                 "reason": f"{choice.reason}; {verdict.reason}",
                 "thinking_budget": choice.thinking_budget if verdict.escalate else None,
+            }
+        )
+
+    def _answer_check(self, choice: ModeChoice, *, problem: str, text: str) -> ModeChoice:
+        assert self.auto_policy is not None
+        view = AnswerView(problem=problem, text=text, answer=extract_final_answer(text))
+        stage1 = self.auto_policy.start(problem).score
+        step = self.auto_policy.after_answer(0, answer_signals(view), stage1)
+        escalate = not step.stop
+        return choice.model_copy(
+            update={
+                "mode": RunMode.SLOW if escalate else RunMode.FAST,
+                "stage": DecisionStage.PROBE,
+                "reason": f"{choice.reason}; {step.reason}",
+                "thinking_budget": choice.thinking_budget if escalate else None,
             }
         )
 

@@ -390,7 +390,8 @@ class Orchestrator:
             return
         held = [e async for e in self._generate(p, phase.job, phase.presenter)]
         answers = probe_answers(phase.presenter.vote_detail(), p.n_branches)
-        p.mode = self.modes.after_probe(p.mode, answers)
+        texts = [b.text()[1] for b in phase.presenter.branches]
+        p.mode = self.modes.after_probe(p.mode, answers, texts=texts, problem=p.problem)
         self._count_mode(p.mode)
         if p.mode.mode is RunMode.FAST:
             # The probes' vote is the answer; their live text was a sample's, not reasoning.

@@ -1,16 +1,17 @@
 from __future__ import annotations
 
 import json
-import statistics
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from policies.auto import AutoPolicy
 from policies.features import FEATURE_NAMES, extract_features
 from policies.modes import ThinkingMode
-from policies.router import RouterModel, RouterThresholds
-from tts_orchestrator.config.modes import ModesConfig, UncertainAction
+from policies.router import RouterModel, RouterThresholds, RouteVerdict
+from tts_orchestrator.config.modes import ModesConfig, ProbeCheck, UncertainAction
 from tts_orchestrator.exceptions import ConfigError, RequestError
 from tts_orchestrator.modes.resolution import (
     DecisionStage,
@@ -201,6 +202,41 @@ def test_probe_agreement_threshold_comes_from_config() -> None:
     assert r.after_probe(choice, ["4", "5", "4"]).mode is RunMode.FAST
 
 
+GSM = "Terry eats 2 yogurts a day. They are 4 for $5.00. How much does he spend over 30 days?"
+
+
+@pytest.mark.parametrize(
+    ("text", "mode"),
+    [
+        (
+            "He eats 2 × 30 = 60 yogurts.\nThat is 60 / 4 = 15 packs at $5.00 each.\n"
+            "So he spends \\(\\boxed{75}\\) dollars.",
+            RunMode.FAST,
+        ),
+        ("Therefore, Terry spends $75.00 on yogurt over 30 days.", RunMode.SLOW),
+    ],
+    ids=["settled", "ambiguous-last-line"],
+)
+def test_the_answer_signals_check_judges_the_first_probe(text: str, mode: RunMode) -> None:
+    r = ModeResolver(ModesConfig(probe_check=ProbeCheck.ANSWER_SIGNALS, slow_thinking_budget=900))
+    choice = r.decide(GENERIC, prompt_text=GSM, mode=ThinkingMode.AUTO)
+    # one probe with no vote: agreement alone would escalate; the answer check decides
+    after = r.after_probe(choice, [None], texts=[text], problem=GSM)
+    assert after.mode is mode and after.stage is DecisionStage.PROBE
+    assert "stage 3 (level 0): P(answer wrong)=" in after.reason
+    assert after.thinking_budget == (900 if mode is RunMode.SLOW else None)
+
+
+def test_the_answer_check_needs_a_readable_policy(tmp_path: Path) -> None:
+    assert ModeResolver().auto_policy is None  # the default check is agreement
+    with pytest.raises(ConfigError, match="cannot load the auto policy"):
+        ModeResolver(
+            ModesConfig(
+                probe_check=ProbeCheck.ANSWER_SIGNALS, auto_policy=str(tmp_path / "none.json")
+            )
+        )
+
+
 def test_a_raw_prompt_is_decided_but_not_switched() -> None:
     resolution = resolver().resolve(QWEN3, messages=None, prompt_text="hi", mode=ThinkingMode.FAST)
     assert resolution.plan is None and resolution.choice.mode is RunMode.FAST
@@ -246,15 +282,18 @@ def test_router_model_errors_are_config_errors(tmp_path: Path) -> None:
         ModeResolver(ModesConfig(router_model=str(tmp_path / "missing.json")))
 
 
-def test_the_shipped_proxy_router_scores_harder_levels_higher() -> None:
+def test_the_shipped_router_is_the_stage1_of_the_shipped_auto_policy() -> None:
+    """router-default.json is auto-default.json's stage 1 (fitted on the GSM8K fast / slow
+    pair), with everything below its slow cut left to stage 3 (probed)."""
     model = load_router(None)
-    assert model.feature_names == FEATURE_NAMES and model.trained_on == 500
+    auto = AutoPolicy.model_validate_json(
+        resources.files("policies.data").joinpath("auto-default.json").read_text("utf-8")
+    )
+    assert model.feature_names == FEATURE_NAMES and model.trained_on == auto.trained_on == 388
+    assert model.weights == auto.stage1.weights and model.bias == auto.stage1.bias
+    assert model.thresholds.fast_below == 0.0
+    assert model.thresholds.slow_at_or_above == pytest.approx(auto.start_deepest_at)
     rows = [json.loads(line) for line in MATH500.read_text(encoding="utf-8").splitlines()]
-    mean = {
-        level: statistics.fmean(
-            model.score(extract_features(r["problem"])) for r in rows if r["level"] == level
-        )
-        for level in (1, 3, 5)
-    }
-    assert mean[1] < mean[3] < mean[5]
+    verdicts = {model.verdict(model.score(extract_features(r["problem"]))) for r in rows[:50]}
+    assert verdicts <= {RouteVerdict.UNCERTAIN, RouteVerdict.SLOW}
     assert ModeResolver().router == model

@@ -16,6 +16,7 @@ from tts_orchestrator.modes.cli import (
     load_run,
     mode_of_config,
     router_app,
+    sample_tokens,
 )
 
 MATH500 = Path(__file__).resolve().parents[3] / "evals" / "data" / "math500.jsonl"
@@ -101,7 +102,7 @@ def test_load_run_keeps_the_latest_successful_record_per_sample(tmp_path: Path) 
         handle.write('{"problem_id": "c", "sample_')  # torn by a kill
     loaded = load_run(run)
     assert loaded.mode is ThinkingMode.SLOW
-    assert [(s.problem_id, s.tokens) for s in loaded.samples] == [("a", 17)]
+    assert [(s.problem_id, sample_tokens(s)) for s in loaded.samples] == [("a", 17)]
 
 
 def test_load_run_needs_a_mode(tmp_path: Path) -> None:

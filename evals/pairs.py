@@ -1,0 +1,178 @@
+"""Recorded fast / slow answers to the same problems, joined by ``problem_id``.
+
+A *ladder* is one problem set answered by several modes, cheapest first: level 0 is the fast
+answer (no thinking), the later levels are thinkers from the shortest to the deepest. The files
+are the ``mip_*`` JSONL traces of ``../shared/traces`` (README there): one record per problem
+with ``problem_id``, ``problem``, ``output``, ``is_correct`` and the thinking markers.
+
+Only :func:`load_ladder` reads files; it is the one place to switch to the shared trace model
+when it lands. What a live service would see of each answer — its visible text, the final answer
+extracted from it, its length — is computed here with the service's own extractor; the records'
+``is_correct`` is kept apart, as the label that grades and trains.
+
+Token counts are a placeholder (:func:`count_tokens`: characters ÷ 3.6, roughly Qwen2.5's
+tokenizer on English math text) until the real tokenizer is available.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from verifiers.answers import extract_final_answer, normalize_answer
+from verifiers.equivalence import verify_pair
+
+CHARS_PER_TOKEN = 3.6
+TOKENS_NOTE = (
+    f"tokens = characters ÷ {CHARS_PER_TOKEN} (placeholder until the Qwen2.5 tokenizer is wired)"
+)
+
+
+def count_tokens(text: str) -> int:
+    """Tokens of a recorded text (placeholder: characters ÷ 3.6)."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+class PairDataError(ValueError):
+    """Pair files that cannot be joined (unreadable, mismatched problems, no overlap)."""
+
+
+class RecordedAnswer(BaseModel):
+    """One mode's recorded answer to a problem: what a service would see, and its label."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    text: str = Field(description="The visible answer (after the thinking).")
+    thinking_chars: int = Field(ge=0)
+    tokens: int = Field(ge=0, description="Tokens of the whole output (thinking included).")
+    answer: str | None = Field(description="The final answer the service extracts.")
+    correct: bool = Field(description="The record's grade: a label, never a decision input.")
+
+
+class LadderProblem(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    problem_id: str
+    problem: str
+    answers: tuple[RecordedAnswer, ...] = Field(description="One per level, cheapest first.")
+
+
+class Ladder(BaseModel):
+    """Problems answered at every level, in ``problem_id`` order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    levels: tuple[str, ...] = Field(description="Model name per level, cheapest first.")
+    files: tuple[str, ...]
+    problems: tuple[LadderProblem, ...]
+    dropped: int = Field(0, description="Problems not present in every file.")
+
+
+_REQUIRED = ("problem_id", "problem", "output", "is_correct")
+
+
+def _read(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise PairDataError(f"cannot read {path}: {exc}") from exc
+    rows: dict[str, dict[str, Any]] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PairDataError(f"{path}:{number}: not JSON ({exc})") from exc
+        missing = [k for k in _REQUIRED if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise PairDataError(f"{path}:{number}: not a pair record, missing {missing}")
+        pid, problem = str(row["problem_id"]), str(row["problem"])
+        if pid in rows:
+            raise PairDataError(f"{path}:{number}: problem_id {pid!r} occurs twice")
+        rows[pid] = row | {"problem": problem}
+    if not rows:
+        raise PairDataError(f"{path}: no records")
+    return rows
+
+
+def _split(row: dict[str, Any]) -> tuple[str, str]:
+    """(thinking, visible answer): the text before / after the first closing marker."""
+    output = str(row["output"])
+    markers = row.get("thinking_delimiters")
+    if not markers:
+        return "", output
+    open_marker, close_marker = str(markers[0]), str(markers[1])
+    at = output.find(close_marker)
+    if at < 0:
+        return output, ""  # cut off while thinking: no answer yet
+    start = len(open_marker) if output.startswith(open_marker) else 0
+    return output[start:at], output[at + len(close_marker) :]
+
+
+def _answer(row: dict[str, Any]) -> RecordedAnswer:
+    thinking, visible = _split(row)
+    return RecordedAnswer(
+        model=str(row.get("model") or "?"),
+        text=visible,
+        thinking_chars=len(thinking),
+        tokens=count_tokens(str(row["output"])),
+        answer=extract_final_answer(visible),
+        correct=row["is_correct"] in (True, "True", "true", 1),
+    )
+
+
+def load_ladder(fast: Path, slow: Sequence[Path]) -> Ladder:
+    """Join the fast file and the thinker files (cheapest first) on ``problem_id``.
+
+    PairDataError naming the files when a problem's text differs between them or when no
+    problem is in all of them.
+    """
+    if not slow:
+        raise PairDataError("need at least one slow file")
+    paths = [fast, *slow]
+    tables = [_read(p) for p in paths]
+    shared = set(tables[0]).intersection(*tables[1:])
+    if not shared:
+        names = ", ".join(str(p) for p in paths)
+        raise PairDataError(f"no problem_id occurs in every file ({names})")
+    for path, table in zip(paths[1:], tables[1:], strict=True):
+        for pid in sorted(shared):
+            if table[pid]["problem"].strip() != tables[0][pid]["problem"].strip():
+                raise PairDataError(
+                    f"problem {pid!r} has a different text in {path} than in {fast}: "
+                    "the files are not answers to the same problems"
+                )
+    problems = tuple(
+        LadderProblem(
+            problem_id=pid,
+            problem=tables[0][pid]["problem"],
+            answers=tuple(_answer(t[pid]) for t in tables),
+        )
+        for pid in sorted(shared)
+    )
+    union = set().union(*tables)
+    return Ladder(
+        levels=tuple(a.model for a in problems[0].answers),
+        files=tuple(str(p) for p in paths),
+        problems=problems,
+        dropped=len(union) - len(shared),
+    )
+
+
+def same_answer(a: str | None, b: str | None) -> bool:
+    """Whether two extracted answers are equivalent (the service's equivalence check)."""
+    if a is None or b is None:
+        return False
+    if normalize_answer(a) == normalize_answer(b):
+        return True
+    try:
+        return verify_pair(a, b)
+    except Exception:  # an unparseable pair is simply not the same answer
+        return False
