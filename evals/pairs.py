@@ -5,37 +5,38 @@ answer (no thinking), the later levels are thinkers from the shortest to the dee
 are the ``mip_*`` JSONL traces of ``../shared/traces`` (README there): one record per problem
 with ``problem_id``, ``problem``, ``output``, ``is_correct`` and the thinking markers.
 
-Only :func:`load_ladder` reads files; it is the one place to switch to the shared trace model
-when it lands. What a live service would see of each answer — its visible text, the final answer
-extracted from it, its length — is computed here with the service's own extractor; the records'
-``is_correct`` is kept apart, as the label that grades and trains.
-
-Token counts are a placeholder (:func:`count_tokens`: characters ÷ 3.6, roughly Qwen2.5's
-tokenizer on English math text) until the real tokenizer is available.
+Each record is read by the shared trace model (:class:`verifiers.traces.Trace`: its own
+thinking delimiters, one fallback rule). What a live service would see of each answer — its
+visible text, the final answer extracted from it, its length in Qwen2.5 tokens (the tokenizer of
+QwQ, R1-Distill-Qwen and Qwen2.5-Instruct alike) — is computed with the service's own extractor;
+the records' ``is_correct`` is kept apart, as the label that grades and trains.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from verifiers.answers import extract_final_answer, normalize_answer
 from verifiers.equivalence import verify_pair
+from verifiers.traces import QWEN25_TOKENIZER, TokenCounter, Trace
 
-CHARS_PER_TOKEN = 3.6
-TOKENS_NOTE = (
-    f"tokens = characters ÷ {CHARS_PER_TOKEN} (placeholder until the Qwen2.5 tokenizer is wired)"
-)
+TOKENS_NOTE = f"tokens counted by {QWEN25_TOKENIZER}"
+
+
+@functools.cache
+def _counter() -> TokenCounter:
+    return TokenCounter.qwen25()
 
 
 def count_tokens(text: str) -> int:
-    """Tokens of a recorded text (placeholder: characters ÷ 3.6)."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
+    """Qwen2.5 tokens of a recorded text."""
+    return _counter().count(text)
 
 
 class PairDataError(ValueError):
@@ -102,29 +103,19 @@ def _read(path: Path) -> dict[str, dict[str, Any]]:
     return rows
 
 
-def _split(row: dict[str, Any]) -> tuple[str, str]:
-    """(thinking, visible answer): the text before / after the first closing marker."""
-    output = str(row["output"])
-    markers = row.get("thinking_delimiters")
-    if not markers:
-        return "", output
-    open_marker, close_marker = str(markers[0]), str(markers[1])
-    at = output.find(close_marker)
-    if at < 0:
-        return output, ""  # cut off while thinking: no answer yet
-    start = len(open_marker) if output.startswith(open_marker) else 0
-    return output[start:at], output[at + len(close_marker) :]
-
-
-def _answer(row: dict[str, Any]) -> RecordedAnswer:
-    thinking, visible = _split(row)
+def _answer(row: dict[str, Any], path: Path) -> RecordedAnswer:
+    try:
+        trace = Trace.model_validate({"id": row["problem_id"], "ground_truth": "", **row})
+    except ValidationError as exc:
+        raise PairDataError(f"{path}: record {row['problem_id']!r} is not a trace: {exc}") from exc
+    visible = trace.answer_text
     return RecordedAnswer(
-        model=str(row.get("model") or "?"),
+        model=trace.model,
         text=visible,
-        thinking_chars=len(thinking),
-        tokens=count_tokens(str(row["output"])),
+        thinking_chars=len(trace.thinking_text),
+        tokens=count_tokens(trace.output),
         answer=extract_final_answer(visible),
-        correct=row["is_correct"] in (True, "True", "true", 1),
+        correct=trace.is_correct,
     )
 
 
@@ -153,7 +144,7 @@ def load_ladder(fast: Path, slow: Sequence[Path]) -> Ladder:
         LadderProblem(
             problem_id=pid,
             problem=tables[0][pid]["problem"],
-            answers=tuple(_answer(t[pid]) for t in tables),
+            answers=tuple(_answer(t[pid], p) for t, p in zip(tables, paths, strict=True)),
         )
         for pid in sorted(shared)
     )

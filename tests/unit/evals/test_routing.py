@@ -81,7 +81,7 @@ def test_cli_evaluate_json_has_the_issue_fields(tmp_path: Path) -> None:
     report = json.loads(result.output)
     for arm in ("fast", "slow", "auto", "oracle"):
         assert 0.0 <= report[arm]["accuracy"] <= 1.0 and report[arm]["mean_tokens"] > 0
-    assert report["cross_validated"] is True and "3.6" in report["tokens_note"]
+    assert report["cross_validated"] is True and "Qwen2.5" in report["tokens_note"]
 
 
 def test_a_cascade_escalates_level_by_level(tmp_path: Path) -> None:
