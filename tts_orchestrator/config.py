@@ -117,6 +117,11 @@ class PoolConfig(_Section):
 
 class RedisConfig(_Section):
     url: str | None = Field(None, description="Redis URL; unset starts a private redis-server.")
+    data_dir: str | None = Field(
+        None,
+        description="Where the private redis-server keeps its append-only file (fsync every "
+        "second; default ~/.local/share/tts-orchestrator/redis). Unused with `url`.",
+    )
     record_ttl_s: int = Field(86400, gt=0, description="TTL of request records.")
     socket_timeout_s: float = Field(2.0, gt=0, description="Fail fast instead of hanging.")
 
@@ -180,8 +185,6 @@ class Settings(BaseSettings):
         names = [p.name for p in self.pools]
         if len(names) != len(set(names)):
             raise ValueError(f"pool names must be unique: {names}")
-        if self.security.enabled and self.redis.url is None:
-            raise ValueError("security.enabled needs a persistent Redis (`redis.url`)")
         return self
 
     def pool(self, name: str) -> PoolConfig:

@@ -34,7 +34,7 @@ from tts_orchestrator.profile_store import RedisProfileStore
 from tts_orchestrator.security.auth import Gatekeeper, install_security
 from tts_orchestrator.security.redaction import install_redaction
 from tts_orchestrator.state.base import StateStore
-from tts_orchestrator.state.embedded import EmbeddedRedis
+from tts_orchestrator.state.embedded import EmbeddedRedis, resolve_data_dir
 from tts_orchestrator.state.redis_store import RedisStateStore
 from tts_orchestrator.verification import VerifierClient
 from verifiers.equivalence import EquivalenceChecker
@@ -50,12 +50,13 @@ async def _listen_for_cancels(store: StateStore, orchestrator: Orchestrator) -> 
 
 
 @contextlib.asynccontextmanager
-async def _redis_url(settings: Settings) -> AsyncIterator[str]:
+async def _redis(settings: Settings) -> AsyncIterator[tuple[str, EmbeddedRedis | None]]:
+    """The configured Redis, else a private, supervised and persistent redis-server."""
     if settings.redis.url is not None:
-        yield settings.redis.url
+        yield settings.redis.url, None
         return
-    async with EmbeddedRedis() as embedded:
-        yield embedded.url
+    async with EmbeddedRedis(data_dir=resolve_data_dir(settings.redis.data_dir)) as embedded:
+        yield embedded.url, embedded
 
 
 def _count_error(request: Request, exc: TTSError) -> None:
@@ -71,7 +72,7 @@ def build_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            url = await stack.enter_async_context(_redis_url(settings))
+            url, embedded = await stack.enter_async_context(_redis(settings))
             store = RedisStateStore(url, config=settings.redis)
             stack.push_async_callback(store.aclose)
             await store.ping()
@@ -143,6 +144,7 @@ def build_app(settings: Settings) -> FastAPI:
                 store=store,
                 metrics=metrics,
                 security=gate,
+                embedded_redis=embedded,
             )
             log.info("tts-orchestrator ready on pools %s", [h.config.name for h in handles])
             yield
