@@ -124,7 +124,10 @@ class Orchestrator:
         endpoint: Endpoint,
         *,
         owner: str | None = None,
+        branch_cap: int | None = None,
     ) -> PreparedRequest:
+        """``branch_cap``: the caller's (API key's) cap on branches, below the server's: the
+        planner plans within it, and neither the default N nor probes exceed it."""
         if not self.accepting:
             raise NoWorkerAvailable("the server is shutting down", code="shutting_down")
         began = time.monotonic()
@@ -171,8 +174,9 @@ class Orchestrator:
             params = params.model_copy(update={"grammar": first.grammar})
         if first.thinking_budget is not None and tts.thinking_budget is None:
             tts = tts.model_copy(update={"thinking_budget": first.thinking_budget})
-        n = tts.n_branches or self.settings.tts.n_branches
-        plan = await self._plan(request.model, pool, prompt, params, tts, setup)
+        cap = min(self.settings.tts.max_branches, branch_cap or self.settings.tts.max_branches)
+        n = tts.n_branches or min(self.settings.tts.n_branches, cap)
+        plan = await self._plan(request.model, pool, prompt, params, tts, setup, max_branches=cap)
         if plan is not None:
             pool, n = self.pools[plan.pool], plan.n_branches
             if tts.thinking_budget is None and plan.thinking_budget is not None:
@@ -185,7 +189,7 @@ class Orchestrator:
         slow_n, slow_max_tokens = n, params.max_tokens
         if setup.probing:  # stage 3: k short fast samples first
             probes = self.settings.modes
-            n = probes.probe_samples
+            n = min(probes.probe_samples, cap)
             params = params.model_copy(
                 update={"max_tokens": min(params.max_tokens, probes.probe_max_tokens)}
             )
@@ -225,6 +229,8 @@ class Orchestrator:
         params: SamplingParams,
         tts: TtsOptions,
         setup: ModeSetup,
+        *,
+        max_branches: int,
     ) -> Plan | None:
         """The latency policy picks pool × branches × thinking budget for a request with a
         latency budget and no explicit `n_branches` (the user's explicit choice wins)."""
@@ -246,7 +252,7 @@ class Orchestrator:
             prompt_tokens=await pool.count_tokens(prompt),
             latency_budget_s=tts.latency_budget_s,
             max_tokens=params.max_tokens,
-            max_branches=self.settings.tts.max_branches,
+            max_branches=max_branches,
             pool=tts.pool,
             pool_loads=loads,
             mode=setup.thinking,

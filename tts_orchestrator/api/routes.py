@@ -56,7 +56,9 @@ async def _serve(
         default_max_tokens=orchestrator.settings.server.default_max_tokens,
     )
     try:
-        prepared = await orchestrator.prepare(body, endpoint, owner=auth.key_id)
+        prepared = await orchestrator.prepare(
+            body, endpoint, owner=auth.key_id, branch_cap=auth.branch_cap
+        )
     except TTSError as exc:
         orchestrator.metrics.errors.labels(exc.error_type).inc()
         raise

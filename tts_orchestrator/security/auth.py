@@ -94,9 +94,16 @@ class AuthContext:
     def key_id(self) -> str | None:
         return self.key.id if self.key else None
 
+    @property
+    def branch_cap(self) -> int | None:
+        """The key's cap on branches (the planner and probes must stay within it)."""
+        return self.key.limits.max_branches if self.key else None
+
     def capped(self, body: Body, *, default_n_branches: int, default_max_tokens: int) -> Body:
         """``body`` within this key's caps: explicit values over a cap are a 400; where the
-        body leaves a value to a server default above the cap, the cap is filled in."""
+        body leaves a value to a server default above the cap, the cap is filled in, except
+        the branch count of a request with a latency budget: the planner chooses it, within
+        :attr:`branch_cap`."""
         if self.key is None:
             return body
         limits = self.key.limits
@@ -109,7 +116,8 @@ class AuthContext:
                     param="tts.n_branches",
                     code="key_limit",
                 )
-            if asked is None and default_n_branches > limits.max_branches:
+            planned = body.tts is not None and body.tts.latency_budget_s is not None
+            if asked is None and not planned and default_n_branches > limits.max_branches:
                 tts = body.tts or TtsOptions()
                 update["tts"] = tts.model_copy(update={"n_branches": limits.max_branches})
         if limits.max_tokens is not None:
