@@ -136,7 +136,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         }.items():  # fmt: skip
             keys[name] = create_key(config_path, name, *limits)
         listed = [
-            json.loads(line) for line in keys_cli(config_path, "list", "--json").stdout.split()
+            json.loads(line) for line in keys_cli(config_path, "list", "--json").stdout.splitlines()
         ]
         revoked_id = next(k["id"] for k in listed if k["name"] == "revoked")
         keys_cli(config_path, "revoke", revoked_id)
@@ -310,3 +310,17 @@ def test_auto_mode_probes_within_the_key_cap(deployment: Deployment) -> None:
     assert len(record["branches"]) <= 2
     free = _record(d, _post(d, body, "free").json()["id"], "free")["mode"]["reason"]
     assert "/3" in free  # the configured probe count, where no key caps it
+
+
+def test_keys_list_shows_the_limits_they_were_made_with(deployment: Deployment) -> None:
+    listed = {
+        k["name"]: k
+        for k in map(
+            json.loads, keys_cli(deployment.config_path, "list", "--json").stdout.splitlines()
+        )
+    }
+    assert listed["free"]["limits"]["requests_per_minute"] is None  # 0 = unlimited, not 60
+    assert (
+        listed["cap2"]["limits"] | {"max_branches": 2, "max_tokens": 48} == listed["cap2"]["limits"]
+    )
+    assert listed["revoked"]["revoked_at"] is not None and listed["early"]["revoked_at"] is None
