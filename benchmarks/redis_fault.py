@@ -140,6 +140,17 @@ async def survival(
     return Survival(probe.status_code, found, len(ids))
 
 
+def _load_plan(service: RunningService, *, rate: float, max_tokens: int) -> LoadPlan:
+    """Streamed chat completions of exactly `max_tokens` over real recorded problems."""
+    return LoadPlan(
+        url=service.url,
+        rate=rate,
+        max_tokens=max_tokens,
+        problems=long_problems(max_tokens),
+        stall_s=15.0,
+    )
+
+
 def _reaped(pid: int) -> bool:
     """Gone from the process table (a zombie would still be listed, in state Z)."""
     return not Path(f"/proc/{pid}").exists()
@@ -155,13 +166,7 @@ async def kill_under_load(
     rate: float,
     max_tokens: int,
 ) -> FaultRun:
-    plan = LoadPlan(
-        url=service.url,
-        rate=rate,
-        max_tokens=max_tokens,
-        problems=long_problems(max_tokens),
-        stall_s=15.0,
-    )
+    plan = _load_plan(service, rate=rate, max_tokens=max_tokens)
     url = f"{service.url}/v1/chat/completions"
     timed: list[tuple[float, RequestResult]] = []
     stop = asyncio.Event()
@@ -205,13 +210,7 @@ async def kill_under_load(
 async def after_service_restart(
     service: RunningService, key: str, run: FaultRun, *, rate: float, max_tokens: int
 ) -> Survival:
-    plan = LoadPlan(
-        url=service.url,
-        rate=rate,
-        max_tokens=max_tokens,
-        problems=long_problems(max_tokens),
-        stall_s=15.0,
-    )
+    plan = _load_plan(service, rate=rate, max_tokens=max_tokens)
     async with httpx.AsyncClient(timeout=60) as http:
         return await survival(http, service.url, key, run.durable_ids, plan.body(random.Random(1)))
 
