@@ -324,3 +324,21 @@ def test_keys_list_shows_the_limits_they_were_made_with(deployment: Deployment) 
         listed["cap2"]["limits"] | {"max_branches": 2, "max_tokens": 48} == listed["cap2"]["limits"]
     )
     assert listed["revoked"]["revoked_at"] is not None and listed["early"]["revoked_at"] is None
+
+
+def test_a_thinking_budget_cut_stays_within_the_key_max_tokens(deployment: Deployment) -> None:
+    """After the budget is spent the branch is told to answer; that answer (512 tokens by
+    default) must still fit in what is left of the key's `max_tokens`."""
+    d = deployment
+    body = {
+        "model": MODEL,
+        "messages": QUESTION,
+        "tts": {"mode": "slow", "thinking_budget": 8, "n_branches": 2, "seed": 5},
+    }
+    r = _post(d, body, "cap2")
+    assert r.status_code == 200, r.text
+    record = _record(d, r.json()["id"], "cap2")
+    assert record["params"]["sampling"]["max_tokens"] == 48
+    assert any(b["tokens"] >= 8 for b in record["branches"])  # the budget was reached
+    assert all(b["tokens"] <= 48 for b in record["branches"]), record["branches"]
+    assert r.json()["usage"]["completion_tokens"] <= 2 * 48
