@@ -99,6 +99,13 @@ def _chat(**fields: Any) -> ChatCompletionRequest:
         pytest.param({"max_branches": 4}, {"tts": {"n_branches": 4}}, 4, None, id="at-cap"),
         pytest.param({"max_branches": 4}, {}, 4, None, id="default-above-cap-is-capped"),
         pytest.param({"max_branches": 16}, {}, None, None, id="default-below-cap-untouched"),
+        pytest.param(
+            {"max_branches": 4},
+            {"tts": {"latency_budget_s": 5.0}},
+            None,
+            None,
+            id="budget-left-to-the-planner-within-the-cap",
+        ),
         pytest.param({"max_tokens": 64}, {}, None, 64, id="omitted-max-tokens-capped"),
         pytest.param({"max_tokens": 64}, {"max_tokens": 32}, None, 32, id="under-cap"),
         pytest.param(
@@ -115,6 +122,7 @@ def test_caps_fill_in_defaults_above_them(
     out = _limited(**limits).capped(_chat(**body), default_n_branches=8, default_max_tokens=1024)
     assert (out.tts.n_branches if out.tts else None) == n_branches
     assert out.max_tokens == max_tokens
+    assert _limited(**limits).branch_cap == limits.get("max_branches")
 
 
 @pytest.mark.parametrize(
