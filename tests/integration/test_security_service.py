@@ -133,6 +133,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                      "--max-tokens", "48"),
             "cap6": ("--rpm", "0", "--concurrency", "0", "--max-branches", "6"),
             "revoked": ("--rpm", "0",),
+            "tokens": ("--rpm", "0", "--concurrency", "0", "--daily-tokens", "20"),
         }.items():  # fmt: skip
             keys[name] = create_key(config_path, name, *limits)
         listed = [
@@ -222,6 +223,18 @@ def test_past_its_rate_a_key_gets_429_with_retry_after(deployment: Deployment) -
     assert 1 <= int(statuses[-1].headers["retry-after"]) <= 60
     metrics = httpx.get(f"{d.service.url}/metrics", headers=d.bearer("free"), timeout=10).text
     assert re.search(r'tts_errors_total\{type="rate_limit_error"\} [1-9]', metrics)
+
+
+async def test_past_its_daily_tokens_a_key_gets_429(deployment: Deployment) -> None:
+    d = deployment
+    first = _post(d, REPLAY, "tokens")
+    assert first.status_code == 200 and first.json()["usage"]["total_tokens"] > 20
+    for _ in range(50):  # the key is charged when the response is over, off the request path
+        r = _post(d, REPLAY, "tokens")
+        if r.status_code == 429:
+            break
+        await asyncio.sleep(0.1)
+    _error(r, 429, "rate_limit_error", "token_budget_exhausted")
 
 
 async def test_a_stream_holds_its_slot_until_the_client_goes(deployment: Deployment) -> None:
