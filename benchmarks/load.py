@@ -62,6 +62,7 @@ class RequestResult:
     ttft_s: float | None = None
     completion_tokens: int = 0
     detail: str = ""
+    response_id: str = ""
 
     def added_ratio(self, rate: float) -> float | None:
         """(total - ideal) / ideal, where ideal = completion_tokens / rate."""
@@ -144,7 +145,7 @@ async def stream_one(
 ) -> RequestResult:
     start = time.perf_counter()
     ttft: float | None = None
-    tokens, finished, done, error = 0, False, False, ""
+    tokens, finished, done, error, response_id = 0, False, False, "", ""
     try:
         async with asyncio.timeout(deadline_s):
             async with client.stream("POST", url, json=body) as r:
@@ -161,6 +162,8 @@ async def stream_one(
                     if line == "data: [DONE]":
                         done = True
                         break
+                    if not response_id and line.startswith('data: {"id"'):
+                        response_id = str(json.loads(line[6:])["id"])
                     if ttft is None and ('"content"' in line or '"reasoning_content"' in line):
                         ttft = time.perf_counter() - start
                     if line.startswith('data: {"error"'):
@@ -179,7 +182,7 @@ async def stream_one(
     if error and done and _is_openai_error(error):
         return RequestResult(Outcome.FAILED_CLEANLY, total, ttft, tokens, error[:200])
     if finished and done and not error:
-        return RequestResult(Outcome.COMPLETED, total, ttft, tokens)
+        return RequestResult(Outcome.COMPLETED, total, ttft, tokens, response_id=response_id)
     return RequestResult(Outcome.FAILED_OTHERWISE, total, ttft, tokens, "stream ended early")
 
 

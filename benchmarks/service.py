@@ -49,6 +49,10 @@ def start_service(
     config = dict(config)
     config.setdefault("server", {})
     config["server"] = {**config["server"], "port": free_port()}
+    redis = config.setdefault("redis", {})
+    if redis.get("url") is None and redis.get("data_dir") is None:
+        # Never the user's data directory: each service keeps its own private Redis data.
+        config["redis"] = {**redis, "data_dir": str(workdir / "redis")}
     cfg_path = workdir / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
     log_path = workdir / "service.log"

@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from policies.modes import ThinkingMode
 from tts_orchestrator.backends.base import SamplingParams
 
+# Seeds are 64-bit signed integers (what engines and OpenAI accept); larger ones are a 400.
+_SEED_MIN, _SEED_MAX = -(2**63), 2**63 - 1
+
 
 class TtsOptions(BaseModel):
     """Per-request test-time-scaling controls (`tts` in the body or the client's extra_body)."""
@@ -28,7 +31,9 @@ class TtsOptions(BaseModel):
     early_stop_threshold: float = Field(0.95, gt=0.5, lt=1.0, description="For `beta`.")
     latency_budget_s: float | None = Field(None, gt=0, description="Answer within this time.")
     pool: str | None = Field(None, description="Pin the request to a pool.")
-    seed: int | None = Field(None, description="Base seed; branch i uses seed + i.")
+    seed: int | None = Field(
+        None, ge=_SEED_MIN, le=_SEED_MAX, description="Base seed; branch i uses seed + i."
+    )
     trim: bool | None = Field(None, description="TrimR trimming of overthinking (None: default).")
     thinking_budget: int | None = Field(
         None, ge=1, description="Thinking tokens per branch before it is told to answer."
@@ -49,7 +54,7 @@ class _OpenAIRequest(BaseModel):
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=_SEED_MIN, le=_SEED_MAX)
     user: str | None = None
     tts: TtsOptions | None = None
 

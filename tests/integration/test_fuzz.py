@@ -15,9 +15,10 @@ voting and trimming rather than stopping at validation. Every response must be:
 After the run the service must still be healthy with no request in flight.
 
 Case count: ``TTS_FUZZ_CASES`` (default 150, what CI runs), spread over the operations by
-weight. The full run::
+weight. The full run (``TTS_FUZZ_DOCS=1`` writes its figure into docs/benchmarks.md)::
 
-    TTS_FUZZ_CASES=1200 .venv/bin/pytest tests/integration/test_fuzz.py -p no:cacheprovider -s
+    TTS_FUZZ_CASES=1200 TTS_FUZZ_DOCS=1 .venv/bin/pytest tests/integration/test_fuzz.py \
+        -p no:cacheprovider -s
 """
 
 from __future__ import annotations
@@ -40,10 +41,17 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from benchmarks.service import RunningService, replay_pool, start_service
+from evals.docs import write_section
 
 pytestmark = pytest.mark.integration
 
 CASES = int(os.environ.get("TTS_FUZZ_CASES", "150"))
+WRITE_DOCS = os.environ.get("TTS_FUZZ_DOCS") == "1"  # the full run records its figure
+FUZZ_SECTION = "Fuzz: every endpoint from its OpenAPI schema (issue 14)"
+FUZZ_COMMAND = (
+    "TTS_FUZZ_CASES={cases} TTS_FUZZ_DOCS=1 pytest tests/integration/test_fuzz.py "
+    "-p no:cacheprovider -s"
+)
 REQUEST_TIMEOUT_S = 30.0
 MAX_TOKENS_CAP = 2048
 MAX_BRANCHES = 4
@@ -119,6 +127,39 @@ def tally(service: RunningService) -> Iterator[Counter[str]]:
     counts: Counter[str] = Counter()
     yield counts
     print(f"\nfuzz tally ({CASES} cases requested): " + json.dumps(dict(sorted(counts.items()))))
+    if WRITE_DOCS:
+        write_section(FUZZ_SECTION, fuzz_summary(counts), FUZZ_COMMAND.format(cases=CASES))
+
+
+def fuzz_summary(counts: Counter[str]) -> str:
+    """The run's figure for docs/benchmarks.md, from the tally (nothing typed by hand)."""
+    by_status: Counter[str] = Counter()
+    sse_errors: Counter[str] = Counter()
+    for label, n in counts.items():
+        words = label.split()
+        if words[0] == "slowest":
+            continue
+        if words[2] == "sse-error":
+            sse_errors[" ".join(words[3:])] += n
+        else:
+            by_status[" ".join(words[2:])] += n
+    responses = sum(by_status.values())
+    # A 5xx the test explains carries its KNOWN_5XX name ("502 replay-unknown-prompt").
+    unexplained = sum(n for s, n in by_status.items() if s.startswith("5") and " " not in s)
+    known = {s: n for s, n in by_status.items() if s.startswith("5") and " " in s}
+    slowest = max((n for label, n in counts.items() if label.startswith("slowest")), default=0)
+    rows = ["| status | responses |", "|---|---:|"] + [
+        f"| {status} | {n} |" for status, n in sorted(by_status.items())
+    ]
+    return (
+        f"Schemathesis over the service's own OpenAPI schema, every operation, valid and invalid "
+        f"bodies, on the real service (Redis, Ray, replay engine): **{responses} requests, "
+        f"{unexplained} unexplained 5xx**; known outcomes: {known or 'none'} (see "
+        "`KNOWN_5XX`: the replay engine has no trace for a generated prompt, which a real "
+        f"engine would answer); streams ending in an error event: {dict(sse_errors) or 0}; "
+        "slowest response "
+        f"{slowest} ms (a hang is {REQUEST_TIMEOUT_S:g} s).\n\n" + "\n".join(rows)
+    )
 
 
 def test_every_schema_operation_is_fuzzed(schema: Any) -> None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from integration.security_support import PEPPER, UNLIMITED, make_store
 from redis.asyncio import Redis
 from typer.testing import CliRunner
@@ -267,9 +269,14 @@ async def test_cli_creates_lists_and_revokes_keys(
     assert missing.exit_code == 1 and "no API key" in missing.stderr
 
 
-async def test_cli_refuses_to_guess_where_keys_live() -> None:
-    result = await asyncio.to_thread(_cli, "list")
-    assert result.exit_code == 1 and "--redis-url" in result.stderr
+async def test_cli_without_a_url_keeps_keys_in_the_configured_data_dir(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"redis": {"data_dir": str(tmp_path / "redis")}}))
+    made = await asyncio.to_thread(_cli, "create", "--name", "offline", "-c", str(config))
+    assert made.exit_code == 0, made.output
+    assert (tmp_path / "redis" / "appendonly.aof").stat().st_size > 0  # on disk, not in memory
+    listed = await asyncio.to_thread(_cli, "list", "--json", "-c", str(config))
+    assert [json.loads(row)["name"] for row in listed.stdout.splitlines()] == ["offline"]
     result = await asyncio.to_thread(
         _cli, "create", "--name", "bad\nname", "--redis-url", "redis://x"
     )

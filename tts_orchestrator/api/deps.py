@@ -17,6 +17,7 @@ from tts_orchestrator.metrics import ServiceMetrics
 from tts_orchestrator.request.orchestrator import Orchestrator
 from tts_orchestrator.security.auth import Gatekeeper
 from tts_orchestrator.state.base import StateStore
+from tts_orchestrator.state.embedded import EmbeddedRedis
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Services:
     store: StateStore
     metrics: ServiceMetrics
     security: Gatekeeper
+    embedded_redis: EmbeddedRedis | None = None  # the private redis-server, if one runs
 
 
 async def get_services(request: Request) -> Services:

@@ -155,6 +155,8 @@ async def health(services: ServicesDep) -> JSONResponse:
         checks["redis"] = "ok"
     except TTSError as exc:
         ok, checks["redis"] = False, exc.message
+    if services.embedded_redis is not None:  # supervised: how often it had to be restarted
+        checks["redis_embedded"] = services.embedded_redis.status()
     pools = services.orchestrator.pools
     statuses = await asyncio.gather(*(h.status() for h in pools.values()), return_exceptions=True)
     for name, status in zip(pools, statuses, strict=True):

@@ -37,7 +37,7 @@ from tts_orchestrator.request.orchestrator import Orchestrator
 from tts_orchestrator.security.auth import Gatekeeper
 from tts_orchestrator.security.redaction import install_redaction
 from tts_orchestrator.state.base import StateStore
-from tts_orchestrator.state.embedded import EmbeddedRedis
+from tts_orchestrator.state.embedded import EmbeddedRedis, resolve_data_dir
 from tts_orchestrator.state.memory import InMemoryStateStore
 from tts_orchestrator.state.redis_store import RedisStateStore
 from tts_orchestrator.trim.verifier_service import LocalVerifier, VerifierClient
@@ -56,19 +56,20 @@ async def _listen_for_cancels(store: StateStore, orchestrator: Orchestrator) -> 
 
 
 @contextlib.asynccontextmanager
-async def _redis_url(settings: Settings) -> AsyncIterator[str]:
+async def _redis(settings: Settings) -> AsyncIterator[tuple[str, EmbeddedRedis | None]]:
+    """The configured Redis, else a private, supervised and persistent redis-server."""
     if settings.redis.url is not None:
-        yield settings.redis.url
+        yield settings.redis.url, None
         return
-    async with EmbeddedRedis() as embedded:
-        yield embedded.url
+    async with EmbeddedRedis(data_dir=resolve_data_dir(settings.redis.data_dir)) as embedded:
+        yield embedded.url, embedded
 
 
 @contextlib.asynccontextmanager
 async def cluster_runtime(settings: Settings) -> AsyncIterator[Services]:
     """The deployment ``settings`` describe, up until the context exits."""
     async with contextlib.AsyncExitStack() as stack:
-        url = await stack.enter_async_context(_redis_url(settings))
+        url, embedded = await stack.enter_async_context(_redis(settings))
         store = RedisStateStore(url, config=settings.redis)
         stack.push_async_callback(store.aclose)
         await store.ping()
@@ -138,6 +139,7 @@ async def cluster_runtime(settings: Settings) -> AsyncIterator[Services]:
             store=store,
             metrics=metrics,
             security=gate,
+            embedded_redis=embedded,
         )
         await orchestrator.shutdown()
 

@@ -9,6 +9,11 @@ from tts_orchestrator.config._base import Section
 
 class RedisConfig(Section):
     url: str | None = Field(None, description="Redis URL; unset starts a private redis-server.")
+    data_dir: str | None = Field(
+        None,
+        description="Where the private redis-server keeps its append-only file (fsync every "
+        "second; default ~/.local/share/tts-orchestrator/redis). Unused with `url`.",
+    )
     record_ttl_s: int = Field(86400, gt=0, description="TTL of request records.")
     socket_timeout_s: float = Field(2.0, gt=0, description="Fail fast instead of hanging.")
 

@@ -39,7 +39,7 @@ class SecurityConfig(BaseModel):
     enabled: bool = Field(
         False,
         description="Require an API key (`Authorization: Bearer` or `api-key`) on the /v1 "
-        "endpoints. Needs a persistent Redis (`redis.url`), where keys live.",
+        "endpoints. Keys live in Redis (`redis.url`, or the private server's `redis.data_dir`).",
     )
     pepper: SecretStr | None = Field(
         None,

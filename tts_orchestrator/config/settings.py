@@ -47,8 +47,6 @@ class Settings(BaseSettings):
         names = [p.name for p in self.pools]
         if len(names) != len(set(names)):
             raise ValueError(f"pool names must be unique: {names}")
-        if self.security.enabled and self.redis.url is None:
-            raise ValueError("security.enabled needs a persistent Redis (`redis.url`)")
         return self
 
     def pool(self, name: str) -> PoolConfig:

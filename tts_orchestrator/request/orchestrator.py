@@ -488,8 +488,11 @@ class Orchestrator:
             events += presenter.apply_intervention(iv)
             self.metrics.interventions.labels(iv.rule).inc()
             # A continuation holds the closed thinking block: a format grammar no longer fits.
+            # The branch as a whole stays within max_tokens (an API key's cap included): the
+            # answer after a cut gets at most what is left of it.
+            left = max(1, p.params.max_tokens - b.tokens)
             params = p.params.model_copy(
-                update={"seed": b.seed, "max_tokens": iv.max_tokens, "grammar": None}
+                update={"seed": b.seed, "max_tokens": min(iv.max_tokens, left), "grammar": None}
             )
             await streams.continue_branch(iv.branch, prompt, params, worker=b.worker)
         return events

@@ -4,6 +4,10 @@ A created key is printed once, alone on stdout (so ``KEY=$(tts-orchestrator keys
 --name ci)`` works); Redis keeps only its hash. ``list`` shows ids, names and limits, never a
 key or a hash. The pepper comes from the config (``security.pepper`` or
 ``TTS_SECURITY__PEPPER``) and must be the service's.
+
+The Redis is ``--redis-url``, else the config's ``redis.url``, else the service's private
+server: reached through its data directory (``redis.data_dir``) while the service runs, or
+started on that directory for the command when it does not.
 """
 
 from __future__ import annotations
@@ -11,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
-from collections.abc import Awaitable, Callable
-from contextlib import suppress
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -29,6 +33,7 @@ from tts_orchestrator.security.keys import (
     KeyHasher,
     SecurityKeySchema,
 )
+from tts_orchestrator.state.embedded import reach_data_dir, resolve_data_dir
 
 keys_app = typer.Typer(
     help="API keys: create (shown once, stored hashed), revoke, list.", no_args_is_help=True
@@ -37,10 +42,15 @@ keys_app = typer.Typer(
 T = TypeVar("T")
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML config; its redis.url is used.")
+    Path | None,
+    typer.Option("--config", "-c", help="YAML config; its redis.url or redis.data_dir is used."),
 ]
 RedisUrlOpt = Annotated[
-    str | None, typer.Option("--redis-url", help="Redis URL (overrides the config's).")
+    str | None,
+    typer.Option(
+        "--redis-url",
+        help="Redis URL (overrides the config's); with neither, the private Redis's data dir.",
+    ),
 ]
 _UNLIMITED_HELP = " 0 = unlimited; omitted = security.default_limits."
 
@@ -62,18 +72,28 @@ def _settings(config: Path | None) -> Settings:
         raise _fail(exc.message) from exc
 
 
-def _run(settings: Settings, redis_url: str | None, op: Callable[[ApiKeyStore], Awaitable[T]]) -> T:
+@asynccontextmanager
+async def _redis(settings: Settings, redis_url: str | None) -> AsyncIterator[str]:
+    """The Redis the service keeps its keys in: the given or configured URL, else the private
+    server's data directory (reached through the running service, or opened here)."""
     url = redis_url or settings.redis.url
-    if url is None:
-        raise _fail(
-            "no Redis to keep keys in: pass --redis-url or set redis.url "
-            "(the service's private Redis keeps nothing across restarts)"
-        )
+    if url is not None:
+        yield url
+        return
+    async with reach_data_dir(resolve_data_dir(settings.redis.data_dir)) as embedded_url:
+        yield embedded_url
+
+
+def _run(settings: Settings, redis_url: str | None, op: Callable[[ApiKeyStore], Awaitable[T]]) -> T:
     security = security_section(settings)
     pepper = security.pepper.get_secret_value() if security.pepper else None
     timeout_s = settings.redis.socket_timeout_s
 
     async def main() -> T:
+        async with _redis(settings, redis_url) as url:
+            return await _with_store(url)
+
+    async def _with_store(url: str) -> T:
         client = Redis.from_url(
             url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )

@@ -145,8 +145,15 @@ _CREATE_ATTEMPTS = 3
 
 
 def _encode(record: ApiKeyRecord) -> list[str]:
-    fields = record.model_dump(mode="json", exclude_none=True)
-    return [item for name, value in fields.items() for item in (name, json.dumps(value))]
+    # Only top-level absences are dropped: an unlimited limit is a stored null, not a missing
+    # field (which would read back as the default limit).
+    fields = record.model_dump(mode="json")
+    return [
+        item
+        for name, value in fields.items()
+        if value is not None
+        for item in (name, json.dumps(value))
+    ]
 
 
 def _text(value: bytes | str) -> str:

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 from tts_orchestrator.config import RedisConfig
 from tts_orchestrator.exceptions import RequestNotFound, StateUnavailable, TTSError
 from tts_orchestrator.state.base import CancelEvent, CancelListener, StateStore
-from tts_orchestrator.state.embedded import EmbeddedRedis
+from tts_orchestrator.state.embedded import EmbeddedRedis, resolve_data_dir
 from tts_orchestrator.state.records import (
     IMMUTABLE_BRANCH_FIELDS,
     IMMUTABLE_REQUEST_FIELDS,
@@ -356,11 +356,13 @@ def _decode_record(stored: Mapping[str, str], branch_fields: Mapping[str, str]) 
 async def open_state_store(
     config: RedisConfig, *, keys: KeySchema | None = None
 ) -> AsyncIterator[RedisStateStore]:
-    """The configured store; with no URL, a private ``redis-server`` lives as long as it."""
+    """The configured store; with no URL, a private ``redis-server`` on the data directory
+    lives as long as it."""
     async with AsyncExitStack() as stack:
         url = config.url
         if url is None:
-            url = (await stack.enter_async_context(EmbeddedRedis())).url
+            embedded = EmbeddedRedis(data_dir=resolve_data_dir(config.data_dir))
+            url = (await stack.enter_async_context(embedded)).url
         store = RedisStateStore(url, config=config, keys=keys)
         stack.push_async_callback(store.aclose)
         await store.ping()

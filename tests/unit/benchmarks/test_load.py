@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.load import LevelStats, Outcome, RequestResult, growth_fit, knee, knee_claim
+from benchmarks.load import (
+    LevelStats,
+    Outcome,
+    RequestResult,
+    SoakResult,
+    growth_fit,
+    knee,
+    knee_claim,
+    soak_section,
+)
 
 RATE = 40.0  # tokens/s: 400 tokens are ideally 10 s
 
@@ -20,6 +29,13 @@ def test_added_ratio_is_relative_to_the_ideal_time() -> None:
     assert RequestResult(Outcome.HUNG, 99.0, completion_tokens=400).added_ratio(RATE) is None
 
 
+def _lossy(c: int, lost: Outcome) -> LevelStats:
+    """19 requests well within the threshold and one that did not complete."""
+    level = _level(c, *([10.1] * 19))
+    level.results.append(RequestResult(lost, 10.1, completion_tokens=400))
+    return level
+
+
 @pytest.mark.parametrize(
     ("levels", "expected"),
     [
@@ -33,6 +49,14 @@ def test_added_ratio_is_relative_to_the_ideal_time() -> None:
         ),
         pytest.param(
             [_level(1, 10.1), _level(2, *([10.1] * 19 + [13.0]))], 2, id="one-slow-in-20-is-p95"
+        ),
+        pytest.param(
+            [_level(1, 10.1), _lossy(2, Outcome.FAILED_CLEANLY), _level(4, 10.1)],
+            1,
+            id="a-failed-request-ends-the-knee-though-the-rest-are-fast",
+        ),
+        pytest.param(
+            [_level(1, 10.1), _lossy(2, Outcome.HUNG)], 1, id="a-hung-one-among-fast-ones"
         ),
     ],
 )
@@ -76,3 +100,27 @@ def test_the_knee_is_claimed_only_when_a_level_past_it_failed(
 def test_growth_fit_uses_the_second_half(values: list[float], slope: float) -> None:
     times = [5.0 * i for i in range(len(values))]  # one sample every 5 s
     assert growth_fit(times, values)[0] == pytest.approx(slope, abs=1e-6)
+
+
+def _soak(api_mb: list[float]) -> SoakResult:
+    times = [5.0 * i for i in range(len(api_mb))]
+    done = [RequestResult(Outcome.COMPLETED, 10.0, completion_tokens=400)]
+    return SoakResult(2, done, times, api_mb, [m + 100 for m in api_mb])
+
+
+@pytest.mark.parametrize(
+    ("api_mb", "bounded"),
+    [
+        pytest.param([500.0] * 40, True, id="flat"),
+        pytest.param([500.0 + (i % 2) * 4 for i in range(40)], True, id="noise-within-10mb"),
+        # +1 MB per 5 s sample = +12 MB/min, about +40 MB over the 200 s soak.
+        pytest.param([400.0 + i for i in range(40)], False, id="leak"),
+        pytest.param([1000.0 - 3 * i for i in range(40)], False, id="shrinking-is-not-bounded"),
+    ],
+)
+def test_soak_verdict_is_computed_from_the_fit(api_mb: list[float], bounded: bool) -> None:
+    text, _, _, verdict = soak_section(_soak(api_mb), soak_s=200.0)
+    assert verdict is bounded
+    last_row = text.splitlines()[-1]
+    assert last_row.startswith("| bounded")
+    assert last_row.endswith("| yes |" if bounded else "| NO |")

@@ -17,6 +17,8 @@ def test_oracle_takes_the_cheapest_correct_mode_and_probes_escalate_unless_unani
         "a": {"fast": _outcome(True, 100), "slow": _outcome(True, 300)},
         # only slow right: the oracle pays slow (500)
         "b": {"fast": _outcome(False, 200), "slow": _outcome(True, 500)},
+        # only fast right: the oracle takes fast (50) and counts it right, though slow failed
+        "c": {"fast": _outcome(True, 50), "slow": _outcome(False, 400)},
     }
     probes = [
         # a: all three agree on a wrong answer: kept (probe tokens only, 3 x 5)
@@ -25,11 +27,15 @@ def test_oracle_takes_the_cheapest_correct_mode_and_probes_escalate_unless_unani
         Probe("b", 0, "1", True, 5),
         Probe("b", 1, "2", False, 5),
         Probe("b", 2, None, False, 5),
+        # c: all three agree on the right answer: kept
+        *(Probe("c", i, "5", True, 5) for i in range(3)),
     ]
     text = tables(run, probes, k=3)
-    assert "| slow everywhere | 100.0% | 400 | +0% |" in text
-    assert "| fast everywhere | 50.0% | 150 | -62% |" in text
-    assert "| oracle (cheapest correct mode per problem) | 100.0% | 300 | -25% |" in text
-    # 6 samples, 1 right; a unanimous (wrong); probe-else-slow: 1/2 right, (15 + 515) / 2 tokens
-    assert "| 6 | 16.7% | 5.0 | 1/2 | 0/1 | 50.0% | 265 | -34% |" in text
-    assert "saves at most 25% here even with an oracle" in text
+    assert "| slow everywhere | 66.7% | 400 | +0% |" in text
+    assert "| fast everywhere | 66.7% | 117 | -71% |" in text
+    # a fast (100, right) + b slow (500, right) + c fast (50, right): more right than slow
+    assert "| oracle (cheapest correct mode per problem) | 100.0% | 217 | -46% |" in text
+    # 9 samples, 4 right; a and c unanimous, c's right; probe-else-slow: a wrong, b slow's
+    # right, c right = 2/3, (15 + 515 + 15) / 3 tokens
+    assert "| 9 | 44.4% | 5.0 | 2/3 | 1/2 | 66.7% | 182 | -55% |" in text
+    assert "saves at most 46% here even with an oracle" in text

@@ -15,6 +15,8 @@ from tts_orchestrator.security.keys import (
     IssuedKey,
     KeyHasher,
     SecurityKeySchema,
+    _decode,
+    _encode,
     is_key_id,
     looks_like_api_key,
     new_api_key,
@@ -120,3 +122,22 @@ def test_security_is_off_and_quiet_by_default() -> None:
     config = SecurityConfig()
     assert not config.enabled and config.cors_origins == [] and not config.log_prompts
     assert config.pepper is None
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        pytest.param(KeyLimits(), id="defaults"),
+        pytest.param(
+            KeyLimits(requests_per_minute=None, max_concurrent=None, daily_tokens=None),
+            id="unlimited-stays-unlimited",
+        ),
+        pytest.param(KeyLimits(requests_per_minute=3, max_branches=2, max_tokens=48), id="caps"),
+    ],
+)
+def test_a_stored_record_reads_back_with_the_same_limits(limits: KeyLimits) -> None:
+    record = ApiKeyRecord(id="key_0123456789abcdef", name="n", created_at=1.0, limits=limits)
+    encoded = _encode(record)
+    stored = dict(zip(encoded[::2], encoded[1::2], strict=True))
+    assert "revoked_at" not in stored
+    assert _decode(stored) == record
