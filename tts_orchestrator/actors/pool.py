@@ -72,7 +72,12 @@ class PoolRunner:
             from tts_orchestrator.backends.replay import ReplayBackend
 
             assert self.pool.replay is not None
-            return [ReplayBackend(self.pool.replay, name=f"{self.pool.name}/replay")]
+            replay = self.pool.replay
+            return [
+                ReplayBackend(
+                    replay, name=f"{self.pool.name}/replay", fallback_text=replay.fallback_text
+                )
+            ]
         cls = http_backend(self.pool.engine)
         return [
             cls(url=u, model=self.pool.model, client=self._client, name=f"{self.pool.name}/{i}")

@@ -54,6 +54,11 @@ class ReplayConfig(Section):
     traces: list[str] = Field(default_factory=list, description="JSONL files of recorded traces.")
     tokens_per_s: float = Field(200.0, gt=0, description="Per-stream token rate.")
     max_parallel: int = Field(64, ge=1, description="Concurrent streams before queueing.")
+    fallback_text: str | None = Field(
+        None,
+        description="Streamed for a prompt that holds none of the traces' problems, as a real "
+        "engine would answer anything (unset: such a prompt is a worker error, 502).",
+    )
 
 
 class PoolConfig(Section):
