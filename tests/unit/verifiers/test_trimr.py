@@ -301,7 +301,7 @@ def test_underthinking_waits_while_answers_converge_and_fires_on_a_mismatch() ->
     assert controller.decision is None  # "7" vs "5" not compared yet: no verdict, no action
     decision = resolve(controller)
     assert decision is not None and decision.rule is TrimRule.UNDERTHINKING
-    assert decision.answer == "7"
+    assert decision.answer == "5"  # the forced answer: "5" has two thoughts behind it, "7" one
 
 
 def test_forced_answer_falls_back_to_the_latest_weak_candidate() -> None:
