@@ -160,8 +160,8 @@ async def _run(write_docs: bool) -> None:
             "pairs are consecutive candidates that cleared the bar, where the gold is known. "
             "`rule, presets` is the judge the presets run (the bar per family); `rule, TARGET "
             "bar` is the issue-6 default (a concluding sentence about the asked quantity "
-            "counts). Cost is wall time on this CPU (math-verify in worker processes; cached pairs are "
-            "free). The LLM judge (TrimR's prefill-only Yes/No verifier, `verifiers.judges."
+            "counts). Cost is wall time on this CPU (math-verify in worker processes; cached "
+            "pairs are free). The LLM judge (TrimR's prefill-only Yes/No verifier, `verifiers.judges."
             "LlmJudge`) was not measured in this run.\n\n"
         )
         write_section(SECTION, note + body, "python -m benchmarks.trim_judge --write-docs")
