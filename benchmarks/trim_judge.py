@@ -86,9 +86,7 @@ class FamilyCounts:
     equivalence: Counts = field(default_factory=Counts)
 
 
-async def measure(
-    traces: Sequence[ReplayTrace], judge: ThoughtJudge
-) -> dict[str, FamilyCounts]:
+async def measure(traces: Sequence[ReplayTrace], judge: ThoughtJudge) -> dict[str, FamilyCounts]:
     out: dict[str, FamilyCounts] = {}
     for trace in traces:
         if not trace.final_answer:
@@ -154,15 +152,15 @@ async def _run(write_docs: bool) -> None:
         note = (
             "Units are what each family's preset judges (thoughts, or paragraphs for QwQ and "
             "R1-distill); the last unit of a trace is left out (it closes with the thinking), and "
-            "so are bare confirmations (\"That checks out.\": they agree with the previous "
+            'so are bare confirmations ("That checks out.": they agree with the previous '
             "answer without stating one). "
             "Gold labels read the trace's own final answer (measurement only). Equivalence "
             "pairs are consecutive candidates that cleared the bar, where the gold is known. "
             "`rule, presets` is the judge the presets run (the bar per family); `rule, TARGET "
             "bar` is the issue-6 default (a concluding sentence about the asked quantity "
             "counts). Cost is wall time on this CPU (math-verify in worker processes; cached "
-            "pairs are free). The LLM judge (TrimR's prefill-only Yes/No verifier, `verifiers.judges."
-            "LlmJudge`) was not measured in this run.\n\n"
+            "pairs are free). The LLM judge (TrimR's prefill-only Yes/No verifier, "
+            "`verifiers.judges.LlmJudge`) was not measured in this run.\n\n"
         )
         write_section(SECTION, note + body, "python -m benchmarks.trim_judge --write-docs")
 
