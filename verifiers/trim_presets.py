@@ -16,7 +16,9 @@ What the measurements say (rule judge, docs/benchmarks.md):
   repeats a stated answer (M = 1) saves 15-22% at no accuracy cost, where waiting for the end
   of the reflection thought saves less.
 * Underthinking by raw thought count fires on converged QwQ traces (it writes many short
-  thoughts). It counts answer-bearing thoughts instead: K stated answers that never agree.
+  thoughts). It counts answer-bearing thoughts instead (K stated answers that never agree) and
+  the budget share; a quarter of the budget costs 6-25 pt on QwQ / R1-distill MATH, whose long
+  traces are mostly right, so only LIMO (long = looping) stops that early.
 """
 
 from __future__ import annotations
@@ -67,8 +69,14 @@ PRESETS: Mapping[str, TrimPreset] = MappingProxyType(
             # Sky-T1 rarely says "the answer is": it concludes "So, the median is 81." as the
             # last sentence of a thought; read only that sentence (earlier ones are steps).
             TrimPreset(family="sky_t1", judge=_TARGET_LAST_SENTENCE, trimr=_CONVERGENCE),
-            # LIMO writes no thinking markers: its whole output is the thought chain.
-            TrimPreset(family="limo", judge=_STATED, trimr=_CONVERGENCE),
+            # LIMO writes no thinking markers: its whole output is the thought chain. Its long
+            # traces are loops that never settle (4 of 5 past a quarter of the budget are
+            # wrong), so a quarter of the budget without convergence stops it.
+            TrimPreset(
+                family="limo",
+                judge=_STATED,
+                trimr=_CONVERGENCE.model_copy(update={"underthink_ratio": 0.25}),
+            ),
         )
     }
 )

@@ -194,6 +194,11 @@ class ReplayConfig(BaseModel):
     token_budget: int | None = Field(
         default=None, description="Thinking budget for every trace; None: the recording's cap."
     )
+    fallback_budget: int | None = Field(
+        default=32768,
+        description="Budget of a trace whose record names no cap (the MiP-Overthinking traces "
+        "were generated with max_new_tokens=32768, stated in prose only).",
+    )
 
 
 class TraceOutcome(BaseModel):
@@ -277,7 +282,7 @@ async def _drive(
     segmenter = ThoughtSegmenter(segmenter_config(preset, config))
     controller = TrimController(
         config.trimr or preset.trimr,
-        token_budget=config.token_budget or trace.token_budget,
+        token_budget=config.token_budget or trace.token_budget or config.fallback_budget,
         name=trace.id,
     )
     context = JudgeContext(problem=trace.problem, family=preset.family)
