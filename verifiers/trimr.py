@@ -404,10 +404,11 @@ class TrimController:
             cfg.underthink_max_thoughts is not None,
             cfg.underthink_max_answers is not None,
         ]
+        active = [hit for hit, on in zip(limits, configured, strict=True) if on]
         fired = (
             any(limits)
             if cfg.underthink_mode is UnderthinkMode.ANY
-            else any(configured) and all(hit for hit, on in zip(limits, configured, strict=True) if on)
+            else bool(active) and all(active)
         )
         if not fired:
             return None
