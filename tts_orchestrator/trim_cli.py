@@ -192,7 +192,9 @@ def _write_docs(
         "Oracle bound: stop each trace right after the (M + 1)-th thought (paragraph, where the "
         "preset cuts at paragraphs) whose text contains the trace's own final answer — a "
         "labelled bound, not a live number. Held-out half: the problems whose hash is odd "
-        "(`--split heldout`), which the presets were not chosen on.\n\n"
+        "(`--split heldout`). Caveat: the presets were chosen on runs over all the traces, not "
+        "the train half alone, so that row shows the result holds on either half of the "
+        "problems; it is not an untouched test set.\n\n"
     )
     held = [t for t in loaded if Split.HELDOUT.keeps(t.problem)]
     ids = {t.id for t in held}
