@@ -150,7 +150,8 @@ def test_weak_agreement(
     decision = run(answers, config)
     assert (decision.thought_index if decision else None) == fires_at
     if decision is not None:
-        assert decision.answer == answers[fires_at].removeprefix(WEAK)  # type: ignore[union-attr]
+        assert fires_at is not None
+        assert decision.answer == (answers[fires_at] or "").removeprefix(WEAK)
     baseline = run(answers)
     assert (baseline.thought_index if baseline else None) == without
 
