@@ -17,9 +17,10 @@ from verifiers.trimr import TrimRConfig, TrimRule, UnderthinkMode
 if TYPE_CHECKING:
     from verifiers.trim_replay import ReplayReport, ReplaySummary, ReplayTrace
 
-DEFAULT_TRACES = sorted(
-    (Path(__file__).resolve().parents[1] / "evals" / "data" / "traces").glob("*.jsonl")
-)
+_TRACE_DIR = Path(__file__).resolve().parents[1] / "evals" / "data" / "traces"
+# The MiP-Overthinking traces sit in their own folder: the replay backend's loader
+# (`tts_orchestrator.traces`) does not read their schema yet.
+DEFAULT_TRACES = sorted([*_TRACE_DIR.glob("*.jsonl"), *(_TRACE_DIR / "mip").glob("*.jsonl")])
 
 
 class Split(enum.StrEnum):

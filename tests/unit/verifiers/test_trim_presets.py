@@ -28,10 +28,10 @@ from verifiers.trimr import TrimController, TrimRConfig, TrimRule
 
 TRACES = Path(__file__).resolve().parents[3] / "evals" / "data" / "traces"
 FILES = {
-    "qwq": "mip_qwq-32b_gsm8k.jsonl",
-    "deepseek_r1": "mip_r1-distill-qwen-32b_gsm8k.jsonl",
+    "qwq": "mip/mip_qwq-32b_gsm8k.jsonl",
+    "deepseek_r1": "mip/mip_r1-distill-qwen-32b_gsm8k.jsonl",
     "sky_t1": "skythought_sky-t1-math-correct-5k-27b.jsonl",
-    "limo": "mip_limo-32b_math500.jsonl",
+    "limo": "mip/mip_limo-32b_math500.jsonl",
 }
 
 
