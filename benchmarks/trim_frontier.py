@@ -44,7 +44,7 @@ async def sweep(ms: list[int], ns: list[int | None], weak: list[bool]) -> list[R
                 traces,
                 judge=RuleJudge(checker),
                 checker=checker,
-                config=ReplayConfig(trimr=config),
+                config=ReplayConfig(trimr=config, paragraphs=False),
             )
             rows.append((m, n, w, report.totals))
             t = report.totals

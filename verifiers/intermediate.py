@@ -108,8 +108,8 @@ _STATED_AFTER = re.compile(
 )
 _STATED_BEFORE_P = re.compile(
     r"\s+(?:is|are|should be|must be|seems to be)\s+(?:indeed\s+|definitely\s+|still\s+"
-    r"|probably\s+)?(?:the|my|our)\s+(?:correct\s+|final\s+|right\s+|only\s+|unique\s+)"
-    r"(?:valid\s+)?(?:answer|solution)\b",
+    r"|probably\s+)?(?:the|my|our)\s+(?:correct\s+|final\s+|right\s+|only\s+|unique\s+)?"
+    r"(?:valid\s+)?(?:answer|solution)\b(?!\s+(?:to|of|for)\b)",
     re.IGNORECASE,
 )
 _HEDGE = re.compile(
@@ -363,15 +363,24 @@ class IntermediateAnswerExtractor:
         for at in range(start, len(sentences)):
             sentence = sentences[at]
             found = self.grade(sentence, target=target or QuestionTarget())
-            if found is None and at > 0 and _POINTER.match(sentence.strip()):
-                found = self._pointed(sentences[at - 1], target or QuestionTarget())
+            pointer = _POINTER.match(sentence.strip()) if found is None and at > 0 else None
+            if pointer is not None:
+                found = self._pointed(
+                    sentences[at - 1],
+                    target or QuestionTarget(),
+                    names_answer="answer" in pointer.group(0).lower(),
+                )
             if found is not None and (best is None or found.strength >= best.strength):
                 best = found
         return best
 
-    def _pointed(self, previous: str, target: QuestionTarget) -> IntermediateAnswer | None:
+    def _pointed(
+        self, previous: str, target: QuestionTarget, *, names_answer: bool
+    ) -> IntermediateAnswer | None:
         """The result a pointer sentence ("I think that's the answer.") refers to: the value
-        the previous sentence concludes with, stated by the pointer."""
+        the previous sentence concludes with, stated by the pointer. "That's correct." / "That
+        should be it." only vouch for the previous step (often a sub-result being checked): the
+        value keeps its own grade."""
         found = self.grade(previous, target=target)
         if found is None:
             prose, spans = _protect_math(previous)
@@ -380,7 +389,7 @@ class IntermediateAnswerExtractor:
             found = self._conclusion(prose, spans, target, previous)
         if found is None:
             return None
-        strength = max(found.strength, AnswerStrength.STATED)
+        strength = max(found.strength, AnswerStrength.STATED) if names_answer else found.strength
         return found.model_copy(update={"strength": strength, "cue": f"pointer+{found.cue}"})
 
     def confirms(self, text: str) -> bool:

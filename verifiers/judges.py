@@ -85,6 +85,9 @@ class JudgeContext(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     problem: str = Field(default="", description="The problem statement the branch is solving.")
+    family: str = Field(
+        default="generic", description="Model family of the branch (selects its cue settings)."
+    )
 
 
 class ThoughtJudge(abc.ABC):
@@ -147,24 +150,36 @@ class RuleJudge(ThoughtJudge):
 
     name: ClassVar[str] = "rule"
 
-    def __init__(self, checker: AnswerComparer, config: RuleJudgeConfig | None = None) -> None:
+    def __init__(
+        self,
+        checker: AnswerComparer,
+        config: RuleJudgeConfig | None = None,
+        *,
+        by_family: Mapping[str, RuleJudgeConfig] | None = None,
+    ) -> None:
+        """`by_family`: per-family settings (`JudgeContext.family`); `config` for the rest."""
         self._checker = checker
         self._config = config or RuleJudgeConfig()
-        self._extractor = IntermediateAnswerExtractor(self._config.extractor)
+        self._by_family = dict(by_family or {})
+        self._extractors = {
+            cfg: IntermediateAnswerExtractor(cfg.extractor)
+            for cfg in (self._config, *self._by_family.values())
+        }
 
     @property
     def config(self) -> RuleJudgeConfig:
         return self._config
 
+    def config_for(self, family: str) -> RuleJudgeConfig:
+        return self._by_family.get(family, self._config)
+
     async def reaches_answer(self, thought: Thought, context: JudgeContext) -> Verdict:
         # Extraction is a few regexes over the thought's last sentences: microseconds, no offload.
-        found = self._extractor.extract(thought.text, target=_target_of(context.problem))
-        positive = found is not None and found.strength >= self._config.min_strength
-        if (
-            not positive
-            and self._config.count_confirmations
-            and self._extractor.confirms(thought.text)
-        ):
+        config = self.config_for(context.family)
+        extractor = self._extractors[config]
+        found = extractor.extract(thought.text, target=_target_of(context.problem))
+        positive = found is not None and found.strength >= config.min_strength
+        if not positive and config.count_confirmations and extractor.confirms(thought.text):
             return Verdict(
                 positive=True, score=0.5, confirms=True, reason="confirms the previous answer"
             )

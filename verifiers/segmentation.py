@@ -86,6 +86,10 @@ class SegmenterConfig(BaseModel):
         default=True,
         description="Match markers case-sensitively (reflections start a paragraph capitalised).",
     )
+    paragraphs: bool = Field(
+        default=False,
+        description="Every paragraph is a thought (finer cut points); markers are still recorded.",
+    )
 
     @model_validator(mode="after")
     def _markers_not_blank(self) -> SegmenterConfig:
@@ -126,6 +130,7 @@ class ThoughtSegmenter:
         flags = 0 if self._config.case_sensitive else re.IGNORECASE
         alternation = "|".join(re.escape(m) for m in markers)
         self._marker_re = re.compile(rf"(?:{alternation})(?!\w)", flags)
+        self._paragraphs = self._config.paragraphs
         # Enough look-ahead to decide any marker and its trailing word boundary.
         self._lookahead = max(len(m) for m in markers) + 1
         self._buffer = ""  # text of the open thought (from its start) plus undecided tail
@@ -178,10 +183,10 @@ class ThoughtSegmenter:
                 self._scan_from = brk.start()
                 return closed
             match = self._marker_re.match(self._buffer, start)
-            if match is None:
+            if match is None and not self._paragraphs:
                 self._scan_from = start  # a break match spans >= 2 characters: progress
                 continue
-            closed.append(self._close(start, next_marker=match.group(0)))
+            closed.append(self._close(start, next_marker=match.group(0) if match else None))
 
     def _close(self, cut: int, *, next_marker: str | None) -> Thought:
         text = self._buffer[:cut]

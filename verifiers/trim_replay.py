@@ -9,14 +9,20 @@ branch would be aborted at that point and continued with the intervention, so:
 * thinking tokens at the trim point = word pieces (see `verifiers.repetition`) of the thinking
   up to where the rule fired, including the text streamed while verdicts were in flight;
 * the answer at the trim point = the controller's answer (overthinking: the agreed answer;
-  underthinking / repetition: the last answer that counted, else the latest weaker candidate,
-  else none - counted wrong), in the judge's gradeable form;
+  underthinking / repetition: the forced answer, proxied by the candidate with the most support
+  so far - none, counted wrong, only when the branch had no candidate), in the judge's
+  gradeable form;
 * accuracy after: an untrimmed trace keeps its recorded label (`is_correct`); a trimmed one is
   correct when its answer is equivalent to the trace's own final answer and that was correct, or
   else when it is equivalent to the ground truth (math-verify, `EquivalenceChecker`).
 
 The answer a trimmed branch would write after the intervention is not generated here; the
 replay assumes it states the answer it had reached.
+
+Each trace runs under its family's preset (`verifiers.trim_presets`: judge bar, cut
+granularity, thresholds), picked from its `model` field unless `ReplayConfig.family` is given.
+Nothing a live branch could not know steers a decision: the trace's final answer, label and
+ground truth are read only to grade the outcome (and by the labelled `headroom` oracle bound).
 """
 
 from __future__ import annotations
@@ -34,14 +40,18 @@ from verifiers.judges import AnswerComparer, JudgeContext, ThoughtJudge, Verdict
 from verifiers.repetition import count_word_pieces
 from verifiers.segmentation import DEFAULT_FAMILY, SegmenterConfig, Thought, ThoughtSegmenter
 from verifiers.traces import Trace, load_traces
+from verifiers.trim_presets import TrimPreset, preset_for
 from verifiers.trimr import ConsistencyRequest, TrimController, TrimDecision, TrimRConfig, TrimRule
 
 __all__ = [
     "Headroom",
     "ReplayConfig",
     "ReplayReport",
+    "ReplaySummary",
     "ReplayTotals",
     "ReplayTrace",
+    "RowSummary",
+    "RuleSummary",
     "RuleTotals",
     "TraceOutcome",
     "family_for_model",
@@ -50,6 +60,7 @@ __all__ = [
     "load_replay_traces",
     "replay",
     "replay_trace",
+    "summarize",
 ]
 
 # Substring of a trace's model name -> segmenter family (first match wins).
@@ -59,6 +70,7 @@ _MODEL_FAMILIES: tuple[tuple[str, str], ...] = (
     ("qwq", "qwq"),
     ("qwen3", "qwen3"),
     ("pangu", "openpangu"),
+    ("limo", "limo"),
 )
 
 
@@ -126,9 +138,14 @@ class ReplayConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    trimr: TrimRConfig = Field(default_factory=TrimRConfig)
+    trimr: TrimRConfig | None = Field(
+        default=None, description="Rule thresholds for every trace; None: each family's preset."
+    )
     family: str | None = Field(
-        default=None, description="Segmenter family for every trace; None: from the model name."
+        default=None, description="Preset family for every trace; None: from the model name."
+    )
+    paragraphs: bool | None = Field(
+        default=None, description="Judge every paragraph; None: as the family's preset says."
     )
     chunk_chars: int = Field(default=16, ge=1, description="Characters per streamed chunk.")
     verdict_delay_tokens: int = Field(
@@ -137,6 +154,11 @@ class ReplayConfig(BaseModel):
     token_budget: int | None = Field(
         default=None, description="Thinking budget for every trace; None: the recording's cap."
     )
+    fallback_budget: int | None = Field(
+        default=32768,
+        description="Budget of a trace whose record names no cap (the MiP-Overthinking traces "
+        "were generated with max_new_tokens=32768, stated in prose only).",
+    )
 
 
 class TraceOutcome(BaseModel):
@@ -144,6 +166,8 @@ class TraceOutcome(BaseModel):
 
     id: str
     model: str
+    dataset: str = ""
+    family: str = Field(default=DEFAULT_FAMILY, description="The preset the trace ran under.")
     rule: TrimRule | None = None
     reason: str = ""
     thoughts: int = Field(description="Thoughts closed before the trim point (or in total).")
@@ -195,6 +219,15 @@ class ReplayReport(BaseModel):
     totals: ReplayTotals
 
 
+def preset_for_trace(trace: ReplayTrace, config: ReplayConfig) -> TrimPreset:
+    return preset_for(config.family or trace.family)
+
+
+def segmenter_config(preset: TrimPreset, config: ReplayConfig) -> SegmenterConfig:
+    paragraphs = preset.paragraphs if config.paragraphs is None else config.paragraphs
+    return SegmenterConfig(family=preset.family, paragraphs=paragraphs)
+
+
 class _Pending(BaseModel):
     """A verdict computed but not yet delivered (the verifier is still 'working')."""
 
@@ -208,12 +241,14 @@ async def _drive(
     trace: ReplayTrace, *, judge: ThoughtJudge, config: ReplayConfig
 ) -> tuple[TrimDecision | None, int]:
     """Stream one trace through segmenter + judge + controller; (decision, thoughts closed)."""
-    family = config.family or trace.family
-    segmenter = ThoughtSegmenter(SegmenterConfig(family=family))
+    preset = preset_for_trace(trace, config)
+    segmenter = ThoughtSegmenter(segmenter_config(preset, config))
     controller = TrimController(
-        config.trimr, token_budget=config.token_budget or trace.token_budget, name=trace.id
+        config.trimr or preset.trimr,
+        token_budget=config.token_budget or trace.token_budget or config.fallback_budget,
+        name=trace.id,
     )
-    context = JudgeContext(problem=trace.problem)
+    context = JudgeContext(problem=trace.problem, family=preset.family)
     pending: list[_Pending] = []
     delay = config.verdict_delay_tokens
 
@@ -275,6 +310,8 @@ async def replay_trace(
     outcome = TraceOutcome(
         id=trace.id,
         model=trace.model,
+        dataset=trace.dataset,
+        family=preset_for_trace(trace, cfg).family,
         thoughts=thoughts,
         thinking_tokens=total,
         tokens_at_trim=total,
@@ -385,12 +422,17 @@ def _squashed(text: str) -> str:
 
 
 def headroom(
-    traces: Sequence[ReplayTrace], *, mentions: int, family: str | None = None
+    traces: Sequence[ReplayTrace],
+    *,
+    mentions: int,
+    family: str | None = None,
+    paragraphs: bool = False,
 ) -> Headroom:
-    """Tokens saved if every trace stopped right after the `mentions`-th thought whose text
-    contains its final answer (normalised substring match; generous for short answers such as
-    "2"). With `mentions = overthink_m + 1` this bounds what the overthinking rule could save
-    with a perfect judge."""
+    """Tokens saved if every trace stopped right after the `mentions`-th thought (paragraph,
+    with `paragraphs`) whose text contains its own final answer (normalised substring match;
+    generous for short answers such as "2"). With `mentions = overthink_m + 1` this bounds what
+    the overthinking rule could save with a perfect judge. A labelled bound: it reads the
+    trace's final answer, which no live decision may."""
     before = after = 0
     for trace in traces:
         total = count_word_pieces(trace.thinking)
@@ -399,7 +441,7 @@ def headroom(
         answer = _squashed(trace.final_answer or "")
         if answer:
             seen = 0
-            cfg = SegmenterConfig(family=family or trace.family)
+            cfg = SegmenterConfig(family=family or trace.family, paragraphs=paragraphs)
             for thought in ThoughtSegmenter(cfg).feed(trace.thinking):
                 if answer in _squashed(thought.text):
                     seen += 1
@@ -409,3 +451,103 @@ def headroom(
         after += cut
     saved = 100.0 * (before - after) / before if before else 0.0
     return Headroom(mentions=mentions, tokens_before=before, tokens_after=after, saved_pct=saved)
+
+
+# -- the acceptance summary (`trim-replay --json`) ------------------------------------------
+
+
+class RuleSummary(BaseModel):
+    trims: int
+    thinking_tokens_saved: int
+    lost: int
+    gained: int
+
+
+class RowSummary(BaseModel):
+    """One row of the acceptance table: a set of traces, before and after trimming."""
+
+    traces: int
+    thinking_tokens_before: int
+    thinking_tokens_after: int
+    saved_pct: float
+    accuracy_before: float = Field(description="Percent correct, recorded labels.")
+    accuracy_after: float = Field(description="Percent correct after trimming.")
+    accuracy_change_pt: float
+    lost: int
+    gained: int
+    per_rule: dict[str, RuleSummary]
+    oracle_saved_pct: float | None = Field(
+        default=None,
+        description="Labelled bound: stop after the (M+1)-th thought naming the trace's own "
+        "final answer, M and cut granularity of the row's preset (not a live number).",
+    )
+
+
+class ReplaySummary(BaseModel):
+    judge: str
+    pooled: RowSummary
+    families: dict[str, RowSummary] = Field(description="By preset family.")
+    groups: dict[str, RowSummary] = Field(description='By "model / dataset".')
+
+
+def _row(outcomes: Sequence[TraceOutcome], oracle: float | None) -> RowSummary:
+    t = _totals(outcomes)
+    return RowSummary(
+        traces=t.traces,
+        thinking_tokens_before=t.tokens_before,
+        thinking_tokens_after=t.tokens_after,
+        saved_pct=round(t.tokens_saved_pct, 2),
+        accuracy_before=round(t.accuracy_before, 2),
+        accuracy_after=round(t.accuracy_after, 2),
+        accuracy_change_pt=round(t.accuracy_change_pt, 2),
+        lost=t.lost,
+        gained=t.gained,
+        per_rule={
+            r.rule.value: RuleSummary(
+                trims=r.trims, thinking_tokens_saved=r.tokens_saved, lost=r.lost, gained=r.gained
+            )
+            for r in t.by_rule
+        },
+        oracle_saved_pct=None if oracle is None else round(oracle, 2),
+    )
+
+
+def _oracle(traces: Sequence[ReplayTrace], config: ReplayConfig) -> float:
+    """The preset-matched oracle bound over traces of any mix of families."""
+    before = after = 0
+    for trace in traces:
+        preset = preset_for_trace(trace, config)
+        trimr = config.trimr or preset.trimr
+        bound = headroom(
+            [trace],
+            mentions=trimr.overthink_m + 1,
+            family=preset.family,
+            paragraphs=segmenter_config(preset, config).paragraphs,
+        )
+        before += bound.tokens_before
+        after += bound.tokens_after
+    return 100.0 * (before - after) / before if before else 0.0
+
+
+def summarize(
+    report: ReplayReport, traces: Sequence[ReplayTrace], *, oracle: bool = True
+) -> ReplaySummary:
+    """The acceptance fields, pooled, by preset family and by model / dataset."""
+    by_id = {t.id: t for t in traces}
+    config = report.config
+
+    def row(outcomes: Sequence[TraceOutcome]) -> RowSummary:
+        bound = _oracle([by_id[o.id] for o in outcomes], config) if oracle else None
+        return _row(outcomes, bound)
+
+    families: dict[str, list[TraceOutcome]] = {}
+    groups: dict[str, list[TraceOutcome]] = {}
+    for o in report.traces:
+        families.setdefault(o.family, []).append(o)
+        groups.setdefault(f"{o.model} / {o.dataset}", []).append(o)
+    return ReplaySummary(
+        judge=report.judge,
+        pooled=row(report.traces),
+        families={k: row(v) for k, v in sorted(families.items())},
+        groups={k: row(v) for k, v in sorted(groups.items())},
+    )

@@ -24,16 +24,19 @@ Rules (every threshold in `TrimRConfig`; every trigger is logged with its reason
 * repetition - the rolling-hash loop detector of `verifiers.repetition` fires on the stream.
 
 A decision carries the answer the branch had reached: the agreed answer for overthinking; for a
-forced stop the last answer that counted, else the latest weaker candidate (its best guess).
+forced stop the candidate with the most support so far (`supported_answer`, its best guess).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import re
+from collections import Counter
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from verifiers.answers import normalize_answer
 from verifiers.judges import Verdict
 from verifiers.repetition import RepetitionConfig, RepetitionDetector
 from verifiers.segmentation import Thought
@@ -50,6 +53,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def _answer_key(answer: str) -> str:
+    return re.sub(r"\s+", "", normalize_answer(answer))
 
 
 class TrimRule(enum.StrEnum):
@@ -85,8 +92,14 @@ class TrimRConfig(BaseModel):
     underthink_ratio: float = Field(
         default=0.5, gt=0.0, le=1.0, description="Share of the token budget without convergence."
     )
-    underthink_max_thoughts: int = Field(
-        default=20, ge=1, description="Closed thoughts without convergence."
+    underthink_max_thoughts: int | None = Field(
+        default=20, ge=1, description="Closed thoughts without convergence (None: no limit)."
+    )
+    underthink_max_answers: int | None = Field(
+        default=None,
+        ge=2,
+        description="Answer-bearing thoughts without convergence (None: no limit): the branch "
+        "keeps proposing answers that do not agree.",
     )
     underthink_mode: UnderthinkMode = Field(
         default=UnderthinkMode.ANY, description="Whether either or both limits trigger."
@@ -159,6 +172,8 @@ class TrimController:
         self._streak = 0
         self._outlier_used = False
         self._latest_candidate: str | None = None
+        # Every candidate answer in thought order, and whether it cleared the judge's bar.
+        self._candidates: list[tuple[str, bool]] = []
         self.decision: TrimDecision | None = None
 
     # -- state -------------------------------------------------------------------------------
@@ -196,6 +211,30 @@ class TrimController:
         strong = [link for link in self._chain if not link.weak]
         return strong[-1].answer if strong else self._latest_candidate
 
+    @property
+    def supported_answer(self) -> str | None:
+        """The candidate with the most support so far, else None.
+
+        What a forced stop answers with: the answer the branch proposed most often is its best
+        guess. Support counts candidates with the same normalised text, concluded or weaker;
+        ties go to an answer that cleared the judge's bar, then to the latest.
+        """
+        counts = Counter(_answer_key(a) for a, _ in self._candidates)
+        strong = {_answer_key(a) for a, positive in self._candidates if positive}
+        best: tuple[int, bool, int] | None = None
+        choice = None
+        for position, (answer, _) in enumerate(self._candidates):
+            key = _answer_key(answer)
+            score = (counts[key], key in strong, position)
+            if best is None or score > best:
+                best, choice = score, answer
+        return choice
+
+    @property
+    def answers_seen(self) -> int:
+        """Answer-bearing thoughts so far (the judge's bar, not weaker candidates)."""
+        return sum(not link.weak for link in self._chain)
+
     # -- events ------------------------------------------------------------------------------
 
     def observe_text(self, delta: str, *, token_count: int | None = None) -> TrimDecision | None:
@@ -212,7 +251,7 @@ class TrimController:
                 TrimRule.REPETITION,
                 f"a {cfg.ngram}-piece n-gram occurred {hit.occurrences} times within "
                 f"{cfg.window} pieces: {hit.ngram_text[:80]!r}",
-                answer=self.latest_answer,
+                answer=self.supported_answer,
             )
         return self._check_underthinking()
 
@@ -232,6 +271,7 @@ class TrimController:
             known = self._verdicts[self._known]
             if known.answer is not None:
                 self._latest_candidate = known.answer
+                self._candidates.append((known.answer, known.positive))
             if known.positive and known.confirms and self._chain:
                 # Agrees with the last answer by construction: no comparison needed.
                 previous = self._chain[-1]
@@ -350,11 +390,25 @@ class TrimController:
         cfg = self._config
         limit = cfg.underthink_ratio * self._budget if self._budget else None
         over_budget = limit is not None and self.tokens >= limit
-        too_many = self._thoughts >= cfg.underthink_max_thoughts
+        too_many = (
+            cfg.underthink_max_thoughts is not None
+            and self._thoughts >= cfg.underthink_max_thoughts
+        )
+        answers = self.answers_seen
+        too_many_answers = (
+            cfg.underthink_max_answers is not None and answers >= cfg.underthink_max_answers
+        )
+        limits = [over_budget, too_many, too_many_answers]
+        configured = [
+            limit is not None,
+            cfg.underthink_max_thoughts is not None,
+            cfg.underthink_max_answers is not None,
+        ]
+        active = [hit for hit, on in zip(limits, configured, strict=True) if on]
         fired = (
-            (over_budget or too_many)
+            any(limits)
             if cfg.underthink_mode is UnderthinkMode.ANY
-            else (over_budget and too_many)
+            else bool(active) and all(active)
         )
         if not fired:
             return None
@@ -365,10 +419,12 @@ class TrimController:
             )
         if too_many:
             parts.append(f"{self._thoughts} thoughts >= {cfg.underthink_max_thoughts}")
+        if too_many_answers:
+            parts.append(f"{answers} answers >= {cfg.underthink_max_answers}")
         return self._fire(
             TrimRule.UNDERTHINKING,
             "no convergence after " + " and ".join(parts),
-            answer=self.latest_answer,
+            answer=self.supported_answer,
         )
 
     def _fire(

@@ -24,3 +24,37 @@ def test_trim_replay_reports_the_table_and_the_oracle_bounds() -> None:
     saved = [float(s) for _, _, s in bounds]
     # Requiring more agreeing thoughts can only stop later.
     assert saved[0] > saved[1] > saved[2] > 0
+
+
+def _invoke(*args: str) -> str:
+    app = typer.Typer()
+    app.command()(trim_replay)
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_trim_replay_json_has_the_acceptance_fields_per_row() -> None:
+    import json
+
+    summary = json.loads(_invoke("--datasets", "math_hendrycks", "--json"))
+    pooled = summary["pooled"]
+    assert pooled["traces"] == 40
+    assert pooled["thinking_tokens_after"] <= pooled["thinking_tokens_before"]
+    assert set(pooled["per_rule"]) == {"overthinking", "underthinking", "repetition"}
+    for name in ("accuracy_before", "accuracy_after", "lost", "gained", "oracle_saved_pct"):
+        assert name in pooled
+    assert set(summary["families"]) == {"deepseek_r1"}  # both thought-anchors models
+    assert sum(g["traces"] for g in summary["groups"].values()) == 40
+
+
+def test_trim_replay_splits_partition_the_traces() -> None:
+    import json
+
+    sizes = [
+        json.loads(_invoke("--datasets", "math_hendrycks", "--json", "--split", s))["pooled"][
+            "traces"
+        ]
+        for s in ("train", "heldout")
+    ]
+    assert sum(sizes) == 40 and all(sizes)

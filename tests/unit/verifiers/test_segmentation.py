@@ -155,3 +155,21 @@ def test_one_character_at_a_time_equals_batch() -> None:
     segmenter = ThoughtSegmenter(config)
     streamed = [t for ch in text for t in segmenter.feed(ch)] + segmenter.finish()
     assert streamed == segment(text, config)
+
+
+def test_paragraph_units_cut_at_every_paragraph_and_stream_like_batch() -> None:
+    text = "I add 2 and 3.\n\nSo the answer is 5.\n\nWait, let me check: 5.\n\nYes."
+    config = SegmenterConfig(family="qwq", paragraphs=True)
+    units = segment(text, config)
+    assert [u.text for u in units] == [
+        "I add 2 and 3.\n\n",
+        "So the answer is 5.\n\n",
+        "Wait, let me check: 5.\n\n",
+        "Yes.",
+    ]
+    assert [u.marker for u in units] == [None, None, "Wait", None]
+    streamed = ThoughtSegmenter(config)
+    chunks = [text[i : i + 3] for i in range(0, len(text), 3)]
+    pieces = [t for c in chunks for t in streamed.feed(c)] + streamed.finish()
+    assert pieces == units
+    assert len(segment(text, SegmenterConfig(family="qwq"))) == 2  # only "Wait" by default

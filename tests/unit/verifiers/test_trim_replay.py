@@ -193,7 +193,9 @@ async def test_report_totals_add_up(checker: EquivalenceChecker) -> None:
         trace(SKY, "math500/0:test/precalculus/807.json"),
         trace(R1_QWEN, "MATH-6998:incorrect_base_solution"),
     ]
-    report = await replay(subjects, judge=RuleJudge(checker), checker=checker)
+    # The issue-6 rules (thought count, TARGET bar, thought cut points), not today's presets.
+    legacy = ReplayConfig(trimr=TrimRConfig(), paragraphs=False)
+    report = await replay(subjects, judge=RuleJudge(checker), checker=checker, config=legacy)
     totals = report.totals
     assert report.judge == "rule" and totals.traces == 3
     assert totals.tokens_before == sum(o.thinking_tokens for o in report.traces)

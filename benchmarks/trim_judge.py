@@ -1,0 +1,297 @@
+"""Precision and recall of the TrimR judge's two checks on labelled thoughts (issue 16).
+
+Labelled thoughts come from the development traces: each trace is cut into the units its family's
+preset judges (thoughts, or paragraphs), and a unit *concludes* when one of its last three
+sentences contains the trace's own final answer (normalised, as a whole token). The labels are
+for measurement only: the judge never sees the final answer.
+
+* existence - does the judge say the unit reaches an answer (a candidate at its family's bar)?
+  Gold: the unit concludes.
+* equivalence - for consecutive candidates the controller would compare, does the judge call
+  them the same answer? Gold, where it is known: both candidates normalise to the final answer
+  (same), or exactly one does (different); pairs where neither does are left out.
+
+Run: ``python -m benchmarks.trim_judge [--write-docs]`` (rule judge with the family presets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from benchmarks.common import write_section
+from tts_orchestrator.trim.cli import DEFAULT_TRACES
+from verifiers.answers import normalize_answer
+from verifiers.equivalence import EquivalenceChecker
+from verifiers.intermediate import (
+    AnswerStrength,
+    IntermediateAnswerExtractor,
+    QuestionTarget,
+    split_sentences,
+)
+from verifiers.judges import JudgeContext, LlmJudge, RuleJudge, ScoreFn, ThoughtJudge
+from verifiers.segmentation import SegmenterConfig, Thought, segment
+from verifiers.trim_presets import judge_configs, preset_for
+from verifiers.trim_replay import ReplayTrace, load_replay_traces
+
+SECTION = "TrimR judge precision / recall (issue 16)"
+
+
+def _key(text: str) -> str:
+    return re.sub(r"\s+", "", normalize_answer(text)).lstrip("$")
+
+
+def _squash(text: str) -> str:
+    """Whitespace, thousands commas, dollar signs and TeX spacing out: "$25,000" -> "25000"."""
+    text = re.sub(r"\\text\{([^}]*)\}", r"\1", text)
+    text = re.sub(r"(?<=\d),(?=\d{3})|\$|\\[,;!]", "", text)
+    return re.sub(r"\s+", "", text.replace("\\dfrac", "\\frac"))
+
+
+def concludes(thought: Thought, final_answer: str) -> bool:
+    """Gold label: the unit's last three sentences contain the final answer as a whole token."""
+    tail = _squash(" ".join(split_sentences(thought.text)[-3:]))
+    answer = _squash(final_answer)
+    if not answer:
+        return False
+    return re.search(rf"(?<![\d.]){re.escape(answer)}(?![\d])", tail) is not None
+
+
+@dataclass
+class Counts:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+    seconds: float = 0.0
+    checks: int = 0
+    calls: int = 0  # LLM calls among the checks
+
+    def add(self, predicted: bool, gold: bool) -> None:
+        self.tp += predicted and gold
+        self.fp += predicted and not gold
+        self.fn += gold and not predicted
+        self.tn += not predicted and not gold
+        self.checks += 1
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+
+@dataclass
+class FamilyCounts:
+    existence: Counts = field(default_factory=Counts)
+    equivalence: Counts = field(default_factory=Counts)
+
+
+async def measure(traces: Sequence[ReplayTrace], judge: ThoughtJudge) -> dict[str, FamilyCounts]:
+    out: dict[str, FamilyCounts] = {}
+    for trace in traces:
+        if not trace.final_answer:
+            continue
+        preset = preset_for(trace.family)
+        counts = out.setdefault(preset.family, FamilyCounts())
+        context = JudgeContext(problem=trace.problem, family=preset.family)
+        units = segment(
+            trace.thinking, SegmenterConfig(family=preset.family, paragraphs=preset.paragraphs)
+        )
+        previous: str | None = None
+        for unit in units[:-1]:  # the last unit closes with the thinking: never judged live
+            start = time.perf_counter()
+            verdict = await judge.reaches_answer(unit, context)
+            counts.existence.seconds += time.perf_counter() - start
+            if verdict.confirms:
+                continue  # "That checks out.": agrees with the last answer, states none
+            stated = verdict.positive and verdict.answer is not None
+            counts.existence.add(stated, concludes(unit, trace.final_answer))
+            if not stated or verdict.answer is None:
+                continue
+            answer = judge.gradeable_answer(verdict.answer)
+            if answer is None:
+                continue
+            if previous is not None:
+                gold_first = _key(previous) == _key(trace.final_answer)
+                gold_second = _key(answer) == _key(trace.final_answer)
+                if gold_first or gold_second:
+                    start = time.perf_counter()
+                    same = await judge.consistent(previous, answer, context)
+                    counts.equivalence.seconds += time.perf_counter() - start
+                    counts.equivalence.add(same.positive, gold_first and gold_second)
+            previous = answer
+    return out
+
+
+@dataclass
+class Item:
+    """One labelled unit of the LLM sample, with the rule judge's verdict on it."""
+
+    thought: Thought
+    context: JudgeContext
+    gold: bool
+    rule_positive: bool
+    rule_strength: AnswerStrength | None
+
+
+async def sample_units(
+    traces: Sequence[ReplayTrace], rule: RuleJudge, *, size: int, seed: int = 16
+) -> list[Item]:
+    """`size` labelled units, half concluding and half not, drawn over every family."""
+    positives: list[Item] = []
+    negatives: list[Item] = []
+    for trace in traces:
+        if not trace.final_answer:
+            continue
+        preset = preset_for(trace.family)
+        context = JudgeContext(problem=trace.problem, family=preset.family)
+        config = SegmenterConfig(family=preset.family, paragraphs=preset.paragraphs)
+        extractor = IntermediateAnswerExtractor(rule.config_for(preset.family).extractor)
+        target = QuestionTarget.from_problem(trace.problem)
+        for unit in segment(trace.thinking, config)[:-1]:
+            found = extractor.extract(unit.text, target=target)
+            verdict = await rule.reaches_answer(unit, context)
+            if verdict.confirms:
+                continue
+            item = Item(
+                thought=unit,
+                context=context,
+                gold=concludes(unit, trace.final_answer),
+                rule_positive=verdict.positive,
+                rule_strength=found.strength if found is not None else None,
+            )
+            (positives if item.gold else negatives).append(item)
+    rng = random.Random(seed)
+    return rng.sample(positives, size // 2) + rng.sample(negatives, size - size // 2)
+
+
+def http_score(client: httpx.AsyncClient, url: str) -> ScoreFn:
+    """Prefill-only Yes/No: one generated token's top log-probabilities (llama.cpp / vLLM)."""
+
+    async def score(prompt: str) -> Mapping[str, float]:
+        body = {"prompt": prompt, "max_tokens": 1, "logprobs": 10, "temperature": 0.0}
+        response = await client.post(f"{url}/v1/completions", json=body)
+        response.raise_for_status()
+        logprobs = response.json()["choices"][0]["logprobs"]
+        if "content" in logprobs:  # llama.cpp
+            top = logprobs["content"][0]["top_logprobs"]
+            return {t["token"]: float(t["logprob"]) for t in top}
+        return {k: float(v) for k, v in logprobs["top_logprobs"][0].items()}  # OpenAI legacy
+
+    return score
+
+
+async def measure_llm(items: Sequence[Item], judge: LlmJudge) -> dict[str, Counts]:
+    """Existence on the sample: the rule judge, the LLM judge, and the hybrid (the rule decides
+    a stated / boxed answer and a unit with no candidate; the LLM decides the rest)."""
+    out = {name: Counts() for name in ("rule", "llm", "hybrid")}
+    for item in items:
+        out["rule"].add(item.rule_positive, item.gold)
+        start = time.perf_counter()
+        verdict = await judge.reaches_answer(item.thought, item.context)
+        elapsed = time.perf_counter() - start
+        out["llm"].add(verdict.positive, item.gold)
+        out["llm"].seconds += elapsed
+        out["llm"].calls += 1
+        sure = item.rule_strength is None or item.rule_strength >= AnswerStrength.STATED
+        out["hybrid"].add(item.rule_positive if sure else verdict.positive, item.gold)
+        if not sure:
+            out["hybrid"].seconds += elapsed
+            out["hybrid"].calls += 1
+    return out
+
+
+def llm_table(results: dict[str, Counts], model: str, size: int) -> str:
+    lines = [
+        f"Existence on a balanced sample of {size} labelled units (half concluding), all "
+        f"families; LLM judge: `{model}` on llama.cpp (xllamacpp), 2 CPU threads, raw "
+        "completion prompt `verifiers/prompts/reaches_answer.txt`, one token, Yes vs No "
+        "log-probabilities, the few-shot prefix served from the prompt cache.",
+        "",
+        "| judge | checks | precision | recall | LLM calls | cost per check |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, c in results.items():
+        per = 1000 * c.seconds / c.checks if c.checks else 0.0
+        lines.append(
+            f"| {name} | {c.checks} | {100 * c.precision:.1f}% | {100 * c.recall:.1f}% | "
+            f"{c.calls} | {per:.0f} ms |"
+        )
+    return "\n".join(lines)
+
+
+def table(results: dict[str, FamilyCounts], judge: str) -> str:
+    lines = [
+        "| judge | family | check | labelled items | positives (gold) | precision | recall | "
+        "cost per check |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for family, counts in sorted(results.items()):
+        for check, c in (("existence", counts.existence), ("equivalence", counts.equivalence)):
+            cost = 1000 * c.seconds / c.checks if c.checks else 0.0
+            lines.append(
+                f"| {judge} | `{family}` | {check} | {c.checks} | {c.tp + c.fn} | "
+                f"{100 * c.precision:.1f}% | {100 * c.recall:.1f}% | {cost:.2f} ms |"
+            )
+    return "\n".join(lines)
+
+
+async def _run(args: argparse.Namespace) -> None:
+    traces = load_replay_traces(DEFAULT_TRACES, complete_only=True)
+    tables = []
+    async with EquivalenceChecker(timeout_s=5.0) as checker:
+        presets = RuleJudge(checker, by_family=judge_configs())
+        for name, by_family in (("rule, presets", judge_configs()), ("rule, TARGET bar", {})):
+            results = await measure(traces, RuleJudge(checker, by_family=by_family))
+            tables.append(table(results, name))
+        items = await sample_units(traces, presets, size=args.llm_sample) if args.llm_url else []
+    body = tables[0] + "\n" + "\n".join(tables[1].splitlines()[2:])
+    llm_note = (
+        "The LLM judge (TrimR's prefill-only Yes/No verifier, `verifiers.judges.LlmJudge`) was "
+        "not measured in this run."
+    )
+    if args.llm_url:
+        async with httpx.AsyncClient(timeout=300.0) as client:
+            judge = LlmJudge(http_score(client, args.llm_url))
+            llm = await measure_llm(items, judge)
+        llm_note = llm_table(llm, args.llm_model, len(items))
+    print(body + "\n\n" + llm_note)
+    if args.write_docs:
+        note = (
+            "Units are what each family's preset judges (thoughts, or paragraphs for QwQ and "
+            "R1-distill); the last unit of a trace is left out (it closes with the thinking), and "
+            'so are bare confirmations ("That checks out.": they agree with the previous '
+            "answer without stating one). Gold labels read the trace's own final answer "
+            "(measurement only). Equivalence pairs are consecutive candidates that cleared the "
+            "bar, where the gold is known. `rule, presets` is the judge the presets run (the bar "
+            "per family); `rule, TARGET bar` is the issue-6 default (a concluding sentence about "
+            "the asked quantity counts). Cost is wall time on this CPU (math-verify in worker "
+            "processes; cached pairs are free).\n\n"
+        )
+        command = "python -m benchmarks.trim_judge --write-docs"
+        if args.llm_url:
+            command += f" --llm-url URL --llm-model {args.llm_model} --llm-sample {args.llm_sample}"
+        write_section(SECTION, note + body + "\n\n" + llm_note, command)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--llm-url", default=None, help="OpenAI-compatible server of the judge")
+    parser.add_argument("--llm-model", default="qwen2.5-coder-0.5b-instruct")
+    parser.add_argument("--llm-sample", type=int, default=300)
+    asyncio.run(_run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The judge precision / recall benchmark: labels, counts, the LLM scoring call, the hybrid."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import httpx
+import pytest
+
+from benchmarks.trim_judge import Counts, Item, concludes, http_score, measure_llm
+from verifiers.intermediate import AnswerStrength
+from verifiers.judges import JudgeContext, LlmJudge
+from verifiers.segmentation import Thought
+
+
+def unit(text: str) -> Thought:
+    return Thought(index=0, start=0, end=len(text), text=text)
+
+
+@pytest.mark.parametrize(
+    ("text", "final", "label"),
+    [
+        pytest.param("So the answer is $25,000 per year.", "25000", True, id="money"),
+        pytest.param("Then 250 tiles cost 3000.", "25", False, id="digits-inside-a-number"),
+        pytest.param("So x = \\dfrac{400}{11}.", "\\frac{400}{11}", True, id="dfrac"),
+        pytest.param(
+            "The answer is 5. I check. I add. I compare.", "5", False, id="beyond-the-tail"
+        ),
+    ],
+)
+def test_gold_label_reads_the_final_answer_in_the_tail(text: str, final: str, label: bool) -> None:
+    assert concludes(unit(text), final) is label
+
+
+def test_counts_precision_and_recall() -> None:
+    c = Counts()
+    for predicted, gold in [(True, True), (True, False), (False, True), (False, False)]:
+        c.add(predicted, gold)
+    assert (c.tp, c.fp, c.fn, c.tn, c.checks) == (1, 1, 1, 1, 4)
+    assert c.precision == c.recall == 0.5
+
+
+async def test_http_score_reads_llama_cpp_top_logprobs() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        assert body["max_tokens"] == 1 and body["logprobs"] == 10
+        top = [{"token": " Yes", "logprob": -0.1}, {"token": " No", "logprob": -2.3}]
+        return httpx.Response(
+            200, json={"choices": [{"logprobs": {"content": [{"top_logprobs": top}]}}]}
+        )
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        scores = await http_score(client, "http://judge")("prompt")
+    assert scores == {" Yes": -0.1, " No": -2.3}
+
+
+async def test_hybrid_asks_the_llm_only_when_the_rule_is_unsure() -> None:
+    asked: list[str] = []
+
+    async def score(prompt: str) -> Mapping[str, float]:
+        asked.append(prompt)
+        return {"Yes": -0.1, "No": -3.0}  # the LLM always says Yes
+
+    context = JudgeContext(problem="How many?")
+    items = [
+        # Stated answer: the rule is sure (Yes), the LLM is not asked by the hybrid.
+        Item(unit("The answer is 4."), context, True, True, AnswerStrength.STATED),
+        # No candidate at all: the rule is sure (No).
+        Item(unit("Let me think."), context, False, False, None),
+        # A concluding sentence about something: the rule is unsure, the LLM decides (Yes).
+        Item(unit("So the total is 4."), context, True, False, AnswerStrength.EXPRESSION),
+    ]
+    results = await measure_llm(items, LlmJudge(score))
+    assert len(asked) == 3  # the LLM column checks every item
+    assert results["llm"].calls == 3 and results["hybrid"].calls == 1
+    assert (results["rule"].tp, results["rule"].fn) == (1, 1)
+    assert (results["hybrid"].tp, results["hybrid"].fn, results["hybrid"].tn) == (2, 0, 1)
+
+
+def test_gold_label_keeps_word_answers_in_text() -> None:
+    assert concludes(unit("So he walks \\text{east}."), "\\text{east}")

@@ -1,0 +1,96 @@
+"""Per-family TrimR presets: the judge bar, the cut granularity and the rule thresholds.
+
+A preset is what a user who turns trimming on gets for a model family: the live trimmer picks it
+from the pool's model family, `trim-replay` from each trace's `model` field (unless `--family`
+is given). The values were chosen from replays of all the development traces; the table in
+docs/benchmarks.md "TrimR replay (issue 16)" also shows each half of the problems
+(`trim-replay --split train|heldout`): the same presets hold on both halves.
+
+What the measurements say (rule judge, docs/benchmarks.md):
+
+* An answer *stated* as the answer ("the answer is 540", "\\boxed{540}", "I think that's the
+  answer") is the only cue precise enough on every family: a concluding sentence about what
+  the question asks for ("so the total length is 280 feet", `TARGET`) is an intermediate
+  result too often - agreeing on it costs 4-10 pt on R1-distill MATH-500 and QwQ GSM8K.
+* QwQ restates its answer in short paragraphs between checks: cutting at the paragraph that
+  repeats a stated answer (M = 1) saves 15-22% at no accuracy cost, where waiting for the end
+  of the reflection thought saves less.
+* Underthinking by raw thought count fires on converged QwQ traces (it writes many short
+  thoughts). It counts answer-bearing thoughts instead (K stated answers that never agree) and
+  the budget share; a quarter of the budget costs 6-25 pt on QwQ / R1-distill MATH, whose long
+  traces are mostly right, so only LIMO (long = looping) stops that early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from verifiers.intermediate import AnswerExtractorConfig, AnswerStrength
+from verifiers.judges import RuleJudgeConfig
+from verifiers.segmentation import DEFAULT_FAMILY
+from verifiers.trimr import TrimRConfig
+
+__all__ = ["PRESETS", "TrimPreset", "judge_configs", "preset_for"]
+
+
+class TrimPreset(BaseModel):
+    """Everything family-specific about trimming one branch."""
+
+    model_config = ConfigDict(frozen=True)
+
+    family: str
+    paragraphs: bool = Field(
+        default=False, description="Judge every paragraph (finer cut points), not every thought."
+    )
+    judge: RuleJudgeConfig = Field(default_factory=RuleJudgeConfig)
+    trimr: TrimRConfig = Field(default_factory=TrimRConfig)
+
+
+_STATED = RuleJudgeConfig(min_strength=AnswerStrength.STATED)
+_TARGET_LAST_SENTENCE = RuleJudgeConfig(
+    min_strength=AnswerStrength.TARGET, extractor=AnswerExtractorConfig(window_sentences=1)
+)
+_CONVERGENCE = TrimRConfig(
+    overthink_m=1,
+    underthink_max_thoughts=None,
+    underthink_max_answers=6,
+)
+
+_NO_BUDGET_STOP = _CONVERGENCE.model_copy(update={"underthink_ratio": 1.0})
+
+PRESETS: Mapping[str, TrimPreset] = MappingProxyType(
+    {
+        p.family: p
+        for p in (
+            TrimPreset(family=DEFAULT_FAMILY, judge=_STATED, trimr=_CONVERGENCE),
+            # QwQ and R1-distill: long traces are mostly right (they converge late), so the
+            # budget share never stops them; non-convergence means K answers that disagree.
+            TrimPreset(family="qwq", paragraphs=True, judge=_STATED, trimr=_NO_BUDGET_STOP),
+            TrimPreset(family="deepseek_r1", paragraphs=True, judge=_STATED, trimr=_NO_BUDGET_STOP),
+            # Sky-T1 rarely says "the answer is": it concludes "So, the median is 81." as the
+            # last sentence of a thought; read only that sentence (earlier ones are steps).
+            TrimPreset(family="sky_t1", judge=_TARGET_LAST_SENTENCE, trimr=_CONVERGENCE),
+            # LIMO writes no thinking markers: its whole output is the thought chain. Its long
+            # traces are loops that never settle (4 of 5 past a quarter of the budget are
+            # wrong), so a quarter of the budget without convergence stops it.
+            TrimPreset(
+                family="limo",
+                judge=_STATED,
+                trimr=_CONVERGENCE.model_copy(update={"underthink_ratio": 0.25}),
+            ),
+        )
+    }
+)
+
+
+def preset_for(family: str) -> TrimPreset:
+    """The family's preset; families without one get the generic preset."""
+    return PRESETS.get(family, PRESETS[DEFAULT_FAMILY])
+
+
+def judge_configs() -> dict[str, RuleJudgeConfig]:
+    """Per-family rule-judge settings (for `RuleJudge(by_family=...)`)."""
+    return {name: preset.judge for name, preset in PRESETS.items()}
