@@ -108,7 +108,9 @@ async def test_two_thinkers_are_chosen_by_seed_never_the_fast_record(traces: lis
         params = SamplingParams(max_tokens=1 << 16, seed=seed)
         chunks = [c async for c in b.stream_completion(prompt, params, request_id=f"s{seed}")]
         outputs.add("".join(c.text for c in chunks))
-    thinkers = {of(traces, m, "gsm8k/6").output for m in ("QwQ-32B", "DeepSeek-R1-Distill-Qwen-32B")}
+    thinkers = {
+        of(traces, m, "gsm8k/6").output for m in ("QwQ-32B", "DeepSeek-R1-Distill-Qwen-32B")
+    }
     assert outputs == thinkers
 
 
