@@ -41,7 +41,7 @@ def of(traces: Sequence[Trace], model: str, problem_id: str) -> Trace:
 
 
 def backend(traces: Sequence[Trace], **config: object) -> ReplayBackend:
-    return ReplayBackend(ReplayConfig(tokens_per_s=1e6, **config), traces=traces)  # type: ignore[arg-type]
+    return ReplayBackend(ReplayConfig(tokens_per_s=1e6, **config), traces=traces)
 
 
 async def switched_prompt(b: ReplayBackend, family: str, mode: ThinkingMode, problem: str) -> str:
