@@ -11,11 +11,15 @@ Behaviour, in the order a request meets it:
 * **Modes.** A group may hold *fast records* (traces of a model without a thinking part, such as
   Qwen2.5-32B-Instruct) beside thinking traces (QwQ-32B, R1-Distill) of the same problem: one
   Qwen2.5-32B base with a fast and a slow mode. The prompt decides which, by the switch the
-  service's always-thinking families use (``policies.switches.ThinkingBlockPrefill``): an
-  empty thinking block after the problem (open marker, whitespace, close marker) is thinking
-  switched off and selects among the fast records, anything else among the thinking traces. A
-  fast-mode probe is the same fast request under a smaller ``max_tokens``. Only the prompt's
-  text decides; a trace's label or answer never does. Groups with one kind only are unchanged.
+  service's always-thinking families use (``policies.switches.ThinkingBlockPrefill``: an
+  empty thinking block after the problem - open marker, whitespace, close marker - is thinking
+  switched off) or, for instruction families (``PromptedThinking``), its answer-directly system
+  instruction: either selects among the fast records, anything else among the thinking traces.
+  Under the prompted-thinking switch's think instruction the template leaves the block closed
+  and a trace recorded inside an opened block streams the open marker first, as the grammar
+  makes an instruction model write it. A fast-mode probe is the same fast request under a
+  smaller ``max_tokens``. Only the prompt's text decides; a trace's label or answer never
+  does. Groups with one kind only are unchanged.
 * **Continuation.** After the problem, the prompt may hold a prefix of a trace's output followed
   by injected text (abort-and-continue). The trace whose output matches the longest stretch of
   the prompt wins (``seed`` only breaks ties). If the text after the matched prefix (or, when
@@ -61,6 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from policies.switches import ANSWER_INSTRUCTION, THINK_INSTRUCTION
 from tts_orchestrator.backends.base import (
     CompletionChunk,
     SamplingParams,
@@ -169,16 +174,25 @@ _CUTTERS: dict[ReplayTokenizer, Callable[[], _Cutter]] = {
 
 
 # -- trace lookup -------------------------------------------------------------------------------
-def mode_group(group: Sequence[Trace], after_problem: str) -> list[Trace]:
-    """The traces of `group` that may answer a prompt whose text after the problem is
-    `after_problem`: the fast records when it holds an empty thinking block (thinking switched
-    off), else the thinking traces; the whole group when it holds only one kind."""
+def mode_group(group: Sequence[Trace], prompt: str, *, problem_end: int) -> list[Trace]:
+    """The traces of `group` that may answer `prompt`: the fast records when thinking is
+    switched off (an empty thinking block after the problem, or the prompted-thinking switch's
+    answer-directly instruction), else the thinking traces; all of `group` if it has one kind."""
     thinkers = [t for t in group if t.thinking_delimiters]
     fast = [t for t in group if not t.thinking_delimiters]
     if not thinkers or not fast:
         return list(group)
     empty_block = re.escape(thinkers[0].think_open) + r"\s*" + re.escape(thinkers[0].think_close)
-    return fast if re.search(empty_block, after_problem) else thinkers
+    off = ANSWER_INSTRUCTION in prompt or re.search(empty_block, prompt[problem_end:])
+    return fast if off else thinkers
+
+
+def _tags_prompted(messages: Sequence[dict[str, str]]) -> bool:
+    """The prompted-thinking switch ran (either mode): the model, not the template, writes tags."""
+    return any(
+        ANSWER_INSTRUCTION in m.get("content", "") or THINK_INSTRUCTION in m.get("content", "")
+        for m in messages
+    )
 
 
 class TraceIndex:
@@ -327,7 +341,7 @@ class ReplayBackend(WorkerBackend):
             text = self._fallback_text
             return self._limit(text, 0, salt="fallback", finish="stop", params=params)
         group, problem_end = found
-        group = mode_group(group, prompt[problem_end:])
+        group = mode_group(group, prompt, problem_end=problem_end)
         chosen = (params.seed or 0) % len(group)
         located = [_locate_output(prompt, t.output, start=problem_end) for t in group]
         best = max(m for m, _ in located)
@@ -349,6 +363,11 @@ class ReplayBackend(WorkerBackend):
                 start += len(tail)
             return self._limit(trace.output[start:], start, salt=salt, finish="stop", params=params)
         finish = "stop" if trace.complete else "length"
+        if not matched and trace.prompt_ends_with_think_tag and THINK_INSTRUCTION in prompt:
+            # Recorded after a template that opened the block; here the prompted-thinking
+            # switch asks the model to write the tags (its grammar forces them): it opens it.
+            opened = f"{trace.think_open}\n{trace.output}"
+            return self._limit(opened, 0, salt=salt + "\x00open", finish=finish, params=params)
         return self._limit(trace.output[matched:], matched, salt=salt, finish=finish, params=params)
 
     def _limit(
@@ -545,7 +564,8 @@ class ReplayBackend(WorkerBackend):
 
         When the messages contain a problem whose thinking traces all have
         ``prompt_ends_with_think_tag`` (their output starts inside thinking), the open marker and
-        a newline follow, as the recording's prompt had. ``template_kwargs``:
+        a newline follow, as the recording's prompt had - unless the prompted-thinking switch's
+        instructions are in the messages (an instruction model's template opens nothing). ``template_kwargs``:
         ``add_generation_prompt`` (default True); ``enable_thinking=False`` appends an empty
         thinking block (open, blank line, close), which makes the replay answer without thinking
         (the problem's fast record where it has one).
@@ -556,7 +576,7 @@ class ReplayBackend(WorkerBackend):
             return "".join(parts)
         parts.append("<|assistant|>\n")
         found = self.index.find("\n".join(m.get("content", "") for m in messages))
-        if found is not None:
+        if found is not None and not _tags_prompted(messages):
             group = [t for t in found[0] if t.thinking_delimiters] or found[0]
             opened = all(t.prompt_ends_with_think_tag for t in group)
             if not kwargs.get("enable_thinking", True):

@@ -18,6 +18,7 @@ from tts_orchestrator.backends.replay import ReplayBackend, mode_group
 from tts_orchestrator.config import ReplayConfig
 from tts_orchestrator.config.pools import ReplayTokenizer
 from verifiers.families import get_family
+from verifiers.reasoning import ReasoningSplitter
 from verifiers.traces import Trace, load_traces
 from verifiers.traces.tokens import TokenCounter
 
@@ -67,8 +68,14 @@ async def stream(b: ReplayBackend, prompt: str, *, max_tokens: int = 1 << 16) ->
         ("qwq", ThinkingMode.FAST, "Qwen2.5-32B-Instruct"),
         ("qwq", ThinkingMode.SLOW, "QwQ-32B"),
         ("deepseek_r1", ThinkingMode.FAST, "Qwen2.5-32B-Instruct"),
+        ("generic", ThinkingMode.FAST, "Qwen2.5-32B-Instruct"),
     ],
-    ids=["qwq-fast-is-the-instruct-answer", "qwq-slow-is-the-thinking-trace", "r1-fast"],
+    ids=[
+        "qwq-fast-is-the-instruct-answer",
+        "qwq-slow-is-the-thinking-trace",
+        "r1-fast",
+        "generic-fast-by-its-instruction",
+    ],
 )
 async def test_the_switched_prompt_streams_that_modes_record(
     traces: list[Trace], family: str, mode: ThinkingMode, model: str
@@ -116,9 +123,9 @@ async def test_two_thinkers_are_chosen_by_seed_never_the_fast_record(traces: lis
 
 def test_mode_group_leaves_single_kind_groups_alone(traces: list[Trace]) -> None:
     qwq = [of(traces, "QwQ-32B", "gsm8k/0")]
-    assert mode_group(qwq, "<think>\n\n</think>\n\n") == qwq
+    assert mode_group(qwq, "<think>\n\n</think>\n\n", problem_end=0) == qwq
     fast = [of(traces, "Qwen2.5-32B-Instruct", "gsm8k/0")]
-    assert mode_group(fast, "<think>\n") == fast
+    assert mode_group(fast, "<think>\n", problem_end=0) == fast
 
 
 async def test_qwen_tokenizer_counts_what_the_model_spent(
@@ -144,3 +151,21 @@ def test_bpe_pieces_join_back_one_per_token(counter: TokenCounter, text: str) ->
     pieces = counter.pieces(text)
     assert "".join(pieces) == text
     assert len(pieces) == counter.count(text)
+
+
+async def test_prompted_thinking_slow_streams_the_tags_the_service_splits(
+    traces: list[Trace],
+) -> None:
+    """Family ``generic``: slow is a system instruction (+ grammar); the template opens no
+    block, so the trace comes with its open marker and splits as ``prompted_think``."""
+    pair = [t for t in traces if t.model in {"Qwen2.5-32B-Instruct", "QwQ-32B"}]
+    b = backend(pair)
+    qwq = of(pair, "QwQ-32B", "gsm8k/0")
+    prompt = await switched_prompt(b, "generic", ThinkingMode.SLOW, qwq.problem)
+    assert prompt.endswith("<|assistant|>\n")
+    text, _ = await stream(b, prompt)
+    assert text == "<think>\n" + qwq.output
+    splitter = ReasoningSplitter(get_family("prompted_think"))
+    reasoning, content = splitter.feed(text)
+    assert reasoning.strip() == qwq.thinking_text.strip()
+    assert content.strip() == qwq.answer_text.strip()
