@@ -565,10 +565,10 @@ class ReplayBackend(WorkerBackend):
         When the messages contain a problem whose thinking traces all have
         ``prompt_ends_with_think_tag`` (their output starts inside thinking), the open marker and
         a newline follow, as the recording's prompt had - unless the prompted-thinking switch's
-        instructions are in the messages (an instruction model's template opens nothing). ``template_kwargs``:
-        ``add_generation_prompt`` (default True); ``enable_thinking=False`` appends an empty
-        thinking block (open, blank line, close), which makes the replay answer without thinking
-        (the problem's fast record where it has one).
+        instructions are in the messages (an instruction model's template opens nothing).
+        ``template_kwargs``: ``add_generation_prompt`` (default True); ``enable_thinking=False``
+        appends an empty thinking block (open, blank line, close), which makes the replay answer
+        without thinking (the problem's fast record where it has one).
         """
         kwargs = template_kwargs or {}
         parts = [f"<|{m.get('role', 'user')}|>\n{m.get('content', '')}\n" for m in messages]
