@@ -8,6 +8,7 @@ decision comes from ``evals.routing.run_auto`` (the offline path), the outcome f
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -134,3 +135,35 @@ def test_the_latency_budget_spans_the_probe_and_the_slow_phase(
     # restarted for it would let it stream ~RATE tokens, nearly all 407).
     assert spent - fast <= budget * RATE - fast + 20
     assert elapsed < budget + 3.0
+
+
+def test_a_streamed_escalation_sends_the_thinking_as_reasoning_deltas(
+    service: RunningService, ladder: Ladder, thinker: dict[str, Trace]
+) -> None:
+    """The probe's text is held back; the stream is the slow phase, split as recorded."""
+    p = problem(ladder, ESCALATED)
+    body = {
+        "model": POOL,
+        "messages": [{"role": "user", "content": p.problem}],
+        "tts": {"mode": "auto"},
+        "stream": True,
+    }
+    reasoning, content = [], []
+    with httpx.stream("POST", f"{service.url}/v1/chat/completions", json=body, timeout=120) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if not line.startswith("data:") or line.endswith("[DONE]"):
+                continue
+            for choice in json.loads(line[5:]).get("choices") or []:
+                delta = choice.get("delta") or {}
+                reasoning.append(delta.get("reasoning_content") or "")
+                content.append(delta.get("content") or "")
+    assert "".join(reasoning).strip() == thinker[ESCALATED].thinking_text.strip()
+    assert "".join(content).strip() == p.answers[1].text.strip()
+
+
+def test_a_problem_nobody_recorded_is_a_worker_error(service: RunningService) -> None:
+    body = {"model": POOL, "messages": [{"role": "user", "content": "What is 2 + 3?"}]}
+    r = httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 502
+    assert "the prompt contains the problem of none of its" in r.json()["error"]["message"]
