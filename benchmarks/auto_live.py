@@ -4,7 +4,7 @@ The real service (`tts-orchestrator serve`: Redis, Ray, the API) runs
 ``deploy/configs/replay-reasoning.yaml`` - recorded Qwen2.5-32B-Instruct answers as the fast
 mode, QwQ-32B (pool ``qwq-32b``) or R1-Distill-Qwen-32B (``r1-distill-qwen-32b``) traces as the
 slow mode, counted in Qwen2.5 tokens - at a faster replay rate so the run fits in minutes
-(about 5 minutes here for both pairs). Every GSM8K problem of a pair is asked twice,
+(about 3 minutes here for both pairs). Every GSM8K problem of a pair is asked twice,
 ``tts.mode: auto`` (stage 1, then the fast probe judged by ``answer_signals``, escalating to
 slow) and ``tts.mode: slow``; each arm's accuracy and mean completion tokens (probe included)
 are set against ``evals.routing.evaluate`` run offline on the same problems with the same policy

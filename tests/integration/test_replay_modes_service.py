@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.auto_live import FAST_FILE, POOL, SLOW_FILE, service_config
+from benchmarks.auto_live import FAST_FILE, PAIRS, POOL, SLOW_FILE, service_config
 from benchmarks.service import RunningService, start_service
 from evals.pairs import Ladder, LadderProblem, load_ladder
 from evals.routing import AutoOutcome, examples_of, run_auto
@@ -167,3 +167,18 @@ def test_a_problem_nobody_recorded_is_a_worker_error(service: RunningService) ->
     r = httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=60)
     assert r.status_code == 502
     assert "the prompt contains the problem of none of its" in r.json()["error"]["message"]
+
+
+def test_the_r1_pool_serves_its_own_thinker(service: RunningService, ladder: Ladder) -> None:
+    r1 = {t.problem_id: t for t in load_traces([PAIRS["r1-distill-qwen-32b"]])}[ESCALATED]
+    p = problem(ladder, ESCALATED)
+    body = {
+        "model": "r1-distill-qwen-32b",
+        "messages": [{"role": "user", "content": p.problem}],
+        "tts": {"mode": "slow"},
+    }
+    r = httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    message = r.json()["choices"][0]["message"]
+    assert message["reasoning_content"].strip() == r1.thinking_text.strip()
+    assert message["content"].strip() == r1.answer_text.strip()
