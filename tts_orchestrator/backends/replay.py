@@ -8,6 +8,18 @@ Behaviour, in the order a request meets it:
   different seeds replay different traces where a problem has several (thought-anchors: a correct
   and an incorrect trace per model). An unknown prompt raises :class:`WorkerError`, or streams
   ``fallback_text`` when one is configured.
+* **Modes.** A group may hold *fast records* (traces of a model without a thinking part, such as
+  Qwen2.5-32B-Instruct) beside thinking traces (QwQ-32B, R1-Distill) of the same problem: one
+  Qwen2.5-32B base with a fast and a slow mode. The prompt decides which, by the switch the
+  service's always-thinking families use (``policies.switches.ThinkingBlockPrefill``: an
+  empty thinking block after the problem - open marker, whitespace, close marker - is thinking
+  switched off) or, for instruction families (``PromptedThinking``), its answer-directly system
+  instruction: either selects among the fast records, anything else among the thinking traces.
+  Under the prompted-thinking switch's think instruction the template leaves the block closed
+  and a trace recorded inside an opened block streams the open marker first, as the grammar
+  makes an instruction model write it. A fast-mode probe is the same fast request under a
+  smaller ``max_tokens``. Only the prompt's text decides; a trace's label or answer never
+  does. Groups with one kind only are unchanged.
 * **Continuation.** After the problem, the prompt may hold a prefix of a trace's output followed
   by injected text (abort-and-continue). The trace whose output matches the longest stretch of
   the prompt wins (``seed`` only breaks ties). If the text after the matched prefix (or, when
@@ -20,7 +32,9 @@ Behaviour, in the order a request meets it:
   their leading space), digit groups (up to 3), single punctuation marks and whitespace runs.
   Ids are stable 32-bit hashes of the piece; logprobs, when asked for, are hashes of (trace,
   offset, piece) mapped into [-3, 0]. Neither comes from a model: they are deterministic
-  stand-ins so token budgets, rates and weighted voting can be tested.
+  stand-ins so token budgets, rates and weighted voting can be tested. With
+  ``replay.tokenizer: qwen2.5`` the pieces are the packaged Qwen2.5 BPE's tokens instead (ids
+  are its ids), so usage counts what the recorded Qwen2.5-family models spent.
 * **Finish.** ``max_tokens`` -> ``"length"``; a stop string -> ``"stop"`` (the stop string is not
   emitted); the end of the recording -> ``"stop"``, or ``"length"`` when the recording itself
   was cut off by its token cap (``complete == False``). Temperature and top_p are ignored.
@@ -46,10 +60,12 @@ import itertools
 import math
 import re
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+from policies.switches import ANSWER_INSTRUCTION, THINK_INSTRUCTION
 from tts_orchestrator.backends.base import (
     CompletionChunk,
     SamplingParams,
@@ -58,13 +74,16 @@ from tts_orchestrator.backends.base import (
     WorkerMetrics,
 )
 from tts_orchestrator.config import ReplayConfig
+from tts_orchestrator.config.pools import ReplayTokenizer
 from tts_orchestrator.exceptions import ConfigError, WorkerError
 from verifiers.traces import Trace, TraceFormatError, load_traces
+from verifiers.traces.tokens import TokenCounter
 
 __all__ = [
     "ReplayBackend",
     "TraceIndex",
     "common_prefix_len",
+    "mode_group",
     "pseudo_logprob",
     "pseudo_token_id",
     "pseudo_tokens",
@@ -122,7 +141,60 @@ def common_prefix_len(a: str, b: str, *, a_start: int = 0) -> int:
     return n
 
 
+class _Cutter(Protocol):
+    """Cuts text into the tokens a replay streams (``"".join(pieces(t)) == t``)."""
+
+    def pieces(self, text: str) -> list[str]: ...
+    def ids(self, text: str) -> list[int]: ...
+
+
+class _PseudoCutter:
+    def pieces(self, text: str) -> list[str]:
+        return pseudo_tokens(text)
+
+    def ids(self, text: str) -> list[int]:
+        return [pseudo_token_id(p) for p in pseudo_tokens(text)]
+
+
+class _BpeCutter:
+    def __init__(self, counter: TokenCounter) -> None:
+        self._counter = counter
+
+    def pieces(self, text: str) -> list[str]:
+        return self._counter.pieces(text)
+
+    def ids(self, text: str) -> list[int]:
+        return self._counter.encode(text)
+
+
+_CUTTERS: dict[ReplayTokenizer, Callable[[], _Cutter]] = {
+    ReplayTokenizer.PSEUDO: _PseudoCutter,
+    ReplayTokenizer.QWEN25: lambda: _BpeCutter(TokenCounter.qwen25()),
+}
+
+
 # -- trace lookup -------------------------------------------------------------------------------
+def mode_group(group: Sequence[Trace], prompt: str, *, problem_end: int) -> list[Trace]:
+    """The traces of `group` that may answer `prompt`: the fast records when thinking is
+    switched off (an empty thinking block after the problem, or the prompted-thinking switch's
+    answer-directly instruction), else the thinking traces; all of `group` if it has one kind."""
+    thinkers = [t for t in group if t.thinking_delimiters]
+    fast = [t for t in group if not t.thinking_delimiters]
+    if not thinkers or not fast:
+        return list(group)
+    empty_block = re.escape(thinkers[0].think_open) + r"\s*" + re.escape(thinkers[0].think_close)
+    off = ANSWER_INSTRUCTION in prompt or re.search(empty_block, prompt[problem_end:])
+    return fast if off else thinkers
+
+
+def _tags_prompted(messages: Sequence[dict[str, str]]) -> bool:
+    """The prompted-thinking switch ran (either mode): the model, not the template, writes tags."""
+    return any(
+        ANSWER_INSTRUCTION in m.get("content", "") or THINK_INSTRUCTION in m.get("content", "")
+        for m in messages
+    )
+
+
 class TraceIndex:
     """Traces grouped by problem text; finds the group whose problem a prompt contains."""
 
@@ -243,6 +315,7 @@ class ReplayBackend(WorkerBackend):
         self._fallback_text = fallback_text
         self._prefill_tokens_per_s = prefill_tokens_per_s
         self._cache = _PrefixCache(cache_entries)
+        self._cutter = _CUTTERS[config.tokenizer]()
         self._inflight: dict[str, _Inflight] = {}
         self._running = 0
         self._queue: deque[asyncio.Future[bool]] = deque()
@@ -268,6 +341,7 @@ class ReplayBackend(WorkerBackend):
             text = self._fallback_text
             return self._limit(text, 0, salt="fallback", finish="stop", params=params)
         group, problem_end = found
+        group = mode_group(group, prompt, problem_end=problem_end)
         chosen = (params.seed or 0) % len(group)
         located = [_locate_output(prompt, t.output, start=problem_end) for t in group]
         best = max(m for m, _ in located)
@@ -289,18 +363,24 @@ class ReplayBackend(WorkerBackend):
                 start += len(tail)
             return self._limit(trace.output[start:], start, salt=salt, finish="stop", params=params)
         finish = "stop" if trace.complete else "length"
+        if not matched and trace.prompt_ends_with_think_tag and THINK_INSTRUCTION in prompt:
+            # Recorded after a template that opened the block; here the prompted-thinking
+            # switch asks the model to write the tags (its grammar forces them): it opens it.
+            opened = f"{trace.think_open}\n{trace.output}"
+            return self._limit(opened, 0, salt=salt + "\x00open", finish=finish, params=params)
         return self._limit(trace.output[matched:], matched, salt=salt, finish=finish, params=params)
 
-    @staticmethod
-    def _limit(text: str, base: int, *, salt: str, finish: str, params: SamplingParams) -> _Plan:
+    def _limit(
+        self, text: str, base: int, *, salt: str, finish: str, params: SamplingParams
+    ) -> _Plan:
         """Apply stop strings, then max_tokens, to the text a request would stream."""
         cuts = [at for s in params.stop if s and (at := text.find(s)) >= 0]
         if cuts:
             text, finish = text[: min(cuts)], "stop"
         # Tokenize only what max_tokens can reach: pieces wholly before a cut are unaffected by it.
-        pieces = pseudo_tokens(text[: params.max_tokens * 16])
+        pieces = self._cutter.pieces(text[: params.max_tokens * 16])
         if len(pieces) <= params.max_tokens:
-            pieces = pseudo_tokens(text)
+            pieces = self._cutter.pieces(text)
         if len(pieces) > params.max_tokens:
             pieces, finish = pieces[: params.max_tokens], "length"
         offsets = [base + o for o in itertools.accumulate((len(p) for p in pieces), initial=0)]
@@ -383,7 +463,7 @@ class ReplayBackend(WorkerBackend):
         self, prompt: str, plan: _Plan, params: SamplingParams, state: _Inflight
     ) -> AsyncGenerator[CompletionChunk, None]:
         loop = asyncio.get_running_loop()
-        prompt_pieces = pseudo_tokens(prompt)
+        prompt_pieces = self._cutter.pieces(prompt)
         ends = list(itertools.accumulate(len(p) for p in prompt_pieces))
         cached = bisect.bisect_right(ends, self._cache.longest(prompt))
         self._totals["prompt_tokens"] += len(prompt_pieces)
@@ -468,11 +548,11 @@ class ReplayBackend(WorkerBackend):
         )
 
     async def tokenize(self, text: str) -> list[int]:
-        """Pseudo-token ids (see the module docstring): stable, but not any model's vocabulary."""
-        return [pseudo_token_id(p) for p in pseudo_tokens(text)]
+        """Ids of the configured tokenizer (pseudo ids are stable, but no model's vocabulary)."""
+        return self._cutter.ids(text)
 
     async def count_tokens(self, text: str) -> int:
-        return len(pseudo_tokens(text))
+        return len(self._cutter.ids(text))
 
     async def apply_chat_template(
         self,
@@ -482,11 +562,13 @@ class ReplayBackend(WorkerBackend):
     ) -> str:
         """``<|role|>\\ncontent\\n`` per message, then ``<|assistant|>\\n``.
 
-        When the messages contain a problem whose traces all have ``prompt_ends_with_think_tag``
-        (their output starts inside thinking), the open marker and a newline follow, as the
-        recording's prompt had. ``template_kwargs``: ``add_generation_prompt`` (default True);
-        ``enable_thinking=False`` appends an empty thinking block (open, blank line, close), which
-        makes the replay answer without thinking.
+        When the messages contain a problem whose thinking traces all have
+        ``prompt_ends_with_think_tag`` (their output starts inside thinking), the open marker and
+        a newline follow, as the recording's prompt had - unless the prompted-thinking switch's
+        instructions are in the messages (an instruction model's template opens nothing).
+        ``template_kwargs``: ``add_generation_prompt`` (default True); ``enable_thinking=False``
+        appends an empty thinking block (open, blank line, close), which makes the replay answer
+        without thinking (the problem's fast record where it has one).
         """
         kwargs = template_kwargs or {}
         parts = [f"<|{m.get('role', 'user')}|>\n{m.get('content', '')}\n" for m in messages]
@@ -494,8 +576,8 @@ class ReplayBackend(WorkerBackend):
             return "".join(parts)
         parts.append("<|assistant|>\n")
         found = self.index.find("\n".join(m.get("content", "") for m in messages))
-        if found is not None:
-            group = found[0]
+        if found is not None and not _tags_prompted(messages):
+            group = [t for t in found[0] if t.thinking_delimiters] or found[0]
             opened = all(t.prompt_ends_with_think_tag for t in group)
             if not kwargs.get("enable_thinking", True):
                 parts.append(f"{group[0].think_open}\n\n{group[0].think_close}\n\n")

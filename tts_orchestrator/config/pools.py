@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -9,6 +10,13 @@ from pydantic import Field, model_validator
 from tts_orchestrator.config._base import Section
 
 EngineKind = Literal["llama_cpp", "vllm", "openai", "replay"]
+
+
+class ReplayTokenizer(StrEnum):
+    """How the replay engine cuts text into the tokens it streams and counts."""
+
+    PSEUDO = "pseudo"  # word pieces by a fixed regex (no model's vocabulary; fast, no data)
+    QWEN25 = "qwen2.5"  # the packaged Qwen2.5 BPE: real token counts of Qwen2.5-family traces
 
 
 class SpeculativeConfig(Section):
@@ -58,6 +66,11 @@ class ReplayConfig(Section):
         None,
         description="Streamed for a prompt that holds none of the traces' problems, as a real "
         "engine would answer anything (unset: such a prompt is a worker error, 502).",
+    )
+    tokenizer: ReplayTokenizer = Field(
+        ReplayTokenizer.PSEUDO,
+        description="Tokens streamed and counted: `pseudo` pieces, or `qwen2.5` (usage then "
+        "counts what Qwen2.5-family models spent, as `router evaluate` does offline).",
     )
 
 

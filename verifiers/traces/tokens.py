@@ -57,5 +57,20 @@ class TokenCounter:
         offsets = self._tokenizer.encode(text, add_special_tokens=False).offsets
         return len(text) if tokens >= len(offsets) else offsets[tokens - 1][1]
 
+    def pieces(self, text: str) -> list[str]:
+        """`text` cut at its tokens' ends: one piece per token, ``"".join(pieces) == text``.
+
+        A token that ends inside a character another token finishes (byte-level BPE splits some
+        multi-byte characters) is an empty piece, so ``len(pieces) == count(text)``.
+        """
+        ends = [end for _, end in self._tokenizer.encode(text, add_special_tokens=False).offsets]
+        pieces, at = [], 0
+        for end in ends:
+            pieces.append(text[at:end] if end > at else "")
+            at = max(at, end)
+        if pieces and at < len(text):
+            pieces[-1] += text[at:]
+        return pieces
+
     def encode(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=False).ids)

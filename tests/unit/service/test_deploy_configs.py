@@ -9,7 +9,11 @@ import pytest
 
 from tts_orchestrator.backends.launcher import COMMAND_BUILDERS
 from tts_orchestrator.config import PoolConfig, Settings, load_settings
+from tts_orchestrator.config.modes import ProbeCheck
+from tts_orchestrator.config.pools import ReplayTokenizer
 from tts_orchestrator.models.catalog import default_catalog
+from verifiers.traces import load_traces
+from verifiers.traces.tokens import TokenCounter
 
 CONFIGS = Path(__file__).resolve().parents[3] / "deploy" / "configs"
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
@@ -140,3 +144,41 @@ def test_vllm_speculative_config(
         assert "--speculative-config" not in cmd
     else:
         assert json.loads(_flag(cmd, "--speculative-config")) == expected
+
+
+# -- replay-reasoning: recorded fast answers and thinkers served as modes ------------------------
+REPO = CONFIGS.parents[1]
+
+
+@pytest.fixture(scope="module")
+def qwen() -> TokenCounter:
+    return TokenCounter.qwen25()
+
+
+def test_replay_reasoning_serves_recorded_thinkers_with_fast_records(qwen: TokenCounter) -> None:
+    settings = load_settings(CONFIGS / "replay-reasoning.yaml")
+    families = {pool.model: pool.model_family for pool in settings.pools}
+    assert families == {"qwq-32b": "qwq", "r1-distill-qwen-32b": "deepseek_r1"}
+    for pool in settings.pools:
+        assert pool.engine == "replay" and pool.replay is not None
+        assert pool.replay.tokenizer is ReplayTokenizer.QWEN25
+        traces = load_traces(REPO / path for path in pool.replay.traces)
+        fast = {t.problem for t in traces if t.thinking_delimiters is None}
+        slow = {t.problem for t in traces if t.thinking_delimiters is not None}
+        assert fast == slow and len(fast) == 388 + 52, "every problem has both modes"
+        assert {t.model for t in traces if t.problem in fast} >= {"Qwen2.5-32B-Instruct"}
+        thinking = sorted((t.output for t in traces if t.thinking_delimiters), key=len)
+        longest = max(qwen.count_many(thinking[-5:]))  # the longest texts (tokens ~ characters)
+        assert longest <= settings.server.default_max_tokens, "slow mode streams whole traces"
+
+
+def test_replay_reasoning_probes_read_whole_gsm8k_fast_answers(qwen: TokenCounter) -> None:
+    """Live stage 3 judges the probe; offline judges the whole fast answer: the cap keeps them
+    the same on GSM8K."""
+    settings = load_settings(CONFIGS / "replay-reasoning.yaml")
+    modes = settings.modes
+    assert modes.probe_check is ProbeCheck.ANSWER_SIGNALS and modes.probe_samples == 1
+    fast = load_traces([REPO / "evals/data/traces/mip_qwen2.5-32b-instruct_gsm8k.jsonl"])
+    counts = qwen.count_many([t.output for t in fast])
+    assert max(counts) <= modes.probe_max_tokens
+    assert settings.server.default_max_tokens >= modes.probe_max_tokens
