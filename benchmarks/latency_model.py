@@ -245,12 +245,12 @@ def profile_table(runs: list[ProfileRun]) -> str:
     for run in runs:
         p = run.profile
         spec = p.speculative_method.value + (f" k={p.speculative_depth}" if p.speculates else "")
-        for s in run.samples:
-            lines.append(
-                f"| {p.pool} | {spec} | {s.concurrency} | {s.per_token_s * 1e3:.1f} | "
-                f"{s.tokens_per_s:.2f} | {s.tokens_per_step:.2f} | "
-                f"{p.step_time_s(s.concurrency) * 1e3:.1f} |"
-            )
+        lines += [
+            f"| {p.pool} | {spec} | {s.concurrency} | {s.per_token_s * 1e3:.1f} | "
+            f"{s.tokens_per_s:.2f} | {s.tokens_per_step:.2f} | "
+            f"{p.step_time_s(s.concurrency) * 1e3:.1f} |"
+            for s in run.samples
+        ]
     prefill = ", ".join(f"{r.profile.pool} {r.profile.prefill_tokens_per_s:.0f}" for r in runs)
     shared = ", ".join(f"{r.profile.pool} {r.profile.prefix_cache_shared}" for r in runs)
     return "\n".join(lines) + f"\n\nPrefill tokens/s: {prefill}. Prefix shared: {shared}.\n"
@@ -262,13 +262,13 @@ def results_table(rows: list[dict[str, Any]]) -> str:
         "predicted s | error | predicted, actual lengths s | error |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['prompt_set']} | {r['pool']} | {r['n']} | {r['requests']} | "
-            f"{r['prompt_tokens']:.0f} | {r['slowest_branch']:.0f} | {r['measured_s']:.1f} | "
-            f"{r['predicted_s']:.1f} | {r['error']:.0%} | {r['actual_lengths_s']:.1f} | "
-            f"{r['actual_error']:.0%} |"
-        )
+    lines += [
+        f"| {r['prompt_set']} | {r['pool']} | {r['n']} | {r['requests']} | "
+        f"{r['prompt_tokens']:.0f} | {r['slowest_branch']:.0f} | {r['measured_s']:.1f} | "
+        f"{r['predicted_s']:.1f} | {r['error']:.0%} | {r['actual_lengths_s']:.1f} | "
+        f"{r['actual_error']:.0%} |"
+        for r in rows
+    ]
     med = statistics.median(r["error"] for r in rows)
     med_actual = statistics.median(r["actual_error"] for r in rows)
     lines.append(

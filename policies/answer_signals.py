@@ -77,8 +77,7 @@ def _canonical_number(raw: str) -> str:
 
 def _final_sentence(text: str) -> str:
     paragraphs = [p for p in text.strip().split("\n") if p.strip()]
-    last = paragraphs[-1] if paragraphs else ""
-    return last
+    return paragraphs[-1] if paragraphs else ""
 
 
 def _result(view: AnswerView) -> str | None:

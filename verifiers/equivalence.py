@@ -40,6 +40,7 @@ from typing import Self
 from pydantic import BaseModel, Field
 
 from verifiers.answers import normalize_answer, strip_math_delimiters
+import contextlib
 
 __all__ = ["EquivalenceChecker", "EquivalenceVerdict", "VerifyFn", "verify_pair"]
 
@@ -73,10 +74,8 @@ def _init_worker(barrier: threading.Barrier | None, verify_fn: VerifyFn) -> None
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     verify_fn(*_WARMUP_PAIR)
     if barrier is not None:
-        try:
+        with contextlib.suppress(threading.BrokenBarrierError):
             barrier.wait(timeout=_STARTUP_TIMEOUT_S)
-        except threading.BrokenBarrierError:
-            pass
 
 
 def _ready() -> bool:

@@ -46,8 +46,7 @@ def canonical_text(s: str) -> str:
     s = _TRAILING_UNIT.sub("", s.strip())
     s = normalize_answer(s).lower()
     s = s.replace("\\%", "").replace("%", "")
-    s = _ASSIGNMENT.sub("", s)
-    return s
+    return _ASSIGNMENT.sub("", s)
 
 
 def parse_number(s: str) -> float | None:

@@ -400,11 +400,11 @@ def format_totals(report: ReplayReport) -> str:
         f"({t.accuracy_change_pt:+.1f} pt; lost {t.lost}, gained {t.gained})",
     ]
     counts = Counter({r.rule.value: r.trims for r in t.by_rule})
-    for r in t.by_rule:
-        lines.append(
-            f"  {r.rule.value:13s} trims={counts[r.rule.value]:4d} "
-            f"tokens_saved={r.tokens_saved:7d} lost={r.lost} gained={r.gained}"
-        )
+    lines += [
+        f"  {r.rule.value:13s} trims={counts[r.rule.value]:4d} "
+        f"tokens_saved={r.tokens_saved:7d} lost={r.lost} gained={r.gained}"
+        for r in t.by_rule
+    ]
     return "\n".join(lines)
 
 

@@ -166,6 +166,6 @@ class EventStreamResponse(StreamingResponse):
             await asyncio.gather(stream, watch, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await self._generator.aclose()
-        if not stream.cancelled() and (exc := stream.exception()) is not None:
-            if not isinstance(exc, OSError):
-                raise exc
+        exc = None if stream.cancelled() else stream.exception()
+        if exc is not None and not isinstance(exc, OSError):
+            raise exc

@@ -235,11 +235,13 @@ class Limiter:
         key = self._keys.tokens(key_id, utc_day(self._clock())[0])
 
         async def incr() -> None:
-            async with redis_call("charge_tokens", timeout_s=self._timeout_s):
-                async with self._client.pipeline(transaction=True) as pipe:
-                    pipe.incrby(key, tokens)
-                    pipe.expire(key, TOKEN_COUNTER_TTL_S)
-                    await pipe.execute()
+            async with (
+                redis_call("charge_tokens", timeout_s=self._timeout_s),
+                self._client.pipeline(transaction=True) as pipe,
+            ):
+                pipe.incrby(key, tokens)
+                pipe.expire(key, TOKEN_COUNTER_TTL_S)
+                await pipe.execute()
 
         await self.run_detached(incr(), what=f"charge {tokens} tokens to key {key_id}")
 

@@ -146,11 +146,13 @@ class RedisStateStore(StateStore):
     async def get_request(self, request_id: str) -> RequestRecord:
         if not is_valid_request_id(request_id):
             raise RequestNotFound(f"no request with id {request_id!r}")
-        async with self._guard("get_request"):
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.hgetall(self._keys.request(request_id))
-                pipe.hgetall(self._keys.branches(request_id))
-                stored, branches = await pipe.execute()
+        async with (
+            self._guard("get_request"),
+            self._client.pipeline(transaction=True) as pipe,
+        ):
+            pipe.hgetall(self._keys.request(request_id))
+            pipe.hgetall(self._keys.branches(request_id))
+            stored, branches = await pipe.execute()
         if not stored:
             raise RequestNotFound(f"no request with id {request_id!r}")
         return _decode_record(stored, branches)
