@@ -25,6 +25,7 @@ spawned process, a script that creates a checker must guard its entry point with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import threading
@@ -40,7 +41,6 @@ from typing import Self
 from pydantic import BaseModel, Field
 
 from verifiers.answers import normalize_answer, strip_math_delimiters
-import contextlib
 
 __all__ = ["EquivalenceChecker", "EquivalenceVerdict", "VerifyFn", "verify_pair"]
 
