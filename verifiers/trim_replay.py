@@ -39,7 +39,7 @@ from verifiers.answers import normalize_answer
 from verifiers.judges import AnswerComparer, JudgeContext, ThoughtJudge, Verdict
 from verifiers.repetition import count_word_pieces
 from verifiers.segmentation import DEFAULT_FAMILY, SegmenterConfig, Thought, ThoughtSegmenter
-from verifiers.traces import Trace, load_traces
+from verifiers.traces import ThinkingSplit, Trace, load_traces
 from verifiers.trim_presets import TrimPreset, preset_for
 from verifiers.trimr import ConsistencyRequest, TrimController, TrimDecision, TrimRConfig, TrimRule
 
@@ -128,9 +128,10 @@ def load_replay_traces(
     datasets: Sequence[str] | None = None,
     complete_only: bool = True,
 ) -> list[ReplayTrace]:
-    """Read trace files through the trace model, keeping the given datasets (all when None)."""
+    """Read trace files through the trace model, keeping the given datasets (all when None)
+    and only traces with a thinking part (a fast answer has nothing to trim)."""
     loaded = load_traces(paths, datasets=datasets, complete_only=complete_only)
-    return [ReplayTrace.from_trace(trace) for trace in loaded]
+    return [ReplayTrace.from_trace(t) for t in loaded if t.split is not ThinkingSplit.NO_THINKING]
 
 
 class ReplayConfig(BaseModel):
