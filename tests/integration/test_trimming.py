@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +23,7 @@ R1_TRACES = [
 
 
 def _problem(trace_id: str) -> str:
-    for line in open(R1_TRACES[0]).read().splitlines():
+    for line in Path(R1_TRACES[0]).read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         if row["id"] == trace_id:
             return str(row["problem"])
@@ -53,9 +54,12 @@ def test_overthinking_trim_on_a_recorded_r1_trace(r1_replay: RunningService) -> 
     record = httpx.get(f"{r1_replay.url}/v1/requests/{trimmed['id']}").json()
     (iv,) = record["trims"]["interventions"]
     assert iv["rule"] == "overthinking" and "equivalent" in iv["reason"]
+    assert iv["preset"] == "deepseek_r1"
     assert iv["cached_prompt_tokens"] >= iv["continuation_prompt_tokens"] - 20
     saved = 1 - trimmed["usage"]["completion_tokens"] / untrimmed["usage"]["completion_tokens"]
-    assert saved > 0.2, saved
+    # The deepseek_r1 preset waits for a second stated answer (precision first: 2.4% saved on
+    # the R1 traces offline), so on this trace it cuts only the last check.
+    assert saved > 0, saved
     assert "**Final Answer**" in trimmed["choices"][0]["message"]["content"]
 
 
@@ -84,7 +88,32 @@ def test_underthinking_trim_on_llama_server_hits_prefix_cache(
     assert ivs, record
     iv = ivs[0]
     assert iv["rule"] in {"underthinking", "repetition"}
+    assert iv["preset"] == "deepseek_r1"
     # llama.cpp's own usage: the continuation's prompt came from its prefix cache
     assert iv["cached_prompt_tokens"] >= 0.8 * iv["continuation_prompt_tokens"]
     assert r["choices"][0]["message"]["reasoning_content"]
     assert r["choices"][0]["finish_reason"] in {"stop", "length"}
+
+
+QWQ_TRACES = [str(REPO / "evals/data/traces/mip_qwq-32b_gsm8k.jsonl")]
+
+
+@pytest.fixture(scope="module")
+def qwq_replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    pool = {**replay_pool(traces=QWQ_TRACES, tokens_per_s=200), "model_family": "qwq"}
+    config = {"server": {"default_max_tokens": 8192}, "pools": [pool], "ray": {"num_cpus": 2}}
+    service = start_service(config, tmp_path_factory.mktemp("trim-qwq"))
+    yield service
+    service.stop()
+
+
+def test_the_qwq_preset_trims_a_recorded_qwq_trace(qwq_replay: RunningService) -> None:
+    """GSM8K 51: QwQ states its answer (15), then checks it again; the qwq preset (stated
+    answers, paragraph cut points, M = 1) stops it there, as trim-replay does offline."""
+    rows = map(json.loads, Path(QWQ_TRACES[0]).read_text(encoding="utf-8").splitlines())
+    row = next(r for r in rows if r["id"] == "gsm8k/51:qwq-32b")
+    trimmed = _chat(qwq_replay, row["problem"], "replay", seed=0, trim=True)
+    record = httpx.get(f"{qwq_replay.url}/v1/requests/{trimmed['id']}").json()
+    (iv,) = record["trims"]["interventions"]
+    assert (iv["rule"], iv["preset"]) == ("overthinking", "qwq"), iv
+    assert "15" in trimmed["choices"][0]["message"]["content"]

@@ -34,6 +34,8 @@ class Intervention:
     reason: str
     injected: str
     max_tokens: int
+    #: The TrimR preset whose rules decided (None: a thinking-budget cut).
+    preset: str | None = None
 
 
 @dataclass
@@ -115,6 +117,7 @@ class BranchState:
         self.interventions.append(
             {
                 "rule": iv.rule,
+                **({"preset": iv.preset} if iv.preset else {}),
                 "reason": iv.reason,
                 "at_tokens": self.tokens,
                 "thinking_tokens": self.thinking_tokens,
@@ -207,6 +210,7 @@ class Presenter(abc.ABC):
                 reason=decision.reason,
                 injected=trimmer.intervention_text(decision),
                 max_tokens=self.answer_budget,
+                preset=trimmer.preset.family,
             )
         )
 

@@ -48,6 +48,7 @@ from tts_orchestrator.state.records import (
 from tts_orchestrator.trim.trimmer import BranchTrimmer
 from tts_orchestrator.trim.verifier_service import Verifier
 from verifiers.families import get_family
+from verifiers.trim_presets import preset_for
 from verifiers.trimr import TrimRConfig
 from verifiers.voting import EquivalenceFn
 
@@ -316,11 +317,15 @@ class Orchestrator:
         wanted = p.tts.trim if p.tts.trim is not None else self.settings.trim.default
         if not wanted or self.verifier is None or not p.family.has_markers:
             return
-        config = TrimRConfig.model_validate(self.settings.trim.rules)
+        preset = preset_for(p.family.name)  # the family's rules; `trim.rules` override them
+        config = TrimRConfig.model_validate(
+            {**preset.trimr.model_dump(), **self.settings.trim.rules}
+        )
         for b in presenter.branches:
             presenter.trimmers[b.index] = BranchTrimmer(
                 key=f"{p.id}/{b.index}",
                 family=p.family,
+                preset=preset,
                 config=config,
                 token_budget=p.params.max_tokens,
                 problem=p.problem,

@@ -15,6 +15,7 @@ from verifiers.equivalence import EquivalenceChecker
 from verifiers.families import ModelFamily
 from verifiers.judges import RuleJudge, ThoughtJudge
 from verifiers.segmentation import SegmenterConfig, ThoughtSegmenter
+from verifiers.trim_presets import TrimPreset, judge_configs
 from verifiers.trimr import (
     ConsistencyRequest,
     InterventionConfig,
@@ -28,8 +29,9 @@ log = logging.getLogger(__name__)
 
 
 def make_rule_judge() -> ThoughtJudge:
-    """Picklable factory for verifier workers (each builds its own equivalence pool)."""
-    return RuleJudge(EquivalenceChecker(timeout_s=3.0))
+    """Picklable factory for verifier workers (each builds its own equivalence pool); each
+    check is judged with its family's preset settings."""
+    return RuleJudge(EquivalenceChecker(timeout_s=3.0), by_family=judge_configs())
 
 
 class BranchTrimmer:
@@ -38,6 +40,7 @@ class BranchTrimmer:
         *,
         key: str,
         family: ModelFamily,
+        preset: TrimPreset,
         config: TrimRConfig,
         token_budget: int,
         problem: str,
@@ -47,7 +50,10 @@ class BranchTrimmer:
         self.family = family
         self.problem = problem
         self._verifier = verifier
-        self._segmenter = ThoughtSegmenter(SegmenterConfig(family=family.name))
+        self.preset = preset
+        self._segmenter = ThoughtSegmenter(
+            SegmenterConfig(family=family.name, paragraphs=preset.paragraphs)
+        )
         self._controller = TrimController(config, token_budget=token_budget, name=key)
         self._pairs: dict[str, ConsistencyRequest] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -68,7 +74,9 @@ class BranchTrimmer:
 
     def _submit(self, kind: Literal["reaches", "consistent"], *, tag: str, **fields: Any) -> None:
         """Queue one check for the verifiers; the reply comes back to `_on_reply`."""
-        job = VerifierJob(key=self.key, reply_to="", kind=kind, tag=tag, **fields)
+        job = VerifierJob(
+            key=self.key, reply_to="", kind=kind, tag=tag, family=self.preset.family, **fields
+        )
         task = asyncio.ensure_future(self._verifier.submit(job))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

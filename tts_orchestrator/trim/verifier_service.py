@@ -37,6 +37,7 @@ class VerifierJob(BaseModel):
     reply_to: str
     kind: Literal["reaches", "consistent"]
     problem: str = ""
+    family: str = "generic"  # selects the judge's per-family (preset) settings
     thought: Thought | None = None
     first: str = ""
     second: str = ""
@@ -88,7 +89,7 @@ class LocalVerifier:
             await asyncio.sleep(self._delay_s)
         if job.kind == "reaches" and job.thought is not None:
             [verdict] = await self._judge.reaches_answer_many(
-                [(job.thought, JudgeContext(problem=job.problem))]
+                [(job.thought, JudgeContext(problem=job.problem, family=job.family))]
             )
         else:
             [verdict] = await self._judge.consistent_many([(job.first, job.second)])
@@ -247,7 +248,7 @@ class VerifierWorker:
         verdicts: list[tuple[bytes, VerifierJob, Verdict]] = []
         if reaches:
             results = await self._judge.reaches_answer_many(
-                [(j.thought, JudgeContext(problem=j.problem)) for _i, j in reaches]  # type: ignore[misc]
+                [(j.thought, JudgeContext(problem=j.problem, family=j.family)) for _i, j in reaches]  # type: ignore[misc]
             )
             verdicts += [(i, j, v) for (i, j), v in zip(reaches, results, strict=True)]
         if pairs:

@@ -48,6 +48,7 @@ async def test_overthinking_is_cut_and_the_branch_answers_after_the_injected_clo
         record = await svc.record(body["id"])
         [intervention] = record["trims"]["interventions"]
         assert intervention["rule"] == "overthinking", intervention
+        assert intervention["preset"] == "deepseek_r1"  # the family's preset decided
 
 
 async def test_without_trim_the_branch_thinks_to_its_end() -> None:
