@@ -86,10 +86,12 @@ class BranchState:
             return "", ""
         chunk = item.chunk
         assert chunk is not None
-        if self.splitter.in_thinking:
-            self.thinking_tokens += chunk.n_tokens
+        was_thinking = self.splitter.in_thinking
         self.raw.append(chunk.text)
         r, c = self.splitter.feed(chunk.text)
+        # A chunk that opens or closes the thinking block counts as thinking.
+        if was_thinking or self.splitter.in_thinking:
+            self.thinking_tokens += chunk.n_tokens
         self.tokens += chunk.n_tokens
         if chunk.token_logprobs:
             self.logprob_sum += math.fsum(chunk.token_logprobs)
