@@ -175,3 +175,20 @@ async def test_a_pool_without_logprobs_refuses_the_confidence_options(
         assert error["param"] == f"tts.{next(iter(option))}"
         assert "returns no per-token logprobs" in error["message"]
         assert not svc.worker.requests
+
+
+async def test_server_defaults_apply_and_a_request_overrides_them() -> None:
+    defaults = {"confidence": {"top_logprobs": 5, "keep": 0.34}}
+    specs = [
+        Branch(FIVE, confidence=3.0),
+        Branch(FIVE, confidence=3.0),
+        Branch(SEVEN, confidence=4),
+    ]
+    async with service(branches(*specs), tts=defaults).run() as svc:
+        tts = _tts(n_branches=3, aggregation="confidence")
+        body = (await svc.chat(tts=tts)).json()
+        assert body["tts"]["vote"]["winner"] == "7"  # the server's keep=0.34
+        assert body["tts"]["confidence"]["keep"] == 0.34
+        assert {p.logprobs for _, _, p in svc.worker.requests} == {5}
+        body = (await svc.chat(tts={**tts, "confidence": {"keep": 1.0}})).json()
+        assert body["tts"]["vote"]["winner"] == "5"
