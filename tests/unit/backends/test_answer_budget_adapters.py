@@ -17,10 +17,12 @@ from unit.request.harness import MODEL, exact_equal, settings
 from tts_orchestrator.api.app import build_app
 from tts_orchestrator.api.deps import Services
 from tts_orchestrator.api.runtime import inprocess_runtime
+from tts_orchestrator.backends.base import WorkerBackend
 from tts_orchestrator.backends.llamacpp import LlamaCppBackend
-from tts_orchestrator.backends.openai_http import OpenAIHTTPBackend
+from tts_orchestrator.backends.replay import ReplayBackend
 from tts_orchestrator.backends.vllm import VLLMBackend
-from tts_orchestrator.config import Settings
+from tts_orchestrator.config import ReplayConfig, Settings
+from tts_orchestrator.traces import Trace
 
 ANSWER = "The answer is \\boxed{5}."
 
@@ -61,7 +63,7 @@ class FakeEngine:
 
 
 @contextlib.asynccontextmanager
-async def _service(backend: OpenAIHTTPBackend, s: Settings) -> AsyncIterator[httpx.AsyncClient]:
+async def _service(backend: WorkerBackend, s: Settings) -> AsyncIterator[httpx.AsyncClient]:
     @contextlib.asynccontextmanager
     async def runtime(s: Settings) -> AsyncIterator[Services]:
         async with inprocess_runtime(s, pools={"p": [backend]}, equivalent=exact_equal) as svc:
@@ -95,3 +97,36 @@ async def test_every_adapter_closes_thinking_in_time_and_answers(engine: str) ->
         assert then["prompt"].rstrip().endswith("</think>") and then["max_tokens"] == 100
         assert body["usage"]["completion_tokens"] <= 200
     await http.aclose()
+
+
+async def test_the_replay_engine_closes_thinking_in_time_and_answers() -> None:
+    thinking = "Let me add 2 and 3 once more to be very sure of it. " * 40
+    trace = Trace(
+        id="budget/0:x",
+        dataset="budget",
+        model="m",
+        problem="What is 2+3?",
+        ground_truth="5",
+        output=thinking + "</think>\n\n" + ANSWER,
+        final_answer="5",
+        is_correct=True,
+        thinking_delimiters=("<think>", "</think>"),
+        prompt_ends_with_think_tag=True,
+        has_thinking_end=True,
+        complete=True,
+    )
+    # At this rate a chunk holds a few tokens (at an unbounded one, all of them in one chunk).
+    replay = ReplayBackend(ReplayConfig(tokens_per_s=500), traces=[trace])
+    async with _service(replay, settings(family="deepseek_r1")) as client:
+        payload = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "What is 2+3?"}],
+            "max_tokens": 200,
+        }
+        body = (await client.post("/v1/chat/completions", json=payload)).json()
+        message = body["choices"][0]["message"]
+        assert message["content"].strip() == ANSWER
+        assert body["choices"][0]["finish_reason"] == "stop"
+        assert body["usage"]["completion_tokens"] <= 200
+        # Cut at the first chunk that reaches 100 thinking tokens (a chunk holds a few).
+        assert 100 <= body["usage"]["completion_tokens_details"]["reasoning_tokens"] < 200
