@@ -50,6 +50,12 @@ class ServiceMetrics:
             buckets=(0.25, 0.5, 1, 2, 4, 6, 8, 10, 12, 14, 16, 20),
             registry=r,
         )
+        self.pruning_saved_tokens = Counter(
+            "tts_pruning_saved_tokens_estimate",
+            "Tokens pruning saved, estimated: each pruned branch's shortfall against the mean "
+            "length of its request's finished branches",
+            registry=r,
+        )
         self.branches = Counter("tts_branches", "Branches started", registry=r)
         self.branches_aborted = Counter(
             "tts_branches_aborted", "Branches aborted, by reason", ["reason"], registry=r

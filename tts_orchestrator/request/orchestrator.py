@@ -382,6 +382,8 @@ class Orchestrator:
             for b in presenter.branch_records():
                 if b.confidence is not None:
                     self.metrics.branch_confidence.observe(b.confidence)
+            tokens = presenter.tokens_detail()
+            self.metrics.pruning_saved_tokens.inc(tokens["saved_by_pruning_estimate"])
             # A task of its own: a cancelled request still gets its record finished.
             fields = final_fields(p, presenter, status, error, ttft=ttft, total=total)
             task = asyncio.ensure_future(self._finish_record(p, presenter, fields))

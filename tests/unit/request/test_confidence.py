@@ -92,6 +92,8 @@ async def test_a_low_confidence_branch_is_pruned_and_its_slot_freed() -> None:
         metrics = (await svc.client.get("/metrics")).text
         assert 'tts_branches_aborted_total{reason="confidence_prune"} 1.0' in metrics
         assert f"tts_pruned_tokens_total {float(pruned['tokens'])}" in metrics
+        saved = detail["tokens"]["saved_by_pruning_estimate"]
+        assert saved > 0 and f"tts_pruning_saved_tokens_estimate_total {float(saved)}" in metrics
 
 
 async def test_without_early_stop_no_branch_is_pruned() -> None:
