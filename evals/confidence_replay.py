@@ -167,17 +167,22 @@ class Summary:
     stopped: int = 0
 
 
-async def evaluate(bank: dict[str, list[BankSample]], config: ConfidenceConfig) -> list[Summary]:
-    """majority@N, confidence@N and confidence early stop (confidence vote) over the bank."""
-    runs = {
-        "majority@N": [await full_vote(s, config, Aggregation.MAJORITY) for s in bank.values()],
-        "confidence-weighted@N": [
-            await full_vote(s, config, Aggregation.CONFIDENCE) for s in bank.values()
-        ],
-        "confidence early stop": [
-            await early_stop(s, config, Aggregation.CONFIDENCE) for s in bank.values()
-        ],
-    }
+async def evaluate(
+    bank: dict[str, list[BankSample]],
+    config: ConfidenceConfig,
+    *,
+    variants: Sequence[tuple[str, ConfidenceConfig]] = (),
+) -> list[Summary]:
+    """majority@N, confidence@N and confidence early stop (confidence vote) over the bank, then
+    the last two again for each named variant of the settings."""
+    runs = {"majority@N": [await full_vote(s, config, Aggregation.MAJORITY) for s in bank.values()]}
+    for suffix, c in [("", config), *((f" ({name})", v) for name, v in variants)]:
+        runs[f"confidence-weighted@N{suffix}"] = [
+            await full_vote(s, c, Aggregation.CONFIDENCE) for s in bank.values()
+        ]
+        runs[f"confidence early stop{suffix}"] = [
+            await early_stop(s, c, Aggregation.CONFIDENCE) for s in bank.values()
+        ]
     return [
         Summary(
             name=name,
