@@ -29,9 +29,10 @@ def _table(rows: list[Summary], base: Summary) -> str:
     ]
     for r in rows:
         saved = 1 - r.tokens / base.tokens if base.tokens else 0.0
+        delta = 0.0 + 100 * (r.accuracy - base.accuracy)  # 0.0 +: no "-0.0"
         lines.append(
             f"| {r.name} | {r.problems} | {100 * r.accuracy:.1f}% | {r.tokens:,} | "
-            f"{0.0 - 100 * saved:+.1f}% tokens, {0.0 + 100 * (r.accuracy - base.accuracy):+.1f} pt | "
+            f"{0.0 - 100 * saved:+.1f}% tokens, {delta:+.1f} pt | "
             f"{r.pruned} | {r.stopped} |"
         )
     return "\n".join(lines)
