@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, Field
 
+from verifiers.confidence import ConfidenceSource, token_confidence
+
 __all__ = ["ChatClient", "ChatRequestError", "ChatResult"]
 
 
@@ -33,6 +35,12 @@ class ChatResult(BaseModel):
     tts: dict[str, Any] | None = Field(default=None, description="The response's `tts` block.")
     latency_s: float
     ttft_s: float | None = Field(default=None, description="Time to the first generated text.")
+    token_confidence: list[float] | None = Field(
+        default=None,
+        description="Per generated token, DeepConf's confidence from the returned top logprobs "
+        "(or the sampled logprob where none came; see `confidence_source`).",
+    )
+    confidence_source: str | None = Field(default=None, description="top_k | sampled.")
 
 
 class _StreamAccumulator:
@@ -45,6 +53,18 @@ class _StreamAccumulator:
         self.usage: dict[str, Any] | None = None
         self.tts: dict[str, Any] | None = None
         self.ttft_s: float | None = None
+        self.confidence: list[float] = []
+        self.sources: set[ConfidenceSource] = set()
+
+    def _logprobs(self, logprobs: dict[str, Any] | None) -> None:
+        for entry in (logprobs or {}).get("content") or ():
+            tops = [float(t["logprob"]) for t in entry.get("top_logprobs") or ()]
+            if len(tops) >= 2:
+                self.confidence.append(token_confidence(tops))
+                self.sources.add(ConfidenceSource.TOP_K)
+            else:
+                self.confidence.append(float(entry["logprob"]))
+                self.sources.add(ConfidenceSource.SAMPLED)
 
     def add(self, chunk: dict[str, Any]) -> None:
         if "error" in chunk:
@@ -57,6 +77,7 @@ class _StreamAccumulator:
         for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue
+            self._logprobs(choice.get("logprobs"))
             delta = choice.get("delta") or {}
             text = delta.get("content")
             thought = delta.get("reasoning_content")
@@ -79,7 +100,15 @@ class _StreamAccumulator:
             tts=self.tts,
             latency_s=time.perf_counter() - self.started,
             ttft_s=self.ttft_s,
+            token_confidence=self.confidence or None,
+            confidence_source=_source(self.sources),
         )
+
+
+def _source(sources: set[ConfidenceSource]) -> str | None:
+    if len(sources) > 1:
+        raise ChatRequestError("the server mixed top-k and sampled-only logprobs in one answer")
+    return next(iter(sources)).value if sources else None
 
 
 def _error_text(response: httpx.Response) -> str:

@@ -49,6 +49,13 @@ class SampleRecord(BaseModel):
     content: str | None = None
     reasoning_content: str | None = None
     error: str | None = Field(default=None, description="Set when the request failed.")
+    token_confidence: list[float] | None = Field(
+        default=None,
+        description="Per-token confidence (4 decimals) when the run asked for logprobs: "
+        "DeepConf's minus-mean top-k logprob (`confidence_source: top_k`) or the sampled "
+        "token's logprob (`sampled`).",
+    )
+    confidence_source: str | None = None
 
     @property
     def key(self) -> SampleKey:

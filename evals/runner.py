@@ -251,6 +251,12 @@ class EvalRunner:
             tts=result.tts,
             content=result.content if keep else None,
             reasoning_content=result.reasoning_content if keep else None,
+            token_confidence=(
+                [round(c, 4) for c in result.token_confidence]
+                if result.token_confidence is not None
+                else None
+            ),
+            confidence_source=result.confidence_source,
         )
 
     @staticmethod

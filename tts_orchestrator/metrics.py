@@ -36,6 +36,26 @@ class ServiceMetrics:
         self.completion_tokens = Counter(
             "tts_completion_tokens", "Generated tokens (all branches)", registry=r
         )
+        self.reasoning_tokens = Counter(
+            "tts_reasoning_tokens", "Generated tokens inside thinking (all branches)", registry=r
+        )
+        self.pruned_tokens = Counter(
+            "tts_pruned_tokens",
+            "Tokens spent by branches later pruned for low confidence (DeepConf)",
+            registry=r,
+        )
+        self.branch_confidence = Histogram(
+            "tts_branch_confidence",
+            "Confidence vote weight of the branches of confidence requests",
+            buckets=(0.25, 0.5, 1, 2, 4, 6, 8, 10, 12, 14, 16, 20),
+            registry=r,
+        )
+        self.pruning_saved_tokens = Counter(
+            "tts_pruning_saved_tokens_estimate",
+            "Tokens pruning saved, estimated: each pruned branch's shortfall against the mean "
+            "length of its request's finished branches",
+            registry=r,
+        )
         self.branches = Counter("tts_branches", "Branches started", registry=r)
         self.branches_aborted = Counter(
             "tts_branches_aborted", "Branches aborted, by reason", ["reason"], registry=r
@@ -60,6 +80,7 @@ class ServiceMetrics:
         self.latency.observe(seconds)
         self.prompt_tokens.inc(usage.prompt_tokens)
         self.completion_tokens.inc(usage.completion_tokens)
+        self.reasoning_tokens.inc(usage.reasoning_tokens)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -14,6 +14,22 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from policies.modes import ThinkingMode
 from tts_orchestrator.backends.base import SamplingParams
+from verifiers.confidence import ConfidenceConfig, ConfidenceMeasure
+
+
+class ConfidenceOptions(BaseModel):
+    """Per-request overrides of the server's DeepConf settings (`tts.confidence`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window: int | None = Field(None, ge=1, le=32768, description="Tokens per sliding group.")
+    tail: int | None = Field(None, ge=1, le=32768, description="Tokens of tail confidence.")
+    top_logprobs: int | None = Field(None, ge=1, le=20, description="Top-k logprobs per token.")
+    keep: float | None = Field(None, gt=0.0, le=1.0, description="η: confident share voting.")
+    warmup: int | None = Field(None, ge=1, le=64, description="Branches setting the threshold.")
+    tau: float | None = Field(None, gt=0.5, le=1.0, description="Weighted share that stops.")
+    measure: ConfidenceMeasure | None = Field(None, description="lowest_group | tail | mean.")
+
 
 # Seeds are 64-bit signed integers (what engines and OpenAI accept); larger ones are a 400.
 _SEED_MIN, _SEED_MAX = -(2**63), 2**63 - 1
@@ -25,8 +41,8 @@ class TtsOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n_branches: int | None = Field(None, ge=1, description="Parallel reasoning branches.")
-    aggregation: Literal["majority", "weighted", "first_finish"] = "majority"
-    early_stop: Literal["none", "unanimous_window", "beta"] = "none"
+    aggregation: Literal["majority", "weighted", "first_finish", "confidence"] = "majority"
+    early_stop: Literal["none", "unanimous_window", "beta", "confidence"] = "none"
     early_stop_window: int = Field(3, ge=1, le=64, description="w for unanimous_window.")
     early_stop_threshold: float = Field(0.95, gt=0.5, lt=1.0, description="For `beta`.")
     latency_budget_s: float | None = Field(None, gt=0, description="Answer within this time.")
@@ -41,6 +57,19 @@ class TtsOptions(BaseModel):
     mode: ThinkingMode | None = Field(
         None, description="fast | slow | auto thinking (None: reasoning_effort, then config)."
     )
+    confidence: ConfidenceOptions | None = Field(
+        None, description="DeepConf settings of this request (unset ones: the server's)."
+    )
+
+    @property
+    def uses_confidence(self) -> bool:
+        return self.aggregation == "confidence" or self.early_stop == "confidence"
+
+    def confidence_config(self, defaults: ConfidenceConfig) -> ConfidenceConfig:
+        """The server's DeepConf defaults with this request's overrides."""
+        if self.confidence is None:
+            return defaults
+        return defaults.model_copy(update=self.confidence.model_dump(exclude_none=True))
 
 
 class _OpenAIRequest(BaseModel):
@@ -172,6 +201,7 @@ class UsageInfo(BaseModel):
     completion_tokens: int = 0
     total_tokens: int = 0
     prompt_tokens_details: dict[str, int] | None = None
+    completion_tokens_details: dict[str, int] | None = None
 
 
 class ChatResponseMessage(BaseModel):

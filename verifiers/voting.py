@@ -12,7 +12,10 @@ Votes (`Aggregation`):
 * `weighted` — largest sum of branch weights, a branch's weight being exp(mean token logprob),
   the geometric-mean probability of its tokens, in (0, 1]. A branch without logprobs gets the
   mean weight of those that have them (1.0 if none has), i.e. it counts as an average branch;
-* `first_finish` — the cluster of the earliest-finished parseable answer.
+* `first_finish` — the cluster of the earliest-finished parseable answer;
+* `confidence` — DeepConf's vote: only the ``keep`` most confident fraction of the parseable
+  branches vote, each with its confidence as weight (`BranchAnswer.confidence`, positive; see
+  `verifiers.confidence`). A branch without one gets the mean of those that have one.
 
 Ties go to the cluster whose first answer finished earliest (equivalently, the one created
 first), so a vote is deterministic. Unparseable answers (None) join no cluster: they never win,
@@ -53,6 +56,7 @@ __all__ = [
     "VoteResult",
     "VoteState",
     "cluster_answers",
+    "most_confident",
     "tally",
     "vote",
     "vote_answers",
@@ -66,6 +70,7 @@ class Aggregation(StrEnum):
     MAJORITY = "majority"
     WEIGHTED = "weighted"
     FIRST_FINISH = "first_finish"
+    CONFIDENCE = "confidence"
 
 
 class BranchAnswer(BaseModel):
@@ -77,6 +82,9 @@ class BranchAnswer(BaseModel):
     answer: str | None = Field(description="Extracted final answer; None if unparseable.")
     finished_at: float = Field(default=0.0, description="Finish time, seconds.")
     mean_logprob: float | None = Field(default=None, description="Mean token logprob.")
+    confidence: float | None = Field(
+        default=None, gt=0.0, description="Trace confidence as a positive vote weight."
+    )
 
 
 class ClusterTally(BaseModel):
@@ -95,6 +103,9 @@ class VoteResult(BaseModel):
     aggregation: Aggregation
     clusters: list[ClusterTally] = Field(description="In order of creation (first finish).")
     unparseable: list[str] = Field(default_factory=list, description="Branch ids with no answer.")
+    filtered: list[str] = Field(
+        default_factory=list, description="Parseable branches left out as least confident."
+    )
     reason: str
 
 
@@ -107,9 +118,11 @@ class AnswerClusterer:
         self._keys: list[str] = []
         self._finished: list[int | None] = []
         self._unparseable: list[str] = []
+        self._weights: list[float] = []
 
     async def add(self, answer: BranchAnswer) -> int | None:
         """Place a finished branch; returns its cluster index (None: unparseable)."""
+        self._weights.append(answer.confidence if answer.confidence is not None else 1.0)
         if answer.answer is None or not answer.answer.strip():
             self._unparseable.append(answer.branch_id)
             self._finished.append(None)
@@ -135,29 +148,71 @@ class AnswerClusterer:
                 return index
         return None
 
-    def tallies(self) -> list[ClusterTally]:
-        return tally(self._clusters)
+    def tallies(self, aggregation: Aggregation = Aggregation.MAJORITY) -> list[ClusterTally]:
+        return tally(self._clusters, aggregation=aggregation)
 
     def state(self, total_branches: int) -> VoteState:
-        return VoteState(total_branches=total_branches, finished=list(self._finished))
+        return VoteState(
+            total_branches=total_branches,
+            finished=list(self._finished),
+            weights=list(self._weights),
+        )
 
-    def vote(self, aggregation: Aggregation = Aggregation.MAJORITY) -> VoteResult:
-        return vote(self.tallies(), aggregation=aggregation, unparseable=self._unparseable)
+    def vote(
+        self, aggregation: Aggregation = Aggregation.MAJORITY, *, keep: float = 1.0
+    ) -> VoteResult:
+        """The vote; with `confidence` only the ``keep`` most confident fraction votes."""
+        if aggregation is not Aggregation.CONFIDENCE or keep >= 1.0:
+            return vote(
+                self.tallies(aggregation), aggregation=aggregation, unparseable=self._unparseable
+            )
+        kept, dropped = most_confident(self._clusters, keep)
+        return vote(
+            tally(kept, aggregation=aggregation),
+            aggregation=aggregation,
+            unparseable=self._unparseable,
+            filtered=dropped,
+        )
 
 
-def _weights(clusters: Sequence[Sequence[BranchAnswer]]) -> list[list[float]]:
-    known = [math.exp(b.mean_logprob) for c in clusters for b in c if b.mean_logprob is not None]
+def most_confident(
+    clusters: Sequence[Sequence[BranchAnswer]], keep: float
+) -> tuple[list[list[BranchAnswer]], list[str]]:
+    """The clusters with only their members among the ``ceil(keep * n)`` most confident
+    parseable branches (empty clusters dropped, order kept), and the ids left out. Equal
+    confidences keep the earlier finisher."""
+    members = [b for c in clusters for b in c]
+    n_keep = max(1, math.ceil(keep * len(members)))
+    ranked = sorted(
+        members,
+        key=lambda b: (-(b.confidence if b.confidence is not None else 0.0), b.finished_at),
+    )
+    kept_ids = {b.branch_id for b in ranked[:n_keep]}
+    kept = [[b for b in c if b.branch_id in kept_ids] for c in clusters]
+    dropped = [b.branch_id for b in members if b.branch_id not in kept_ids]
+    return [c for c in kept if c], dropped
+
+
+def _weights(
+    clusters: Sequence[Sequence[BranchAnswer]], aggregation: Aggregation
+) -> list[list[float]]:
+    def own(b: BranchAnswer) -> float | None:
+        if aggregation is Aggregation.CONFIDENCE:
+            return b.confidence
+        return math.exp(b.mean_logprob) if b.mean_logprob is not None else None
+
+    known = [w for c in clusters for b in c if (w := own(b)) is not None]
     fallback = sum(known) / len(known) if known else 1.0
-    return [
-        [math.exp(b.mean_logprob) if b.mean_logprob is not None else fallback for b in c]
-        for c in clusters
-    ]
+    return [[w if (w := own(b)) is not None else fallback for b in c] for c in clusters]
 
 
-def tally(clusters: Sequence[Sequence[BranchAnswer]]) -> list[ClusterTally]:
-    """Counts and weights of clusters given as lists of members in finish order."""
+def tally(
+    clusters: Sequence[Sequence[BranchAnswer]], *, aggregation: Aggregation = Aggregation.MAJORITY
+) -> list[ClusterTally]:
+    """Counts and weights of clusters given as lists of members in finish order (weights are
+    confidences for `confidence`, exp(mean logprob) otherwise)."""
     out = []
-    for members, weights in zip(clusters, _weights(clusters), strict=True):
+    for members, weights in zip(clusters, _weights(clusters, aggregation), strict=True):
         first = members[0]
         assert first.answer is not None
         out.append(
@@ -177,6 +232,7 @@ _SCORES: Mapping[Aggregation, Callable[[ClusterTally], float]] = MappingProxyTyp
         Aggregation.MAJORITY: lambda c: float(c.count),
         Aggregation.WEIGHTED: lambda c: c.weight,
         Aggregation.FIRST_FINISH: lambda c: -c.first_finished_at,
+        Aggregation.CONFIDENCE: lambda c: c.weight,
     }
 )
 
@@ -186,6 +242,7 @@ def vote(
     *,
     aggregation: Aggregation = Aggregation.MAJORITY,
     unparseable: Sequence[str] = (),
+    filtered: Sequence[str] = (),
 ) -> VoteResult:
     """Pick the winning cluster; ties go to the earliest-created cluster."""
     clusters = list(clusters)
@@ -196,6 +253,7 @@ def vote(
             aggregation=aggregation,
             clusters=[],
             unparseable=list(unparseable),
+            filtered=list(filtered),
             reason="no parseable answer",
         )
     score = _SCORES[aggregation]
@@ -210,8 +268,11 @@ def vote(
         Aggregation.MAJORITY: f"{leader.count} of {total_count} parseable votes",
         Aggregation.WEIGHTED: f"weight {leader.weight:.3f} of {total_weight:.3f}",
         Aggregation.FIRST_FINISH: f"first parseable answer (branch {leader.branch_ids[0]})",
+        Aggregation.CONFIDENCE: f"confidence {leader.weight:.3f} of {total_weight:.3f}",
     }[aggregation]
     reason = f"{aggregation.value}: {detail}"
+    if filtered:
+        reason += f" ({len(filtered)} least confident left out)"
     if len(tied) > 1:
         reason += f"; tie between {len(tied)} clusters broken by earliest finish"
     return VoteResult(
@@ -220,6 +281,7 @@ def vote(
         aggregation=aggregation,
         clusters=clusters,
         unparseable=list(unparseable),
+        filtered=list(filtered),
         reason=reason,
     )
 
@@ -239,12 +301,13 @@ async def vote_answers(
     equivalent: EquivalenceFn,
     *,
     aggregation: Aggregation = Aggregation.MAJORITY,
+    keep: float = 1.0,
 ) -> VoteResult:
-    """Cluster and vote in one call."""
+    """Cluster and vote in one call (``keep``: see `AnswerClusterer.vote`)."""
     clusterer = AnswerClusterer(equivalent)
     for answer in sorted(answers, key=lambda a: a.finished_at):
         await clusterer.add(answer)
-    return clusterer.vote(aggregation)
+    return clusterer.vote(aggregation, keep=keep)
 
 
 # -- early stopping ---------------------------------------------------------------------------
@@ -257,6 +320,20 @@ class VoteState(BaseModel):
     finished: list[int | None] = Field(
         description="Cluster index of each finished branch; None: it had no answer."
     )
+    weights: list[float] = Field(
+        default_factory=list,
+        description="Vote weight of each finished branch (its confidence; 1.0 without one).",
+    )
+
+    def leader_weight_share(self) -> float:
+        """The heaviest cluster's share of the weight of the parseable answers (0 if none)."""
+        by_cluster: dict[int, float] = {}
+        weights = self.weights or [1.0] * len(self.finished)
+        for i, w in zip(self.finished, weights, strict=True):
+            if i is not None:
+                by_cluster[i] = by_cluster.get(i, 0.0) + w
+        total = sum(by_cluster.values())
+        return max(by_cluster.values()) / total if total > 0 else 0.0
 
     @property
     def remaining(self) -> int:

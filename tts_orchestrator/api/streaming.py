@@ -31,12 +31,13 @@ from tts_orchestrator.state.records import Endpoint, RecordUsage
 def usage_info(u: RecordUsage | None) -> UsageInfo:
     if u is None:
         return UsageInfo()
-    details = {"cached_tokens": u.cached_prompt_tokens} if u.cached_prompt_tokens else None
     return UsageInfo(
         prompt_tokens=u.prompt_tokens,
         completion_tokens=u.completion_tokens,
         total_tokens=u.total_tokens,
-        prompt_tokens_details=details,
+        prompt_tokens_details={"cached_tokens": u.cached_prompt_tokens},
+        # Summed over every branch, counted by the same thinking/answer split as the text.
+        completion_tokens_details={"reasoning_tokens": u.reasoning_tokens},
     )
 
 
@@ -106,6 +107,15 @@ class _ChunkWriter:
             return None
         return self._frame([{"index": 0, "text": text, "finish_reason": None}])
 
+    def progress(self, event: OutputEvent) -> str:
+        """A chunk with an empty delta and the `tts` progress object (clients that do not
+        know it ignore the extra field)."""
+        if self.chat:
+            choice: dict[str, Any] = {"index": 0, "delta": {}, "finish_reason": None}
+        else:
+            choice = {"index": 0, "text": "", "finish_reason": None}
+        return self._frame([choice], tts=event.tts)
+
     def finish(self, event: OutputEvent) -> str:
         extra = {"tts": event.tts} if event.tts else {}
         if self.chat:
@@ -129,6 +139,8 @@ async def sse_stream(
             if frame is not None:
                 yield frame
                 first = False
+            if event.tts and event.finish_reason is None:
+                yield writer.progress(event)
             if event.finish_reason is not None:
                 yield writer.finish(event)
                 if include_usage:

@@ -51,6 +51,11 @@ class CompletionChunk(BaseModel):
     text: str = ""
     n_tokens: int = 0
     token_logprobs: list[float] | None = None
+    token_confidence: list[float] | None = Field(
+        None,
+        description="DeepConf token confidence per token (minus the mean of its top-k "
+        "logprobs), when the engine returned top logprobs.",
+    )
     finish_reason: str | None = None
     usage: Usage | None = None
     timings: dict[str, float] | None = Field(None, description="Engine timings, when reported.")

@@ -24,6 +24,7 @@ from tts_orchestrator.backends.base import (
 )
 from tts_orchestrator.backends.chat_template import ChatTemplate, ChatTemplateInfo
 from tts_orchestrator.exceptions import WorkerError
+from verifiers.confidence import token_confidence
 
 _TRANSPORT_ERRORS = (httpx.TransportError, httpx.StreamError)
 
@@ -37,15 +38,25 @@ def parse_prometheus(text: str) -> dict[str, float]:
     return out
 
 
-def _token_logprobs(choice: dict[str, Any]) -> list[float] | None:
+def _token_logprobs(choice: dict[str, Any]) -> tuple[list[float] | None, list[float] | None]:
+    """(sampled token's logprob, DeepConf token confidence) per token of one SSE event; the
+    confidence is None unless the engine sent at least two top logprobs for every token."""
     lp = choice.get("logprobs")
     if not lp:
-        return None
+        return None, None
+    tops: list[list[float]]
     if isinstance(lp.get("content"), list):  # llama.cpp: OpenAI chat-style entries
-        return [float(e["logprob"]) for e in lp["content"]]
-    if isinstance(lp.get("token_logprobs"), list):  # vLLM / OpenAI legacy completions
-        return [float(x) for x in lp["token_logprobs"] if x is not None]
-    return None
+        entries = lp["content"]
+        sampled = [float(e["logprob"]) for e in entries]
+        tops = [[float(t["logprob"]) for t in e.get("top_logprobs") or ()] for e in entries]
+    elif isinstance(lp.get("token_logprobs"), list):  # vLLM / OpenAI legacy completions
+        sampled = [float(x) for x in lp["token_logprobs"] if x is not None]
+        tops = [[float(v) for v in (t or {}).values()] for t in lp.get("top_logprobs") or ()]
+    else:
+        return None, None
+    if len(tops) != len(sampled) or any(len(t) < 2 for t in tops):
+        return sampled, None
+    return sampled, [token_confidence(t) for t in tops]
 
 
 class OpenAIHTTPBackend(WorkerBackend, abc.ABC):
@@ -159,12 +170,13 @@ class OpenAIHTTPBackend(WorkerBackend, abc.ABC):
             return CompletionChunk(usage=usage, timings=timings)
         choice = choices[0]
         text = choice.get("text") or ""
-        logprobs = _token_logprobs(choice)
+        logprobs, confidence = _token_logprobs(choice)
         n_tokens = len(logprobs) if logprobs is not None else (1 if text else 0)
         return CompletionChunk(
             text=text,
             n_tokens=n_tokens,
             token_logprobs=logprobs,
+            token_confidence=confidence,
             finish_reason=choice.get("finish_reason"),
             usage=usage,
             timings=timings,

@@ -40,6 +40,9 @@ class Script:
     delay_s: float = 0.0
     #: The sampled token's logprob per piece (None: the engine reports none).
     logprobs: tuple[float, ...] | None = None
+    #: DeepConf token confidence per piece, as an engine returning top logprobs gives it
+    #: (None: it returns no top logprobs). Sent only when the request asks for logprobs.
+    confidences: tuple[float, ...] | None = None
     #: Raise a worker error after this many pieces (None: never).
     fail_after: int | None = None
     finish_reason: str = "stop"
@@ -115,7 +118,10 @@ class ScriptedBackend(WorkerBackend):
             text += piece
             produced += 1
             lp = None if script.logprobs is None else [script.logprobs[i]]
-            yield CompletionChunk(text=piece, n_tokens=1, token_logprobs=lp)
+            conf = None
+            if script.confidences is not None and params.logprobs is not None:
+                conf = [script.confidences[i]]
+            yield CompletionChunk(text=piece, n_tokens=1, token_logprobs=lp, token_confidence=conf)
         else:
             if script.fail_after is not None and script.fail_after <= len(script.pieces):
                 raise WorkerError(f"{self.name} failed mid-stream")

@@ -85,11 +85,22 @@ class PoolConfig(Section):
     launch: LaunchSpec | None = Field(None, description="Managed workers to start instead.")
     replay: ReplayConfig | None = None
     speculative: SpeculativeConfig = Field(default_factory=SpeculativeConfig)
+    logprobs: bool | None = Field(
+        None,
+        description="Whether the workers return per-token logprobs, which the confidence "
+        "options need (None: llama.cpp and vLLM do; openai and replay do not).",
+    )
     direct_stream: bool = Field(
         True,
         description="Stream tokens from the workers straight into the API process when it can "
         "reach them (the pool actor still places branches and counts load); off: through Ray.",
     )
+
+    @property
+    def returns_logprobs(self) -> bool:
+        if self.logprobs is not None:
+            return self.logprobs
+        return self.engine in ("llama_cpp", "vllm")
 
     @model_validator(mode="after")
     def _one_source(self) -> PoolConfig:

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import Field
 
 from tts_orchestrator.config._base import Section
+from verifiers.confidence import ConfidenceConfig
 
 
 class TrimConfig(Section):
@@ -32,4 +33,9 @@ class TtsDefaults(Section):
     )
     equivalence_timeout_s: float = Field(
         3.0, gt=0, description="Per-comparison timeout of math-verify (in a worker process)."
+    )
+    confidence: ConfidenceConfig = Field(
+        default_factory=ConfidenceConfig,
+        description="DeepConf defaults of `aggregation: confidence` / `early_stop: confidence` "
+        "(a request's `tts.confidence` overrides any of them).",
     )

@@ -8,162 +8,21 @@ aborted once the vote is safe, and then streams the winning answer as `content`.
 from __future__ import annotations
 
 import abc
-import math
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from tts_orchestrator.actors.jobs import BranchChunk
 from tts_orchestrator.exceptions import WorkerError
 from tts_orchestrator.protocol import TtsOptions
+from tts_orchestrator.request.branch_state import BranchState, Intervention
+from tts_orchestrator.request.confidence import BranchConfidence
 from tts_orchestrator.request.consensus import Consensus, branch_answer_text
 from tts_orchestrator.request.events import OutputEvent
-from tts_orchestrator.state.records import BranchRecord, RecordStatus, RecordUsage
+from tts_orchestrator.state.records import BranchRecord, RecordUsage
 from tts_orchestrator.trim.trimmer import BranchTrimmer
 from verifiers.families import ModelFamily
 from verifiers.reasoning import ReasoningSplitter
 from verifiers.voting import EquivalenceFn
-
-
-@dataclass(frozen=True)
-class Intervention:
-    """Cut a branch and continue it from `prompt + generated + injected` (abort-and-continue)."""
-
-    branch: int
-    rule: str
-    reason: str
-    injected: str
-    max_tokens: int
-    #: The TrimR preset whose rules decided (None: a thinking-budget cut).
-    preset: str | None = None
-
-
-@dataclass
-class BranchState:
-    index: int
-    seed: int | None
-    splitter: ReasoningSplitter
-    reasoning: list[str] = field(default_factory=list)
-    content: list[str] = field(default_factory=list)
-    tokens: int = 0
-    logprob_sum: float = 0.0
-    logprob_n: int = 0
-    prompt_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    finish_reason: str | None = None
-    error: str | None = None
-    abort_reason: str | None = None
-    worker: str | None = None
-    answer: str | None = None
-    finished_at: float | None = None
-    raw: list[str] = field(default_factory=list)
-    thinking_tokens: int = 0
-    segment_base: int = 0
-    interventions: list[dict[str, Any]] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def done(self) -> bool:
-        return self.finish_reason is not None or self.error is not None or self.aborted
-
-    @property
-    def aborted(self) -> bool:
-        return self.abort_reason is not None
-
-    @property
-    def mean_logprob(self) -> float | None:
-        return self.logprob_sum / self.logprob_n if self.logprob_n else None
-
-    def text(self) -> tuple[str, str]:
-        return "".join(self.reasoning), "".join(self.content)
-
-    def add(self, item: BranchChunk) -> tuple[str, str]:
-        if item.worker:
-            self.worker = item.worker
-        if item.error is not None:
-            self.error = item.error
-            return "", ""
-        chunk = item.chunk
-        assert chunk is not None
-        if self.splitter.in_thinking:
-            self.thinking_tokens += chunk.n_tokens
-        self.raw.append(chunk.text)
-        r, c = self.splitter.feed(chunk.text)
-        self.tokens += chunk.n_tokens
-        if chunk.token_logprobs:
-            self.logprob_sum += math.fsum(chunk.token_logprobs)
-            self.logprob_n += len(chunk.token_logprobs)
-        if chunk.timings and not self.interventions:
-            self.timings = chunk.timings
-        if chunk.usage is not None:
-            self.tokens = self.segment_base + (chunk.usage.completion_tokens or 0) or self.tokens
-            if self.interventions:  # a continuation: its prompt is ours + what we generated
-                self.interventions[-1]["cached_prompt_tokens"] = chunk.usage.cached_prompt_tokens
-                self.interventions[-1]["continuation_prompt_tokens"] = chunk.usage.prompt_tokens
-            else:
-                self.prompt_tokens = chunk.usage.prompt_tokens
-                self.cached_prompt_tokens = chunk.usage.cached_prompt_tokens or 0
-        if chunk.finish_reason is not None:
-            self.finish_reason = chunk.finish_reason
-            self.finished_at = time.monotonic()
-            r2, c2 = self.splitter.finish()
-            r, c = r + r2, c + c2
-        self.reasoning.append(r)
-        self.content.append(c)
-        return r, c
-
-    def intervene(self, iv: Intervention) -> tuple[str, str]:
-        """Take the injected text as if generated, and start a new segment."""
-        self.interventions.append(
-            {
-                "rule": iv.rule,
-                **({"preset": iv.preset} if iv.preset else {}),
-                "reason": iv.reason,
-                "at_tokens": self.tokens,
-                "thinking_tokens": self.thinking_tokens,
-            }
-        )
-        self.segment_base = self.tokens
-        self.finish_reason = None
-        self.raw.append(iv.injected)
-        r, c = self.splitter.feed(iv.injected)
-        self.reasoning.append(r)
-        self.content.append(c)
-        return r, c
-
-    def generated(self) -> str:
-        return "".join(self.raw)
-
-    def record(self) -> BranchRecord:
-        if self.error is not None:
-            status = RecordStatus.FAILED
-        elif self.finish_reason is not None:
-            status = RecordStatus.FINISHED
-        else:
-            status = RecordStatus.CANCELLED
-        return BranchRecord(
-            index=self.index,
-            seed=self.seed,
-            status=status,
-            tokens=self.tokens,
-            answer=self.answer,
-            finish_reason=self.finish_reason,
-            aborted=self.aborted or status is RecordStatus.CANCELLED,
-            abort_reason=self.abort_reason or self.error,
-        )
-
-    def detail(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "seed": self.seed,
-            "tokens": self.tokens,
-            "answer": self.answer,
-            "finish_reason": self.finish_reason,
-            "aborted": self.aborted,
-            "abort_reason": self.abort_reason or self.error,
-            "worker": self.worker,
-            "interventions": self.interventions,
-        }
 
 
 class Presenter(abc.ABC):
@@ -176,12 +35,18 @@ class Presenter(abc.ABC):
         family: ModelFamily,
         thinking_budget: int | None = None,
         answer_budget: int = 512,
+        max_tokens: int | None = None,
+        confidence: BranchConfidence | None = None,
     ) -> None:
         self.branches = [BranchState(i, s, ReasoningSplitter(family)) for i, s in enumerate(seeds)]
         self.family = family
         self.finish_reason: str | None = None
         self.thinking_budget = thinking_budget
         self.answer_budget = answer_budget
+        #: Tokens each branch may generate in all (the request's ``max_tokens``).
+        self.max_tokens = max_tokens
+        self.confidence = confidence
+        self._prunes: list[int] = []
         self._interventions: list[Intervention] = []
         self.trimmers: dict[int, BranchTrimmer] = {}
         #: Tokens an earlier phase of the request spent (the fast probes of ``auto``).
@@ -209,7 +74,7 @@ class Presenter(abc.ABC):
                 rule=decision.rule.value,
                 reason=decision.reason,
                 injected=trimmer.intervention_text(decision),
-                max_tokens=self.answer_budget,
+                max_tokens=self._answer_tokens(b),
                 preset=trimmer.preset.family,
             )
         )
@@ -218,23 +83,42 @@ class Presenter(abc.ABC):
         for trimmer in self.trimmers.values():
             trimmer.close()
 
+    def thinking_limit(self) -> int | None:
+        """Thinking tokens a branch may spend: its thinking budget, and never so many that an
+        answer no longer fits in ``max_tokens`` (the answer keeps ``min(answer_budget,
+        max_tokens // 2)`` of it), so thinking cannot eat the whole budget."""
+        limit = self.thinking_budget
+        if self.max_tokens is not None and self.family.has_markers:
+            cap = self.max_tokens - min(self.answer_budget, self.max_tokens // 2)
+            limit = cap if limit is None else min(limit, cap)
+        return limit
+
+    def _answer_tokens(self, b: BranchState) -> int:
+        """Tokens the answer after a cut may take: the answer budget, within max_tokens."""
+        if self.max_tokens is None:
+            return self.answer_budget
+        return max(1, min(self.answer_budget, self.max_tokens - b.tokens))
+
     def _check_budget(self, b: BranchState) -> None:
-        """Queue a forceful close when a branch spends its thinking budget."""
-        if (
-            self.thinking_budget is None
-            or not self._may_intervene(b)
-            or b.thinking_tokens < self.thinking_budget
-        ):
+        """Queue a forceful close when a branch spends its thinking budget (or the part of
+        ``max_tokens`` thinking may take)."""
+        limit = self.thinking_limit()
+        if limit is None or not self._may_intervene(b) or b.thinking_tokens < limit:
             return
         assert self.family.think_close is not None
+        what = (
+            f"thinking budget of {limit} tokens spent"
+            if limit == self.thinking_budget
+            else f"{limit} thinking tokens spent; the rest of max_tokens is kept for the answer"
+        )
         self._interventions.append(
             Intervention(
                 branch=b.index,
                 rule="thinking_budget",
-                reason=f"thinking budget of {self.thinking_budget} tokens spent",
+                reason=what,
                 injected=f"\n\nI have thought about this long enough; time to give the answer."
                 f"\n{self.family.think_close}\n\n",
-                max_tokens=self.answer_budget,
+                max_tokens=self._answer_tokens(b),
             )
         )
 
@@ -265,6 +149,15 @@ class Presenter(abc.ABC):
     def take_aborts(self) -> tuple[list[int], str] | None:
         """Branches to abort now (and why), if the presenter decided so."""
         return None
+
+    def take_prunes(self) -> list[int]:
+        """Branches DeepConf's gate pruned since the last call (abort them now)."""
+        taken, self._prunes = self._prunes, []
+        return taken
+
+    def _track(self, b: BranchState, item: BranchChunk) -> None:
+        if self.confidence is not None and item.chunk is not None:
+            self.confidence.feed(b.index, item.chunk)
 
     @abc.abstractmethod
     async def finish(self, *, budget_reached: bool = False) -> list[OutputEvent]:
@@ -300,15 +193,53 @@ class Presenter(abc.ABC):
         prompt = sum(b.prompt_tokens for b in self.branches) + before.prompt_tokens
         completion = sum(b.tokens for b in self.branches) + before.completion_tokens
         cached = sum(b.cached_prompt_tokens for b in self.branches) + before.cached_prompt_tokens
+        reasoning = sum(b.thinking_tokens for b in self.branches) + before.reasoning_tokens
         return RecordUsage(
             prompt_tokens=prompt,
             completion_tokens=completion,
+            reasoning_tokens=reasoning,
             cached_prompt_tokens=cached,
             total_tokens=prompt + completion,
         )
 
+    def tokens_detail(self) -> dict[str, int]:
+        """Where the generated tokens went (the ``tts.tokens`` block): ``pruned`` is what the
+        branches DeepConf pruned spent, ``aborted`` what the branches an early stop or the
+        latency budget cut spent, ``trimmed`` the thinking of branches cut by TrimR or a
+        thinking budget up to the cut. ``saved_by_pruning_estimate`` is an estimate: each
+        pruned branch's shortfall against the mean length of the branches that finished."""
+        usage = self.usage()
+        finished = [b.tokens for b in self.branches if b.finish_reason is not None]
+        mean_finished = sum(finished) / len(finished) if finished else 0.0
+        pruned = [b for b in self.branches if b.pruned]
+        return {
+            "generated": usage.completion_tokens,
+            "reasoning": usage.reasoning_tokens,
+            "pruned": sum(b.tokens for b in pruned),
+            "aborted": sum(b.tokens for b in self.branches if b.aborted and not b.pruned),
+            "trimmed": sum(
+                int(b.interventions[0]["thinking_tokens"]) for b in self.branches if b.interventions
+            ),
+            "saved_by_pruning_estimate": round(
+                sum(max(0.0, mean_finished - b.tokens) for b in pruned)
+            ),
+        }
+
+    def branch_details(self) -> list[dict[str, Any]]:
+        out = []
+        for b in self.branches:
+            d = b.detail()
+            if self.confidence is not None:
+                d["confidence"] = self.confidence.detail(b.index)
+            out.append(d)
+        return out
+
     def branch_records(self) -> list[BranchRecord]:
-        return [b.record() for b in self.branches]
+        records = [b.record() for b in self.branches]
+        if self.confidence is not None:
+            for r in records:
+                r.confidence = self.confidence.weight(r.index)
+        return records
 
     def vote_detail(self) -> dict[str, Any] | None:
         return None
@@ -320,6 +251,7 @@ class SinglePresenter(Presenter):
     async def observe(self, item: BranchChunk) -> list[OutputEvent]:
         b = self.branches[item.branch]
         r, c = b.add(item)
+        self._track(b, item)
         if b.error is not None:
             raise WorkerError(f"generation failed on {b.worker or 'a worker'}: {b.error}")
         self._check_budget(b)
@@ -333,7 +265,10 @@ class SinglePresenter(Presenter):
         self.finish_reason = b.finish_reason or "length"
         reasoning, content = b.text()
         b.answer = branch_answer_text(content, reasoning)
-        return [OutputEvent(finish_reason=self.finish_reason, usage=self.usage())]
+        tts: dict[str, Any] = {"tokens": self.tokens_detail()}
+        if self.confidence is not None:
+            tts["branches"] = self.branch_details()
+        return [OutputEvent(finish_reason=self.finish_reason, usage=self.usage(), tts=tts)]
 
 
 class VotingPresenter(Presenter):
@@ -348,14 +283,25 @@ class VotingPresenter(Presenter):
         equivalent: EquivalenceFn,
         thinking_budget: int | None = None,
         answer_budget: int = 512,
+        max_tokens: int | None = None,
+        confidence: BranchConfidence | None = None,
         safe_lead: bool = True,
     ) -> None:
         super().__init__(
-            seeds, family=family, thinking_budget=thinking_budget, answer_budget=answer_budget
+            seeds,
+            family=family,
+            thinking_budget=thinking_budget,
+            answer_budget=answer_budget,
+            max_tokens=max_tokens,
+            confidence=confidence,
         )
         self.tts = tts
         self.consensus = Consensus(
-            tts, n_branches=len(seeds), equivalent=equivalent, safe_lead=safe_lead
+            tts,
+            n_branches=len(seeds),
+            equivalent=equivalent,
+            safe_lead=safe_lead,
+            confidence=confidence.config if confidence is not None else None,
         )
         self._follow: int | None = None
         self._aborts: tuple[list[int], str] | None = None
@@ -375,6 +321,7 @@ class VotingPresenter(Presenter):
         if b.done:
             return []  # a late chunk of a branch already aborted
         r, c = b.add(item)
+        self._track(b, item)
         events: list[OutputEvent] = []
         if self._follow is None and (r or c):
             self._follow = b.index
@@ -384,7 +331,26 @@ class VotingPresenter(Presenter):
         if b.finish_reason is not None or b.error is not None:
             await self._branch_ended(b)
             events += self._switch_follow()
+            events.append(self._progress())
+        elif self.confidence is not None and (why := self.confidence.prune_reason(b.index)):
+            b.abort_reason, b.pruned = why, True
+            self._prunes.append(b.index)
+            self.consensus.drop()
+            events += self._switch_follow()
+            events.append(self._progress())
         return events
+
+    def _progress(self) -> OutputEvent:
+        """A progress event: branches alive / pruned / finished and the current leader."""
+        standing = self.consensus.standing()
+        progress: dict[str, Any] = {
+            "alive": sum(1 for b in self.branches if not b.done),
+            "pruned": sum(1 for b in self.branches if b.pruned),
+            "finished": sum(1 for b in self.branches if b.finish_reason is not None),
+            "leader": standing[0] if standing is not None else None,
+            "share": round(standing[1], 4) if standing is not None else None,
+        }
+        return OutputEvent(tts={"progress": progress})
 
     async def _branch_ended(self, b: BranchState) -> None:
         if b.error is not None and not any(x.finish_reason for x in self.branches if x is not b):
@@ -396,8 +362,12 @@ class VotingPresenter(Presenter):
         b.answer = branch_answer_text(content, reasoning)
         if b.answer is not None and self._first_answer_s is None:
             self._first_answer_s = time.monotonic() - self._start
+        weight = None
+        if self.confidence is not None:
+            self.confidence.finished(b.index)
+            weight = self.confidence.weight(b.index)
         decision = await self.consensus.add(
-            branch=b.index, answer=b.answer, mean_logprob=b.mean_logprob
+            branch=b.index, answer=b.answer, mean_logprob=b.mean_logprob, confidence=weight
         )
         if decision.stop and self._aborts is None:
             self._decided_s = time.monotonic() - self._start
@@ -456,6 +426,7 @@ class VotingPresenter(Presenter):
                 for c in vote.clusters
             ],
             "unparseable": [int(i) for i in vote.unparseable],
+            "filtered": [int(i) for i in vote.filtered],
         }
         events = [OutputEvent(content=content)] if content else []
         events.append(
@@ -485,7 +456,7 @@ class VotingPresenter(Presenter):
             timings["first_answer_s"] = round(self._first_answer_s, 6)
         if self._decided_s is not None:
             timings["decided_s"] = round(self._decided_s, 6)
-        return {
+        out = {
             "n_branches": len(self.branches),
             "aggregation": self.tts.aggregation,
             "early_stop": {
@@ -495,6 +466,10 @@ class VotingPresenter(Presenter):
             },
             "budget_reached": self._budget_reached,
             "vote": self._vote,
-            "branches": [b.detail() for b in self.branches],
+            "branches": self.branch_details(),
+            "tokens": self.tokens_detail(),
             "timings": timings,
         }
+        if self.confidence is not None:
+            out["confidence"] = self.confidence.gate_detail()
+        return out

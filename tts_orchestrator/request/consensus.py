@@ -11,6 +11,7 @@ import time
 
 from tts_orchestrator.protocol import TtsOptions
 from verifiers.answers import extract_final_answer
+from verifiers.confidence import ConfidenceConfig, ConfidenceConsensus
 from verifiers.voting import (
     Aggregation,
     AnswerClusterer,
@@ -37,7 +38,9 @@ class FirstAnswer(EarlyStopRule):
         return StopDecision(stop=False, reason="no parseable answer yet")
 
 
-def build_rule(tts: TtsOptions, *, safe_lead: bool = True) -> EarlyStopRule:
+def build_rule(
+    tts: TtsOptions, *, safe_lead: bool = True, confidence: ConfidenceConfig | None = None
+) -> EarlyStopRule:
     """The request's early-stop rule. A majority vote also stops once it is decided (SafeLead):
     the unfinished branches cannot change its winner, so running them only costs time.
     ``safe_lead=False`` hears every branch out (a probe whose agreement is the question)."""
@@ -50,6 +53,9 @@ def build_rule(tts: TtsOptions, *, safe_lead: bool = True) -> EarlyStopRule:
             chosen = UnanimousWindow(window=tts.early_stop_window)
         case "beta":
             chosen = BetaConsensus(threshold=tts.early_stop_threshold)
+        case "confidence":
+            c = confidence or ConfidenceConfig()
+            chosen = ConfidenceConsensus(warmup=c.warmup, tau=c.tau)
         case _:
             chosen = NoEarlyStop()
     if aggregation is Aggregation.MAJORITY and safe_lead:
@@ -75,9 +81,11 @@ class Consensus:
         n_branches: int,
         equivalent: EquivalenceFn,
         safe_lead: bool = True,
+        confidence: ConfidenceConfig | None = None,
     ) -> None:
         self.aggregation = Aggregation(tts.aggregation)
-        self.rule = build_rule(tts, safe_lead=safe_lead)
+        self.rule = build_rule(tts, safe_lead=safe_lead, confidence=confidence)
+        self.keep = confidence.keep if confidence is not None else 1.0
         self.n_branches = n_branches
         self._clusterer = AnswerClusterer(equivalent)
         self._start = time.monotonic()
@@ -85,7 +93,12 @@ class Consensus:
         self.decision: StopDecision | None = None
 
     async def add(
-        self, *, branch: int, answer: str | None, mean_logprob: float | None
+        self,
+        *,
+        branch: int,
+        answer: str | None,
+        mean_logprob: float | None,
+        confidence: float | None = None,
     ) -> StopDecision:
         self.answers[branch] = answer
         await self._clusterer.add(
@@ -94,6 +107,7 @@ class Consensus:
                 answer=answer,
                 finished_at=time.monotonic() - self._start,
                 mean_logprob=mean_logprob,
+                confidence=confidence,
             )
         )
         state = self._clusterer.state(self.n_branches)
@@ -104,5 +118,21 @@ class Consensus:
             self.decision = decision
         return decision
 
+    def drop(self) -> None:
+        """A branch was pruned: it will never vote, so it no longer counts as unfinished."""
+        self.n_branches -= 1
+
     def vote(self) -> VoteResult:
-        return self._clusterer.vote(self.aggregation)
+        return self._clusterer.vote(self.aggregation, keep=self.keep)
+
+    def standing(self) -> tuple[str, float] | None:
+        """The current leader and its share of the votes (of the weight for a weighted or
+        confidence vote); None before any parseable answer."""
+        result = self._clusterer.vote(self.aggregation)
+        if result.winner_index is None:
+            return None
+        leader = result.clusters[result.winner_index]
+        if self.aggregation in (Aggregation.WEIGHTED, Aggregation.CONFIDENCE):
+            total = sum(c.weight for c in result.clusters)
+            return leader.answer, leader.weight / total if total > 0 else 0.0
+        return leader.answer, leader.count / sum(c.count for c in result.clusters)

@@ -35,6 +35,7 @@ from tts_orchestrator.planning.live import LivePlanner
 from tts_orchestrator.planning.planner import Plan, PlanRequest
 from tts_orchestrator.protocol import ChatCompletionRequest, CompletionRequest, TtsOptions
 from tts_orchestrator.request.branches import Presenter, SinglePresenter, VotingPresenter
+from tts_orchestrator.request.confidence import BranchConfidence
 from tts_orchestrator.request.events import OutputEvent
 from tts_orchestrator.request.prepared import PreparedRequest, final_fields, new_record
 from tts_orchestrator.request.shape import Caps, decide_shape
@@ -299,9 +300,20 @@ class Orchestrator:
         seeds = [b.params.seed for b in job.branches]
         budget = p.tts.thinking_budget if p.family.has_markers else None
         answer_budget = self.settings.tts.answer_budget
+        config = p.phase.confidence
+        confidence = (
+            BranchConfidence(config, p.n_branches, prune=p.tts.early_stop == "confidence")
+            if config is not None
+            else None
+        )
         if p.n_branches == 1:
             return SinglePresenter(
-                seeds, family=p.family, thinking_budget=budget, answer_budget=answer_budget
+                seeds,
+                family=p.family,
+                thinking_budget=budget,
+                answer_budget=answer_budget,
+                max_tokens=p.params.max_tokens,
+                confidence=confidence,
             )
         return VotingPresenter(
             seeds,
@@ -310,6 +322,8 @@ class Orchestrator:
             equivalent=self.equivalent,
             thinking_budget=budget,
             answer_budget=answer_budget,
+            max_tokens=p.params.max_tokens,
+            confidence=confidence,
             safe_lead=safe_lead,
         )
 
@@ -370,6 +384,11 @@ class Orchestrator:
             presenter = phase.presenter
             presenter.close_trimmers()
             self.metrics.observe_request(p.endpoint.value, status.value, total, presenter.usage())
+            for b in presenter.branch_records():
+                if b.confidence is not None:
+                    self.metrics.branch_confidence.observe(b.confidence)
+            tokens = presenter.tokens_detail()
+            self.metrics.pruning_saved_tokens.inc(tokens["saved_by_pruning_estimate"])
             # A task of its own: a cancelled request still gets its record finished.
             fields = final_fields(p, presenter, status, error, ttft=ttft, total=total)
             task = asyncio.ensure_future(self._finish_record(p, presenter, fields))
@@ -486,6 +505,12 @@ class Orchestrator:
             self.metrics.early_stops.labels(p.tts.early_stop).inc()
             self.metrics.branches_aborted.labels("early_stop").inc(len(branches))
             await streams.abort(branches)
+        pruned = presenter.take_prunes()
+        if pruned:
+            log.debug("%s: pruning branches %s (low confidence)", p.id, pruned)
+            self.metrics.branches_aborted.labels("confidence_prune").inc(len(pruned))
+            self.metrics.pruned_tokens.inc(sum(presenter.branches[i].tokens for i in pruned))
+            await streams.abort(pruned)
         events: list[OutputEvent] = []
         for iv in presenter.take_interventions():
             b = presenter.branches[iv.branch]

@@ -137,6 +137,7 @@ def final_fields(
         "finish_reason": presenter.finish_reason,
         "answer": presenter.answer_text(),
         "vote": presenter.vote_detail(),
+        "tokens": presenter.tokens_detail(),
         "trims": {"interventions": iv} if (iv := presenter.interventions_detail()) else None,
         "mode": p.mode.model_dump(exclude_none=True) if p.mode is not None else None,
     }

@@ -16,11 +16,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tts_orchestrator.backends.base import SamplingParams
-from tts_orchestrator.config import KeyLimits, Settings
+from tts_orchestrator.config import KeyLimits, PoolConfig, Settings
 from tts_orchestrator.exceptions import RequestError
 from tts_orchestrator.modes.requests import ModeRun, ModeSetup
 from tts_orchestrator.planning.planner import Plan
 from tts_orchestrator.protocol import ChatCompletionRequest, CompletionRequest, TtsOptions
+from verifiers.confidence import ConfidenceConfig
 from verifiers.families import ModelFamily
 
 #: Asks the latency planner for a request's plan with N at most ``max_branches`` (None: the
@@ -86,6 +87,8 @@ class Phase:
     tts: TtsOptions
     #: A probe's fast samples (no trimming; their vote decides whether to escalate).
     probe: bool = False
+    #: The DeepConf settings when the request votes or stops by confidence.
+    confidence: ConfidenceConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,13 @@ class RequestShape:
 
 
 def _phase(
-    run: ModeRun, params: SamplingParams, tts: TtsOptions, n: int, *, probe: bool = False
+    run: ModeRun,
+    params: SamplingParams,
+    tts: TtsOptions,
+    n: int,
+    *,
+    probe: bool = False,
+    confidence: ConfidenceConfig | None = None,
 ) -> Phase:
     if run.thinking_budget is not None and tts.thinking_budget is None:
         tts = tts.model_copy(update={"thinking_budget": run.thinking_budget})
@@ -115,7 +124,31 @@ def _phase(
         n_branches=n,
         tts=tts,
         probe=probe,
+        confidence=confidence,
     )
+
+
+def confidence_settings(
+    tts: TtsOptions, *, pool: PoolConfig, defaults: ConfidenceConfig
+) -> ConfidenceConfig | None:
+    """The request's DeepConf settings (None: it does not use confidence). A pool whose
+    engine returns no logprobs cannot run them: a 400, never a silent majority vote."""
+    if not tts.uses_confidence:
+        if tts.confidence is not None:
+            raise RequestError(
+                "tts.confidence applies only with aggregation or early_stop 'confidence'",
+                param="tts.confidence",
+            )
+        return None
+    if not pool.returns_logprobs:
+        field = "aggregation" if tts.aggregation == "confidence" else "early_stop"
+        raise RequestError(
+            f"pool {pool.name!r} ({pool.engine}) returns no per-token logprobs, which "
+            f"tts.{field} 'confidence' needs; use another pool or aggregation",
+            param=f"tts.{field}",
+            code="logprobs_unavailable",
+        )
+    return tts.confidence_config(defaults)
 
 
 async def decide_shape(
@@ -147,8 +180,13 @@ async def decide_shape(
         pool, n = chosen.pool, min(chosen.n_branches, caps.max_branches)
         if tts.thinking_budget is None and chosen.thinking_budget is not None:
             tts = tts.model_copy(update={"thinking_budget": chosen.thinking_budget})
+    pool_config = next(c for c in settings.pools if c.name == pool)
+    confidence = confidence_settings(tts, pool=pool_config, defaults=settings.tts.confidence)
+    if confidence is not None:
+        asked = params.logprobs or 0
+        params = params.model_copy(update={"logprobs": max(asked, confidence.top_logprobs)})
     if setup.escalation is None:
-        first = _phase(setup.first, params, tts, n)
+        first = _phase(setup.first, params, tts, n, confidence=confidence)
         return RequestShape(pool=pool, first=first, escalation=None, plan=chosen, caps=caps)
     probes = settings.modes
     probe_params = params.model_copy(
@@ -157,8 +195,8 @@ async def decide_shape(
     probe_n = min(probes.probe_samples, caps.max_branches)
     return RequestShape(
         pool=pool,
-        first=_phase(setup.first, probe_params, tts, probe_n, probe=True),
-        escalation=_phase(setup.escalation, params, tts, n),
+        first=_phase(setup.first, probe_params, tts, probe_n, probe=True, confidence=confidence),
+        escalation=_phase(setup.escalation, params, tts, n, confidence=confidence),
         plan=chosen,
         caps=caps,
     )

@@ -28,7 +28,7 @@ class BranchStreams:
     def __init__(self, pool: PoolClient, request_id: str) -> None:
         self.pool = pool
         self.request_id = request_id
-        self._queue: asyncio.Queue[BranchChunk | _JobEnd] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, BranchChunk] | _JobEnd] = asyncio.Queue()
         self._pumps: dict[str, asyncio.Task[None]] = {}
         self._owner: dict[int, str] = {}
         self._continuations = 0
@@ -42,11 +42,12 @@ class BranchStreams:
         try:
             async for item in self.pool.generate(job):
                 if self._owner.get(item.branch) == job.request_id:
-                    self._queue.put_nowait(item)
+                    self._queue.put_nowait((job.request_id, item))
         except TTSError as exc:
             for b in job.branches:
                 if self._owner.get(b.index) == job.request_id:
-                    self._queue.put_nowait(BranchChunk(branch=b.index, error=str(exc)))
+                    error = BranchChunk(branch=b.index, error=str(exc))
+                    self._queue.put_nowait((job.request_id, error))
         finally:
             self._queue.put_nowait(_JobEnd(job.request_id))
 
@@ -55,9 +56,13 @@ class BranchStreams:
         while True:
             if not self._pumps and self._queue.empty():
                 return None
-            item = await self._queue.get()
-            if isinstance(item, _JobEnd):
-                self._pumps.pop(item.job_id, None)
+            entry = await self._queue.get()
+            if isinstance(entry, _JobEnd):
+                self._pumps.pop(entry.job_id, None)
+                continue
+            job_id, item = entry
+            # Queued before its branch was aborted or continued elsewhere: stale.
+            if self._owner.get(item.branch) != job_id:
                 continue
             return item
 

@@ -46,6 +46,9 @@ class RecordUsage(_Record):
 
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
+    reasoning_tokens: int = Field(
+        default=0, ge=0, description="Completion tokens inside thinking (all branches)."
+    )
     cached_prompt_tokens: int = Field(
         default=0, ge=0, description="Prompt tokens the worker had cached."
     )
@@ -70,6 +73,10 @@ class BranchRecord(_Record):
     finish_reason: str | None = None
     aborted: bool = False
     abort_reason: str | None = None
+    pruned: bool = Field(default=False, description="Pruned by DeepConf's confidence gate.")
+    confidence: float | None = Field(
+        default=None, description="The branch's confidence vote weight (confidence requests)."
+    )
 
 
 class RequestRecord(_Record):
@@ -102,6 +109,9 @@ class RequestRecord(_Record):
     plan: dict[str, Any] | None = Field(default=None, description="Latency-policy plan.")
     vote: dict[str, Any] | None = Field(
         default=None, description="Vote counts, winner, early stop."
+    )
+    tokens: dict[str, int] | None = Field(
+        default=None, description="Generated, reasoning, pruned, aborted and trimmed tokens."
     )
     branches: list[BranchRecord] = Field(default_factory=list)
 

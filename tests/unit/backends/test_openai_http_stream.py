@@ -63,3 +63,30 @@ async def test_a_finishing_chunk_without_trailer_keeps_its_own_usage() -> None:
     ]
     assert [(c.text, c.finish_reason) for c in chunks] == [("a", None), ("b", "length")]
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 2
+
+
+def _entry(token: str, logprob: float, tops: list[float]) -> dict[str, Any]:
+    top = [{"id": i, "token": f"t{i}", "logprob": lp, "bytes": []} for i, lp in enumerate(tops)]
+    return {"id": 7, "token": token, "logprob": logprob, "bytes": [], "top_logprobs": top}
+
+
+async def test_top_logprobs_become_deepconf_token_confidence() -> None:
+    # llama.cpp's /v1/completions logprobs: OpenAI chat-style entries with their top_logprobs.
+    lp = {"content": [_entry("a", -0.1, [-0.1, -1.0, -2.0, -2.9])]}
+    sampled_only = {"content": [{"id": 8, "token": "b", "logprob": -0.7, "bytes": []}]}
+    events = [
+        {"choices": [{"index": 0, "text": "a", "finish_reason": None, "logprobs": lp}]},
+        {"choices": [{"index": 0, "text": "b", "finish_reason": "stop", "logprobs": sampled_only}]},
+    ]
+    stream = CountingStream(events)
+    params = SamplingParams(logprobs=4)
+    chunks = [c async for c in backend_for(stream).stream_completion("p", params, request_id="r")]
+    assert chunks[0].token_logprobs == [-0.1]
+    assert chunks[0].token_confidence is not None
+    assert chunks[0].token_confidence[0] == 1.5  # -(−0.1 − 1.0 − 2.0 − 2.9) / 4
+    assert chunks[1].token_logprobs == [-0.7] and chunks[1].token_confidence is None
+
+
+def test_the_llamacpp_body_asks_for_top_logprobs() -> None:
+    backend = backend_for(CountingStream([]))
+    assert backend.completion_body("p", SamplingParams(logprobs=20))["logprobs"] == 20

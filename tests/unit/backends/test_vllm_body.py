@@ -318,3 +318,18 @@ async def test_tokenize_adds_no_special_tokens(renderer: _RemoteRenderer) -> Non
         "prompt": "Hello world",
         "add_special_tokens": False,
     }
+
+
+async def test_vllm_top_logprobs_become_deepconf_token_confidence() -> None:
+    logprobs = {
+        "tokens": ["4", " is"],
+        "token_logprobs": [-0.5, -0.25],
+        "text_offset": [0, 1],
+        "top_logprobs": [{"4": -0.5, "5": -1.5}, {" is": -0.25, " was": -2.75, "!": -3.0}],
+    }
+    events = [_event("4 is", [19, 20], finish="stop", logprobs=logprobs)]
+    backend = _backend(lambda request: httpx.Response(200, content=_sse(events)))
+    params = SamplingParams(logprobs=3)
+    [chunk] = [c async for c in backend.stream_completion("Q", params, request_id="r1")]
+    assert chunk.token_logprobs == [-0.5, -0.25]
+    assert chunk.token_confidence == [1.0, 2.0]  # -(−0.5 − 1.5)/2, -(−0.25 − 2.75 − 3)/3

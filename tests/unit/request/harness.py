@@ -53,12 +53,24 @@ def settings(
 
 @dataclass(frozen=True)
 class Branch:
-    """What the branch with seed i streams: its text, the pause before each token, a failure."""
+    """What the branch with seed i streams: its text, the pause before each token, a failure,
+    and per token its sampled logprob and its DeepConf confidence (one value for every token,
+    or one per token; a sequence shorter than the text repeats its last value)."""
 
     text: str
     delay_s: float = 0.0
     fail_after: int | None = None
-    logprob: float | None = None
+    logprob: float | Sequence[float] | None = None
+    confidence: float | Sequence[float] | None = None
+
+
+def _per_piece(value: float | Sequence[float] | None, n: int) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return tuple(float(value) for _ in range(n))
+    values = list(value)
+    return tuple(values[i] if i < len(values) else values[-1] for i in range(n))
 
 
 def branches(*specs: Branch | str) -> Callable[[str, SamplingParams], Script]:
@@ -69,8 +81,13 @@ def branches(*specs: Branch | str) -> Callable[[str, SamplingParams], Script]:
     def play(prompt: str, params: SamplingParams) -> Script:
         spec = plays[(params.seed or 0) % len(plays)]
         pieces = Script.text(spec.text).pieces
-        lps = None if spec.logprob is None else tuple(spec.logprob for _ in pieces)
-        return Script(pieces=pieces, delay_s=spec.delay_s, fail_after=spec.fail_after, logprobs=lps)
+        return Script(
+            pieces=pieces,
+            delay_s=spec.delay_s,
+            fail_after=spec.fail_after,
+            logprobs=_per_piece(spec.logprob, len(pieces)),
+            confidences=_per_piece(spec.confidence, len(pieces)),
+        )
 
     return play
 

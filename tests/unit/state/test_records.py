@@ -30,6 +30,7 @@ def _record(**overrides: Any) -> RequestRecord:
                 "usage": {
                     "prompt_tokens": 3,
                     "completion_tokens": 0,
+                    "reasoning_tokens": 0,
                     "cached_prompt_tokens": 0,
                     "total_tokens": 0,
                 }

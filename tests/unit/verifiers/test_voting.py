@@ -365,3 +365,29 @@ def test_beta_sf_and_consensus_probability() -> None:
 def test_beta_cdf_rejects_bad_parameters() -> None:
     with pytest.raises(ValueError):
         beta_cdf(0.5, 0, 1)
+
+
+async def _same(a: str, b: str) -> bool:
+    return a == b
+
+
+@pytest.mark.parametrize(
+    ("keep", "winner", "filtered"),
+    [
+        pytest.param(1.0, "a", [], id="all-vote-two-confident-a-outweigh-one-b"),
+        pytest.param(0.34, "b", ["1"], id="top-two-only-b-outweighs-the-one-a-left"),
+    ],
+)
+async def test_confidence_vote_keeps_the_most_confident_and_weights_them(
+    keep: float, winner: str, filtered: list[str]
+) -> None:
+    answers = [
+        BranchAnswer(branch_id="0", answer="a", finished_at=0.0, confidence=3.0),
+        BranchAnswer(branch_id="1", answer="a", finished_at=1.0, confidence=3.0),
+        BranchAnswer(branch_id="2", answer="b", finished_at=2.0, confidence=4.0),
+    ]
+    result = await vote_answers(answers, _same, aggregation=Aggregation.CONFIDENCE, keep=keep)
+    assert result.winner == winner
+    assert result.filtered == filtered
+    majority = await vote_answers(answers, _same, aggregation=Aggregation.MAJORITY, keep=keep)
+    assert majority.winner == "a" and majority.filtered == []

@@ -1,0 +1,196 @@
+"""DeepConf through the real route: confidence-weighted votes, pruning, consensus, the 400s,
+stream progress and the `tts.tokens` block."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from unit.request.harness import Branch, branches, service, settings
+
+FIVE = "So the answer is \\boxed{5}."
+SEVEN = "So the answer is \\boxed{7}."
+LONG = "Let me think about this slowly, one careful word after another. " * 12 + FIVE
+
+
+def _tts(**kw: Any) -> dict[str, Any]:
+    return {"seed": 0, **kw}
+
+
+async def test_the_confident_minority_outweighs_an_unsure_majority() -> None:
+    specs = [
+        Branch(FIVE, confidence=1.0),
+        Branch(FIVE, confidence=1.0),
+        Branch(SEVEN, confidence=5),
+    ]
+    async with service(branches(*specs)).run() as svc:
+        r = await svc.chat(tts=_tts(n_branches=3, aggregation="confidence"))
+        body = r.json()
+        assert r.status_code == 200, body
+        assert body["choices"][0]["message"]["content"] == SEVEN
+        assert body["tts"]["vote"]["reason"].startswith("confidence: confidence 5.000 of 7.000")
+        confidences = [b["confidence"] for b in body["tts"]["branches"]]
+        assert [c["weight"] for c in confidences] == [1.0, 1.0, 5.0]
+        assert {c["source"] for c in confidences} == {"top_k"}
+        # The engine was asked for DeepConf's top-k logprobs (the default k).
+        assert {p.logprobs for _, _, p in svc.worker.requests} == {20}
+        record = await svc.record(body["id"])
+        assert [b["confidence"] for b in record["branches"]] == [1.0, 1.0, 5.0]
+
+        majority = (await svc.chat(tts=_tts(n_branches=3))).json()
+        assert majority["choices"][0]["message"]["content"] == FIVE
+
+
+async def test_keep_leaves_the_least_confident_out_of_the_vote() -> None:
+    specs = [
+        Branch(FIVE, confidence=3.0),
+        Branch(FIVE, confidence=3.0),
+        Branch(SEVEN, confidence=4),
+    ]
+    async with service(branches(*specs)).run() as svc:
+        tts = _tts(n_branches=3, aggregation="confidence")
+        assert (await svc.chat(tts=tts)).json()["tts"]["vote"]["winner"] == "5"
+        body = (await svc.chat(tts={**tts, "confidence": {"keep": 0.34}})).json()
+        assert body["tts"]["vote"]["winner"] == "7"
+        assert body["tts"]["vote"]["filtered"] == [1]
+
+
+def _pruning_run() -> Any:
+    """Branches 0 and 1 (sure, disagreeing) finish first and set the threshold at 5; branch 2
+    thinks long at confidence 1 and is pruned; branch 3 (sure) finishes later."""
+    return branches(
+        Branch(FIVE, confidence=5.0),
+        Branch(SEVEN, confidence=5.0, delay_s=0.001),
+        Branch(LONG, confidence=1.0, delay_s=0.004),
+        Branch(FIVE, confidence=5.0, delay_s=0.02),
+    )
+
+
+PRUNING = {"window": 4, "warmup": 2, "keep": 0.5, "tau": 0.95}
+
+
+async def test_a_low_confidence_branch_is_pruned_and_its_slot_freed() -> None:
+    async with service(_pruning_run()).run() as svc:
+        tts = _tts(n_branches=4, early_stop="confidence", confidence=PRUNING)
+        r = await svc.chat(tts=tts)
+        body = r.json()
+        assert r.status_code == 200, body
+        detail = body["tts"]
+        assert [b["pruned"] for b in detail["branches"]] == [False, False, True, False]
+        pruned = detail["branches"][2]
+        assert pruned["abort_reason"].startswith("pruned: group confidence 1.000 < threshold 5")
+        assert 0 < pruned["tokens"] < len(LONG.split())
+        assert detail["confidence"]["threshold"] == 5.0
+        assert detail["tokens"]["pruned"] == pruned["tokens"]
+        assert detail["tokens"]["generated"] == body["usage"]["completion_tokens"]
+        assert body["choices"][0]["message"]["content"] == FIVE  # 2 sure votes against 1
+        assert any(a.endswith("/2") for a in svc.worker.aborted)
+        assert svc.worker.busy == 0
+        record = await svc.record(body["id"])
+        assert [b["pruned"] for b in record["branches"]] == [False, False, True, False]
+        assert record["tokens"]["pruned"] == pruned["tokens"]
+        metrics = (await svc.client.get("/metrics")).text
+        assert 'tts_branches_aborted_total{reason="confidence_prune"} 1.0' in metrics
+        assert f"tts_pruned_tokens_total {float(pruned['tokens'])}" in metrics
+        saved = detail["tokens"]["saved_by_pruning_estimate"]
+        assert saved > 0 and f"tts_pruning_saved_tokens_estimate_total {float(saved)}" in metrics
+
+
+async def test_without_early_stop_no_branch_is_pruned() -> None:
+    async with service(_pruning_run()).run() as svc:
+        tts = _tts(n_branches=4, aggregation="confidence", confidence=PRUNING)
+        body = (await svc.chat(tts=tts)).json()
+        assert not any(b["pruned"] for b in body["tts"]["branches"])
+        assert body["tts"]["branches"][2]["finish_reason"] == "stop"
+
+
+async def test_the_request_ends_when_the_weighted_leader_passes_tau() -> None:
+    specs = [
+        Branch(FIVE, confidence=5.0),
+        Branch(FIVE, confidence=5.0, delay_s=0.001),
+        Branch(LONG, confidence=5.0, delay_s=0.004),
+    ]
+    async with service(branches(*specs)).run() as svc:
+        tts = _tts(n_branches=3, early_stop="confidence", confidence=PRUNING)
+        body = (await svc.chat(tts=tts)).json()
+        stop = body["tts"]["early_stop"]
+        assert stop["fired"] and "leader share 1.000 >= 0.95" in stop["reason"]
+        third = body["tts"]["branches"][2]
+        assert third["aborted"] and not third["pruned"]
+
+
+async def test_the_stream_reports_progress_and_the_stock_fields_stay() -> None:
+    async with service(_pruning_run()).run() as svc:
+        tts = _tts(n_branches=4, early_stop="confidence", confidence=PRUNING)
+        events = await svc.stream(tts=tts, stream_options={"include_usage": True})
+        progress = [e["tts"]["progress"] for e in events if "progress" in e.get("tts", {})]
+        assert progress[0] == {"alive": 3, "pruned": 0, "finished": 1, "leader": "5", "share": 1.0}
+        assert any(p["pruned"] == 1 for p in progress)
+        assert progress[-1]["alive"] == 0
+        assert all(e["choices"][0]["delta"] == {} for e in events if "progress" in e.get("tts", {}))
+        content = "".join(
+            e["choices"][0]["delta"].get("content", "") for e in events if e["choices"]
+        )
+        assert content == FIVE
+
+
+@pytest.mark.parametrize(
+    ("tts", "param"),
+    [
+        pytest.param(
+            {"aggregation": "confidence", "confidence": {"windw": 8}},
+            "tts.confidence.windw",
+            id="typo",
+        ),
+        pytest.param(
+            {"aggregation": "confidence", "confidence": {"keep": 0}},
+            "tts.confidence.keep",
+            id="keep-0",
+        ),
+        pytest.param(
+            {"early_stop": "confidence", "confidence": {"tau": 0.4}}, "tts.confidence.tau", id="tau"
+        ),
+        pytest.param({"confidence": {"window": 8}}, "tts.confidence", id="unused-settings"),
+    ],
+)
+async def test_bad_confidence_settings_are_400_naming_the_field(
+    tts: dict[str, Any], param: str
+) -> None:
+    async with service(branches(FIVE)).run() as svc:
+        r = await svc.chat(tts=_tts(n_branches=2, **tts))
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == param
+
+
+@pytest.mark.parametrize("option", [{"aggregation": "confidence"}, {"early_stop": "confidence"}])
+async def test_a_pool_without_logprobs_refuses_the_confidence_options(
+    option: dict[str, str],
+) -> None:
+    svc = service(branches(FIVE))
+    data = settings().model_dump()
+    data["pools"][0]["logprobs"] = False
+    svc.settings = type(svc.settings).model_validate(data)
+    async with svc.run():
+        r = await svc.chat(tts=_tts(n_branches=2, **option))
+        error = r.json()["error"]
+        assert r.status_code == 400 and error["code"] == "logprobs_unavailable"
+        assert error["param"] == f"tts.{next(iter(option))}"
+        assert "returns no per-token logprobs" in error["message"]
+        assert not svc.worker.requests
+
+
+async def test_server_defaults_apply_and_a_request_overrides_them() -> None:
+    defaults = {"confidence": {"top_logprobs": 5, "keep": 0.34}}
+    specs = [
+        Branch(FIVE, confidence=3.0),
+        Branch(FIVE, confidence=3.0),
+        Branch(SEVEN, confidence=4),
+    ]
+    async with service(branches(*specs), tts=defaults).run() as svc:
+        tts = _tts(n_branches=3, aggregation="confidence")
+        body = (await svc.chat(tts=tts)).json()
+        assert body["tts"]["vote"]["winner"] == "7"  # the server's keep=0.34
+        assert body["tts"]["confidence"]["keep"] == 0.34
+        assert {p.logprobs for _, _, p in svc.worker.requests} == {5}
+        body = (await svc.chat(tts={**tts, "confidence": {"keep": 1.0}})).json()
+        assert body["tts"]["vote"]["winner"] == "5"
