@@ -77,8 +77,10 @@ def _openai_error(r: httpx.Response, status: int) -> dict[str, Any]:
     assert r.status_code == status, r.text[:400]
     body = r.json()
     error: dict[str, Any] = body["error"]
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["type"], str) and {"param", "code"} <= error.keys()
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    assert isinstance(error["type"], str)
+    assert {"param", "code"} <= error.keys()
     return error
 
 
@@ -154,7 +156,8 @@ def test_prompt_over_the_token_limit_is_413(client: httpx.Client) -> None:
     prompt = " word" * (MAX_PROMPT_TOKENS * 2)  # ~40 KB: under the body limit
     r = client.post("/v1/completions", json={"model": "replay", "prompt": prompt})
     error = _openai_error(r, 413)
-    assert error["code"] == "too_large" and str(MAX_PROMPT_TOKENS) in error["message"]
+    assert error["code"] == "too_large"
+    assert str(MAX_PROMPT_TOKENS) in error["message"]
 
 
 # -- encoding and structure ----------------------------------------------------------------------
@@ -377,4 +380,5 @@ def test_service_is_healthy_after_the_nasties(client: httpx.Client) -> None:
     assert client.get("/health").status_code == 200
     assert _wait(lambda: _inflight(client) == 0, 10)
     r = client.post("/v1/chat/completions", json=_BASE)
-    assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] == "length"
+    assert r.status_code == 200
+    assert r.json()["choices"][0]["finish_reason"] == "length"

@@ -44,7 +44,8 @@ def test_four_branches_answer_with_detail(cpu_service: RunningService) -> None:
     assert r.status_code == 200, r.text
     data = r.json()
     tts = data["tts"]
-    assert tts["n_branches"] == 4 and len(tts["branches"]) == 4
+    assert tts["n_branches"] == 4
+    assert len(tts["branches"]) == 4
     assert [b["seed"] for b in tts["branches"]] == [11, 12, 13, 14]
     assert all(b["tokens"] > 0 for b in tts["branches"])
     assert data["usage"]["completion_tokens"] == sum(b["tokens"] for b in tts["branches"])
@@ -100,9 +101,12 @@ def test_delete_cancels_a_running_request(cpu_service: RunningService) -> None:
         first = next(ln for ln in lines if ln.startswith("data:"))
         request_id = httpx.Response(200, content=first[5:]).json()["id"]
         d = httpx.delete(f"{cpu_service.url}/v1/requests/{request_id}", timeout=10)
-        assert d.status_code == 200 and d.json()["cancelled"] is True
+        assert d.status_code == 200
+        assert d.json()["cancelled"] is True
         rest = [ln for ln in lines if ln.startswith("data:")]
-    assert '"error"' in rest[-2] and "cancelled" in rest[-2] and rest[-1] == "data: [DONE]"
+    assert '"error"' in rest[-2]
+    assert "cancelled" in rest[-2]
+    assert rest[-1] == "data: [DONE]"
     assert wait_slots_free(url, within_s=1.0) < 1.0
     record = httpx.get(f"{cpu_service.url}/v1/requests/{request_id}").json()
     assert record["status"] == "cancelled"

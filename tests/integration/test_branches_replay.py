@@ -38,7 +38,8 @@ def test_equivalent_but_different_answers_share_a_cluster(replay_service: Runnin
     assert "\\boxed{\\frac{1}{2}}" in r["choices"][0]["message"]["content"]
     assert r["choices"][0]["finish_reason"] == "stop"
     assert r["tts"]["early_stop"]["fired"] is False
-    assert len(r["tts"]["branches"]) == 4 and not any(b["aborted"] for b in r["tts"]["branches"])
+    assert len(r["tts"]["branches"]) == 4
+    assert not any(b["aborted"] for b in r["tts"]["branches"])
 
 
 def test_tie_goes_to_the_earliest_finish(replay_service: RunningService) -> None:
@@ -126,7 +127,8 @@ def test_first_finish_takes_the_first_parseable_answer(replay_service: RunningSe
     )
     assert r["tts"]["vote"]["winner"] == "7"
     r = ask(replay_service, "VOTE-DISAGREE: what is ten?", n_branches=5, aggregation="first_finish")
-    assert r["tts"]["vote"]["winner"] == "9" and r["tts"]["early_stop"]["fired"]
+    assert r["tts"]["vote"]["winner"] == "9"
+    assert r["tts"]["early_stop"]["fired"]
 
 
 def test_latency_budget_answers_with_best_vote_so_far(replay_service: RunningService) -> None:
@@ -162,19 +164,22 @@ def test_stream_through_openai_client(replay_service: RunningService) -> None:
             kinds.append("reasoning")
         if d.content:
             kinds.append("content")
-    assert kinds.count("reasoning") >= 3 and "content" in kinds
+    assert kinds.count("reasoning") >= 3
+    assert "content" in kinds
     assert kinds.index("content") > max(i for i, k in enumerate(kinds) if k == "reasoning")
     finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finish[0].choices[0].finish_reason == "stop"
     detail = finish[0].model_extra["tts"]  # type: ignore[index]
-    assert detail["n_branches"] == 4 and detail["vote"]["winner"] == "\\frac{1}{2}"
+    assert detail["n_branches"] == 4
+    assert detail["vote"]["winner"] == "\\frac{1}{2}"
     usage = chunks[-1].usage
     single = client.chat.completions.create(
         model="replay",
         messages=messages,  # type: ignore[arg-type]
         extra_body={"tts": {"seed": 0}},
     )
-    assert usage is not None and single.usage is not None
+    assert usage is not None
+    assert single.usage is not None
     assert usage.prompt_tokens == 4 * single.usage.prompt_tokens
 
 

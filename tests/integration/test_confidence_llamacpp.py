@@ -64,10 +64,12 @@ def test_a_pruned_branch_frees_its_slot_at_once(cpu_service: RunningService) -> 
         if freed_s is None:
             continue
         pruned = [b for b in final["branches"] if b["pruned"]]
-        assert pruned and all(b["abort_reason"].startswith("pruned:") for b in pruned)
+        assert pruned
+        assert all(b["abort_reason"].startswith("pruned:") for b in pruned)
         assert all(b["confidence"]["source"] == "top_k" for b in final["branches"])
         assert final["tokens"]["pruned"] == sum(b["tokens"] for b in pruned)
-        assert usage is not None and usage.completion_tokens_details is not None
+        assert usage is not None
+        assert usage.completion_tokens_details is not None
         assert freed_s < 1.0
         return
     pytest.fail("no branch was pruned in three requests")

@@ -174,7 +174,8 @@ def test_cli_reports_the_deployment_as_json(
     assert _row(report, "api", "/health").status is CheckStatus.OK
     assert _row(report, "worker", "replay").status is CheckStatus.SKIP
     workers = [r for r in report.results if r.check == "worker" and r.target.startswith("http")]
-    assert len(workers) == 2 and all(r.status is CheckStatus.OK for r in workers), statuses
+    assert len(workers) == 2, statuses
+    assert all(r.status is CheckStatus.OK for r in workers), statuses
     # the exit code says whether any check failed
     assert result.exit_code == (0 if report.ok else 1), result.output
 
@@ -184,7 +185,8 @@ async def test_ray_row_counts_the_cluster(deployment: tuple[RunningService, Sett
     report = await _run(settings)
     ray_row = _row(report, "ray", settings.ray.address or "?")
     assert ray_row.status is CheckStatus.OK
-    assert "1 nodes alive" in ray_row.detail and "Ray 2." in ray_row.detail
+    assert "1 nodes alive" in ray_row.detail
+    assert "Ray 2." in ray_row.detail
 
 
 async def test_clock_against_redis_is_in_sync(deployment: tuple[RunningService, Settings]) -> None:
@@ -202,8 +204,10 @@ async def test_speculation_is_read_from_each_worker(
     report = await _run(settings, api_url=service.url)
     plain = _row(report, "speculative", worker_urls["cpu-plain"])
     ngram = _row(report, "speculative", worker_urls["cpu-ngram"])
-    assert plain.status is CheckStatus.OK and "0/2 slots speculative" in plain.detail
-    assert ngram.status is CheckStatus.OK and "2/2 slots speculative" in ngram.detail
+    assert plain.status is CheckStatus.OK
+    assert "0/2 slots speculative" in plain.detail
+    assert ngram.status is CheckStatus.OK
+    assert "2/2 slots speculative" in ngram.detail
 
 
 async def test_served_model_names_match_the_config(
@@ -224,7 +228,8 @@ async def test_wrong_model_name_fails(
     lying = _with(settings, "cpu-plain", model="qwen3-8b", urls=[url], launch=None)
     report = await _run(lying)
     row = _row(report, "model", url)
-    assert row.status is CheckStatus.FAIL and "'qwen3-8b'" in row.detail
+    assert row.status is CheckStatus.FAIL
+    assert "'qwen3-8b'" in row.detail
     assert not report.ok
 
 
@@ -241,7 +246,8 @@ async def test_speculation_mismatch_fails(
         speculative={"method": "ngram", "num_speculative_tokens": 4},
     )
     row = _row(await _run(lying), "speculative", url)
-    assert row.status is CheckStatus.FAIL and "0/2 slots speculative" in row.detail
+    assert row.status is CheckStatus.FAIL
+    assert "0/2 slots speculative" in row.detail
 
 
 async def test_dead_worker_fails(deployment: tuple[RunningService, Settings]) -> None:

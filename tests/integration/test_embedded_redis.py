@@ -53,8 +53,10 @@ async def test_a_killed_server_is_back_on_its_port_with_its_data(tmp_path: Path)
         assert server.port == port
         assert await client.get("kept") == "yes"  # the client reconnects to the same URL
         status = server.status()
-        assert status["restarts"] == 1 and status["last_exit"] == "killed by SIGKILL"
-        assert status["persistent"] and status["pid"] == server.pid
+        assert status["restarts"] == 1
+        assert status["last_exit"] == "killed by SIGKILL"
+        assert status["persistent"]
+        assert status["pid"] == server.pid
         await client.aclose()
 
 
@@ -63,8 +65,11 @@ async def test_a_deliberate_stop_is_not_undone(tmp_path: Path) -> None:
         victim = server.pid
         await server.stop(kill=True)
         await asyncio.sleep(0.5)
-        assert not server.running and server.restarts == 0
-        assert victim is not None and _is_zombie_or_gone(victim) and not _exists(victim)
+        assert not server.running
+        assert server.restarts == 0
+        assert victim is not None
+        assert _is_zombie_or_gone(victim)
+        assert not _exists(victim)
 
 
 async def test_data_survive_a_restart_of_the_owner(tmp_path: Path) -> None:
@@ -83,7 +88,8 @@ async def test_data_survive_a_restart_of_the_owner(tmp_path: Path) -> None:
 async def test_throw_away_servers_keep_nothing() -> None:
     async with EmbeddedRedis() as server:
         workdir = server.workdir
-        assert workdir is not None and not server.persistent
+        assert workdir is not None
+        assert not server.persistent
         client = Redis.from_url(server.url, decode_responses=True)
         assert await client.config_get("appendonly") == {"appendonly": "no"}
         await client.aclose()

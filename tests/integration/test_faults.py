@@ -86,7 +86,8 @@ def test_killed_worker_leaves_branches_on_the_other_worker(
         b for b in final["branches"] if b["abort_reason"] and "fail" in b["abort_reason"].lower()
     ]
     finished = [b for b in final["branches"] if b["finish_reason"]]
-    assert len(failed) == 2 and len(finished) == 2, final["branches"]
+    assert len(failed) == 2, final["branches"]
+    assert len(finished) == 2, final["branches"]
     wait_healthy(s)
     assert all(p["running"] for p in pools(s)[0]["processes"])
 
@@ -137,7 +138,8 @@ def test_killed_pool_actor_fails_the_ray_path_cleanly_and_comes_back(
     assert pools(s)[0]["data_path"] == "ray"
     actor_pid, rest, took_s = _stream_and_kill_actor(s)
     assert took_s < 15
-    assert '"error"' in rest[-2] and rest[-1] == "data: [DONE]"
+    assert '"error"' in rest[-2]
+    assert rest[-1] == "data: [DONE]"
     _served_after_restart(s, actor_pid)
 
 
@@ -173,9 +175,7 @@ async def _stream_events(http: httpx.AsyncClient, url: str) -> list[str]:
     events: list[str] = []
     async with http.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=10) as r:
         assert r.status_code == 200
-        async for line in r.aiter_lines():
-            if line.startswith("data: "):
-                events.append(line[6:])
+        events += [line[6:] async for line in r.aiter_lines() if line.startswith("data: ")]
     return events
 
 
@@ -241,7 +241,8 @@ async def test_redis_restart_under_load(
     # ends with the store's error in the OpenAI schema, then [DONE].
     assert stream_events[-1] == "[DONE]", stream_events
     assert json.loads(stream_events[-2])["error"]["type"] == "service_unavailable", stream_events
-    assert recovered_in is not None and recovered_in < 5, recovered_in
+    assert recovered_in is not None, recovered_in
+    assert recovered_in < 5, recovered_in
     assert outcomes["200"] > down.get("200", 0), outcomes
 
 
@@ -272,7 +273,8 @@ async def test_graceful_shutdown_ends_streams_and_releases_workers(
                     signalled = time.monotonic()
     ended_in = time.monotonic() - signalled
     assert ended_in < 10, ended_in
-    assert lines[-1] == "data: [DONE]" and "shutting down" in lines[-2]
+    assert lines[-1] == "data: [DONE]"
+    assert "shutting down" in lines[-2]
     request_id = json.loads(lines[0][5:])["id"]
     await asyncio.to_thread(service.proc.wait, 30)
     assert service.proc.returncode is not None

@@ -185,17 +185,21 @@ def _steer(body: Any, problem: str, how: str) -> Any:
 
 def _error_of(body: Any) -> dict[str, Any]:
     """The `error` object of an OpenAI error body (asserting its shape)."""
-    assert isinstance(body, dict) and isinstance(body.get("error"), dict), str(body)[:500]
+    assert isinstance(body, dict), str(body)[:500]
+    assert isinstance(body.get("error"), dict), str(body)[:500]
     error: dict[str, Any] = body["error"]
-    assert isinstance(error.get("message"), str) and error["message"], error
-    assert isinstance(error.get("type"), str) and error["type"], error
+    assert isinstance(error.get("message"), str), error
+    assert error["message"], error
+    assert isinstance(error.get("type"), str), error
+    assert error["type"], error
     assert {"param", "code"} <= error.keys(), error
     return error
 
 
 def _sse_events(response: requests.Response) -> list[str]:
     lines = [ln for ln in response.text.split("\n") if ln.strip()]
-    assert lines and lines[-1] == "data: [DONE]", response.text[-300:]
+    assert lines, response.text[-300:]
+    assert lines[-1] == "data: [DONE]", response.text[-300:]
     return [ln[len("data: ") :] for ln in lines[:-1]]
 
 

@@ -94,24 +94,30 @@ def test_the_think_grammar_forces_thinking_then_an_answer(
     worker: str, template: ChatTemplate, seed: int, prompt: str
 ) -> None:
     plan = slow_plan(prompt)
-    assert plan.grammar is not None and plan.split_family == "prompted_think"
+    assert plan.grammar is not None
+    assert plan.split_family == "prompted_think"
     prompt_text = plan.prompt(template.render(plan.messages))
     sampling = {"temperature": 0.7, "seed": seed}
     text, finish = complete(
         worker,
         {"prompt": prompt_text, "grammar": plan.grammar, "max_tokens": THINK_TOKENS, **sampling},
     )
-    assert text.startswith("<think>\n") and not text[len("<think>\n") :].startswith((" ", "\n"))
+    assert text.startswith("<think>\n")
+    assert not text[len("<think>\n") :].startswith((" ", "\n"))
     reasoning, content = split_reasoning(text, splitter_family(plan))
-    assert "<think>" not in reasoning and text.count("</think>") <= 1
+    assert "<think>" not in reasoning
+    assert text.count("</think>") <= 1
     if "</think>" in text:
         assert CLOSED.fullmatch(text), text
     else:
         # The budget is spent inside the thinking: close it and let the model answer freely.
-        assert finish == "length" and content == ""
+        assert finish == "length"
+        assert content == ""
         text += "\n</think>\n\n"
         answer, _ = complete(worker, {"prompt": prompt_text + text, "max_tokens": 48, **sampling})
         text += answer
     reasoning, content = split_reasoning(text, splitter_family(plan))
-    assert reasoning.strip() and content.strip()
-    assert "</think>" not in reasoning and "</think>" not in content
+    assert reasoning.strip()
+    assert content.strip()
+    assert "</think>" not in reasoning
+    assert "</think>" not in content

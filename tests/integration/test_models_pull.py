@@ -40,7 +40,8 @@ def _pull_and_check(name: str, models_dir: Path) -> Path:
 
     path = puller.pull(name)
 
-    assert path.is_file() and path.stat().st_size == model.size_bytes
+    assert path.is_file()
+    assert path.stat().st_size == model.size_bytes
     assert _sha256(path) == model.sha256
     with path.open("rb") as fh:
         assert fh.read(4) == b"GGUF"
@@ -69,9 +70,8 @@ def test_cli_pull_prints_the_verified_path(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     printed = Path(result.stdout.strip().splitlines()[-1])
-    assert (
-        printed.is_file() and _sha256(printed) == default_catalog()["smollm2-135m-instruct"].sha256
-    )
+    assert printed.is_file()
+    assert _sha256(printed) == default_catalog()["smollm2-135m-instruct"].sha256
 
 
 @pytest.mark.integration

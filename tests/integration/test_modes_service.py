@@ -63,13 +63,16 @@ def record(service: RunningService, request_id: str) -> dict[str, Any]:
 def test_fast_returns_no_reasoning_and_slow_does(service: RunningService, pool: str) -> None:
     fast = chat(service, pool, tts={"mode": "fast"})
     slow = chat(service, pool, tts={"mode": "slow", "thinking_budget": 16})
-    assert fast.status_code == 200 and slow.status_code == 200, (fast.text, slow.text)
+    assert fast.status_code == 200, (fast.text, slow.text)
+    assert slow.status_code == 200, (fast.text, slow.text)
     fast_msg, slow_msg = fast.json()["choices"][0]["message"], slow.json()["choices"][0]["message"]
-    assert fast_msg["reasoning_content"] is None and fast_msg["content"]
+    assert fast_msg["reasoning_content"] is None
+    assert fast_msg["content"]
     assert slow_msg["reasoning_content"]
     for response, mode in ((fast, "fast"), (slow, "slow")):
         rec = record(service, response.json()["id"])
-        assert rec["mode"]["mode"] == mode and rec["mode"]["stage"] == "request"
+        assert rec["mode"]["mode"] == mode
+        assert rec["mode"]["stage"] == "request"
         assert rec["mode"]["reason"] == f"tts.mode={mode} requested"
         assert rec["mode"]["switch"].startswith(pool_family(pool))
         assert response.json()["tts"]["mode"]["mode"] == mode
@@ -86,7 +89,9 @@ def test_unswitched_requests_run_the_family_default(service: RunningService) -> 
     assert r1.json()["choices"][0]["message"]["reasoning_content"]
     assert record(service, plain.json()["id"])["mode"]["mode"] == "fast"
     rec = record(service, r1.json()["id"])["mode"]
-    assert rec["mode"] == "slow" and rec["stage"] == "default" and "deepseek_r1" in rec["reason"]
+    assert rec["mode"] == "slow"
+    assert rec["stage"] == "default"
+    assert "deepseek_r1" in rec["reason"]
 
 
 def test_reasoning_effort_maps_to_a_mode(service: RunningService) -> None:
@@ -94,7 +99,8 @@ def test_reasoning_effort_maps_to_a_mode(service: RunningService) -> None:
     assert low.status_code == 200, low.text
     assert low.json()["choices"][0]["message"]["reasoning_content"] is None
     rec = record(service, low.json()["id"])["mode"]
-    assert rec["mode"] == "fast" and rec["stage"] == "effort"
+    assert rec["mode"] == "fast"
+    assert rec["stage"] == "effort"
 
 
 def test_bad_mode_inputs_are_400_in_the_openai_schema(service: RunningService) -> None:
@@ -102,7 +108,8 @@ def test_bad_mode_inputs_are_400_in_the_openai_schema(service: RunningService) -
     assert bad_effort.status_code == 400
     assert bad_effort.json()["error"]["param"] == "reasoning_effort"
     bad_mode = chat(service, "r1", tts={"mode": "medium"})
-    assert bad_mode.status_code == 400 and "mode" in bad_mode.json()["error"]["message"]
+    assert bad_mode.status_code == 400
+    assert "mode" in bad_mode.json()["error"]["message"]
 
 
 def test_auto_probes_then_stays_fast_or_escalates(service: RunningService) -> None:
@@ -111,12 +118,15 @@ def test_auto_probes_then_stays_fast_or_escalates(service: RunningService) -> No
     data = r.json()
     rec = record(service, data["id"])
     mode = rec["mode"]
-    assert mode["stage"] == "probe" and mode["mode"] in ("fast", "slow")
-    assert "uncertain" in mode["reason"] and "stage 3" in mode["reason"]
+    assert mode["stage"] == "probe"
+    assert mode["mode"] in ("fast", "slow")
+    assert "uncertain" in mode["reason"]
+    assert "stage 3" in mode["reason"]
     assert data["tts"]["mode"] == {k: v for k, v in mode.items() if v is not None}
     message = data["choices"][0]["message"]
     if mode["mode"] == "fast":
-        assert message["reasoning_content"] is None and message["content"]
+        assert message["reasoning_content"] is None
+        assert message["content"]
         assert data["usage"]["completion_tokens"] <= 3 * 24
     else:
         assert message["reasoning_content"]

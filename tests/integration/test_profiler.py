@@ -35,7 +35,8 @@ async def test_profile_the_real_smollm2_worker(tmp_path: Path) -> None:
         "llama_cpp",
         "smollm2-135m-instruct",
     )
-    assert "cpus" in profile.machine and "2 threads" in profile.machine
+    assert "cpus" in profile.machine
+    assert "2 threads" in profile.machine
     assert [p.concurrency for p in profile.step_times] == [1, 2]
     assert profile.accepted_tokens_per_step == 1.0
     assert profile.max_concurrency == 2
@@ -72,7 +73,8 @@ async def test_profile_a_self_drafting_worker_counts_accepted_tokens() -> None:
     assert profile.speculative_method is SpeculativeMethod.DRAFT
     assert profile.speculative_depth == 3
     [sample] = run.samples
-    assert sample.counters.drafts > 0 and sample.counters.accepted_tokens > 0
+    assert sample.counters.drafts > 0
+    assert sample.counters.accepted_tokens > 0
     assert 1.5 < profile.accepted_tokens_per_step <= 4.0
 
 
@@ -117,7 +119,8 @@ async def test_redis_store_round_trip(redis_store: RedisProfileStore) -> None:
     key = KeySchema().live_profile("plain")
     assert redis_store.key("plain") == key == "tts:profiles:plain"
     ttl = await redis_store.ttl_s("plain")
-    assert ttl is not None and 0 < ttl <= 7 * 86400
+    assert ttl is not None
+    assert 0 < ttl <= 7 * 86400
     assert await redis_store.ttl_s("missing") is None
 
 
@@ -139,5 +142,6 @@ async def test_redis_observe_loses_no_concurrent_update(
     finally:
         await other_replica.aclose()
     stored = await redis_store.get("plain")
-    assert stored is not None and stored.observations == 20
+    assert stored is not None
+    assert stored.observations == 20
     assert stored.step_time_s(1) == pytest.approx(0.2 - 0.1 * 0.9**20)

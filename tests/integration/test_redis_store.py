@@ -414,10 +414,14 @@ async def test_embedded_server_stops_and_cleans_up() -> None:
     server = EmbeddedRedis()
     async with server:
         pid = server.pid
-        assert pid is not None and _alive(pid)
+        assert pid is not None
+        assert _alive(pid)
         workdir = server.workdir
-        assert workdir is not None and workdir.is_dir()
-    assert not server.running and not _alive(pid) and not workdir.exists()
+        assert workdir is not None
+        assert workdir.is_dir()
+    assert not server.running
+    assert not _alive(pid)
+    assert not workdir.exists()
 
 
 async def test_embedded_server_on_a_taken_port_reports_why(redis_server: EmbeddedRedis) -> None:

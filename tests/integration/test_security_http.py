@@ -141,7 +141,8 @@ async def test_redis_down_fails_closed(schema: SecurityKeySchema) -> None:
         async with _http(harness.app) as http:
             r = await http.post("/v1/chat/completions", json=_chat(), headers=_bearer(key.secret))
         await client.aclose()
-    assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
+    assert r.status_code == 503
+    assert r.json()["error"]["type"] == "service_unavailable"
 
 
 # --- logs ------------------------------------------------------------------------------------
@@ -190,8 +191,11 @@ async def test_no_key_or_prompt_reaches_the_logs(
         uninstall()
     assert (ok.status_code, boom.status_code, denied.status_code) == (200, 500, 401)
     text = all_logs.getvalue()
-    assert "request body" in text and "unhandled error" in text and "Traceback" in text
+    assert "request body" in text
+    assert "unhandled error" in text
+    assert "Traceback" in text
     assert "first message, bare" in text
-    assert key.secret[4:] not in text and key.secret[4:20] not in text
+    assert key.secret[4:] not in text
+    assert key.secret[4:20] not in text
     assert (prompt in text) is log_prompts
     assert ("17 * 23" in text) is log_prompts

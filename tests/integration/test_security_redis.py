@@ -69,7 +69,8 @@ async def test_keys_are_hashed_at_rest(
     assert len([s for s in stored if s.startswith(schema.base.prefix)]) >= 3 * 3
     text = "\n".join(stored)
     for key in issued:
-        assert key.secret not in text and key.secret[4:] not in text
+        assert key.secret not in text
+        assert key.secret[4:] not in text
         assert key.secret[4:20] not in text  # not even a fragment
         assert schema.record(KeyHasher(PEPPER).digest(key.secret)) in stored
         assert await store.verify(key.secret) == key.record
@@ -93,7 +94,8 @@ async def test_revoked_keys_stop_verifying_everywhere(
     keep = await replica_a.create("keep", limits=UNLIMITED)
     drop = await replica_a.create("drop", limits=UNLIMITED)
     revoked = await replica_a.revoke(drop.record.id)
-    assert revoked.revoked and revoked.revoked_at is not None
+    assert revoked.revoked
+    assert revoked.revoked_at is not None
     again = await replica_b.revoke(drop.record.id)
     assert again.revoked_at == revoked.revoked_at  # idempotent: the first time is kept
     with pytest.raises(AuthenticationError) as info:
@@ -121,7 +123,8 @@ async def test_rate_limit_is_shared_by_replicas_and_slides(
     for replica in replicas:
         with pytest.raises(RateLimited) as info:
             await replica.admit("key_a", limits)
-        assert info.value.kind is LimitKind.RATE and 0 < info.value.retry_after_s <= window_s
+        assert info.value.kind is LimitKind.RATE
+        assert 0 < info.value.retry_after_s <= window_s
         assert info.value.status_code == 429
     assert await replicas[0].admit("key_b", limits) is None  # other keys are unaffected
     await asyncio.sleep(window_s + 0.05)
@@ -152,10 +155,12 @@ async def test_concurrency_leases_are_released_across_replicas(
     limits = KeyLimits(requests_per_minute=None, max_concurrent=2)
     first = await replicas[0].admit("key_a", limits)
     second = await replicas[1].admit("key_a", limits)
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     with pytest.raises(RateLimited) as info:
         await replicas[0].admit("key_a", limits)
-    assert info.value.kind is LimitKind.CONCURRENCY and info.value.headers()["Retry-After"] == "1"
+    assert info.value.kind is LimitKind.CONCURRENCY
+    assert info.value.headers()["Retry-After"] == "1"
     assert await replicas[0].in_flight("key_a") == 2
     await second.release()
     await second.release()  # idempotent
@@ -250,15 +255,20 @@ async def test_cli_creates_lists_and_revokes_keys(
     key_id = made.stderr.split()[1]
     store = ApiKeyStore(clients[0], hasher=KeyHasher(), keys=SecurityKeySchema())
     record = await store.verify(secret)
-    assert record.id == key_id and record.name == "ci bot"
-    assert record.limits.requests_per_minute == 5 and record.limits.daily_tokens is None
+    assert record.id == key_id
+    assert record.name == "ci bot"
+    assert record.limits.requests_per_minute == 5
+    assert record.limits.daily_tokens is None
     assert record.limits.max_concurrent == KeyLimits().max_concurrent  # the default
     listed = await asyncio.to_thread(_cli, "list", "--redis-url", redis_url)
     digest = KeyHasher().digest(secret)
-    assert key_id in listed.stdout and "active" in listed.stdout
-    assert secret[4:] not in listed.output and digest not in listed.output
+    assert key_id in listed.stdout
+    assert "active" in listed.stdout
+    assert secret[4:] not in listed.output
+    assert digest not in listed.output
     gone = await asyncio.to_thread(_cli, "revoke", key_id, "--redis-url", redis_url)
-    assert gone.exit_code == 0 and f"revoked {key_id}" in gone.stdout
+    assert gone.exit_code == 0
+    assert f"revoked {key_id}" in gone.stdout
     rows = await asyncio.to_thread(_cli, "list", "--json", "--redis-url", redis_url)
     assert json.loads(rows.stdout.splitlines()[0])["revoked_at"] is not None
     with pytest.raises(AuthenticationError):
@@ -266,7 +276,8 @@ async def test_cli_creates_lists_and_revokes_keys(
     missing = await asyncio.to_thread(
         _cli, "revoke", "key_ffffffffffffffff", "--redis-url", redis_url
     )
-    assert missing.exit_code == 1 and "no API key" in missing.stderr
+    assert missing.exit_code == 1
+    assert "no API key" in missing.stderr
 
 
 async def test_cli_without_a_url_keeps_keys_in_the_configured_data_dir(tmp_path: Path) -> None:
@@ -280,4 +291,5 @@ async def test_cli_without_a_url_keeps_keys_in_the_configured_data_dir(tmp_path:
     result = await asyncio.to_thread(
         _cli, "create", "--name", "bad\nname", "--redis-url", "redis://x"
     )
-    assert result.exit_code == 1 and "invalid --name" in result.stderr
+    assert result.exit_code == 1
+    assert "invalid --name" in result.stderr

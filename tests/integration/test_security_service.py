@@ -229,7 +229,8 @@ def test_past_its_rate_a_key_gets_429_with_retry_after(deployment: Deployment) -
 async def test_past_its_daily_tokens_a_key_gets_429(deployment: Deployment) -> None:
     d = deployment
     first = _post(d, REPLAY, "tokens")
-    assert first.status_code == 200 and first.json()["usage"]["total_tokens"] > 20
+    assert first.status_code == 200
+    assert first.json()["usage"]["total_tokens"] > 20
     for _ in range(50):  # the key is charged when the response is over, off the request path
         r = _post(d, REPLAY, "tokens")
         if r.status_code == 429:
@@ -300,7 +301,8 @@ def test_the_latency_planner_plans_within_the_key_cap(
     free = _post(d, body, "free")
     assert free.status_code == 200, free.text
     unbounded = _record(d, free.json()["id"], "free")["plan"]
-    assert unbounded is not None and unbounded["n_branches"] > cap  # the cap matters here
+    assert unbounded is not None
+    assert unbounded["n_branches"] > cap
     r = _post(d, body, key)
     assert r.status_code == 200, r.text
     record = _record(d, r.json()["id"], key)
@@ -322,7 +324,8 @@ def test_auto_mode_probes_within_the_key_cap(deployment: Deployment) -> None:
     record = _record(d, r.json()["id"], "cap2")
     mode = record["mode"]
     assert mode["stage"] == "probe", mode
-    assert re.search(r"\b\d/2\b", mode["reason"]) and "/3" not in mode["reason"], mode["reason"]
+    assert re.search(r"\b\d/2\b", mode["reason"]), mode["reason"]
+    assert "/3" not in mode["reason"], mode["reason"]
     assert len(record["branches"]) <= 2
     free = _record(d, _post(d, body, "free").json()["id"], "free")["mode"]["reason"]
     assert "/3" in free  # the configured probe count, where no key caps it
@@ -339,7 +342,8 @@ def test_keys_list_shows_the_limits_they_were_made_with(deployment: Deployment) 
     assert (
         listed["cap2"]["limits"] | {"max_branches": 2, "max_tokens": 48} == listed["cap2"]["limits"]
     )
-    assert listed["revoked"]["revoked_at"] is not None and listed["early"]["revoked_at"] is None
+    assert listed["revoked"]["revoked_at"] is not None
+    assert listed["early"]["revoked_at"] is None
 
 
 def test_a_thinking_budget_cut_stays_within_the_key_max_tokens(deployment: Deployment) -> None:

@@ -31,7 +31,8 @@ def test_chat_completion_answers_with_usage(client: openai.OpenAI) -> None:
     r = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=24, seed=1)
     assert r.choices[0].message.content
     assert r.choices[0].finish_reason in {"stop", "length"}
-    assert r.usage is not None and r.usage.prompt_tokens > 5
+    assert r.usage is not None
+    assert r.usage.prompt_tokens > 5
     assert 0 < r.usage.completion_tokens <= 24
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
 
@@ -52,7 +53,8 @@ def test_streamed_chat_yields_chunks_then_done(
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) >= 3
     assert text.strip()
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens > 0
     # The raw SSE ends with the literal [DONE] sentinel.
     body = {"model": MODEL, "messages": QUESTION, "max_tokens": 8, "stream": True}
     with httpx.stream("POST", f"{cpu_service.url}/v1/chat/completions", json=body, timeout=60) as r:
@@ -77,7 +79,8 @@ def test_models_lists_the_pool_model(client: openai.OpenAI) -> None:
 def test_metrics_is_prometheus_text(cpu_service: RunningService, client: openai.OpenAI) -> None:
     client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=4)
     r = httpx.get(f"{cpu_service.url}/metrics")
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(r.text)}
     assert "tts_requests" in families
     assert sum(s.value for s in families["tts_requests"].samples if s.name.endswith("_total")) >= 1
@@ -123,7 +126,8 @@ def test_bad_input_gets_openai_errors(
     )  # type: ignore[arg-type]
     assert r.status_code == status, r.text
     err = r.json()["error"]
-    assert err["message"] and err["type"]
+    assert err["message"]
+    assert err["type"]
     if param is not None:
         assert err["param"] == param
 
@@ -136,14 +140,17 @@ def test_openai_client_sees_404_for_unknown_model(client: openai.OpenAI) -> None
 def test_request_record_in_redis(cpu_service: RunningService, client: openai.OpenAI) -> None:
     r = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=12, seed=5)
     record = httpx.get(f"{cpu_service.url}/v1/requests/{r.id}").json()
-    assert record["id"] == r.id and record["model"] == MODEL and record["pool"] == "cpu-smollm2"
+    assert record["id"] == r.id
+    assert record["model"] == MODEL
+    assert record["pool"] == "cpu-smollm2"
     assert record["status"] == "finished"
     assert record["answer"] == r.choices[0].message.content
     assert record["usage"]["completion_tokens"] == r.usage.completion_tokens  # type: ignore[union-attr]
     t = record["timings"]
     assert 0 < t["prepare_s"] < t["total_s"]
     assert 0 < t["first_chunk_s"] <= t["ttft_s"] <= t["total_s"]
-    assert record["mode"]["mode"] == "fast" and record["mode"]["stage"] == "default"
+    assert record["mode"]["mode"] == "fast"
+    assert record["mode"]["stage"] == "default"
     assert httpx.get(f"{cpu_service.url}/v1/requests/chatcmpl-unknown").status_code == 404
 
 
@@ -173,13 +180,19 @@ def test_worker_killed_mid_stream_fails_fast_and_recovers(
     )
     got = 0
     started = None
-    with pytest.raises(openai.APIError) as info:
+
+    def consume() -> None:
+        nonlocal got, started
         for _chunk in stream:
             got += 1
             if got == 3:
                 os.kill(pid, signal.SIGKILL)
                 started = time.monotonic()
-    assert started is not None and time.monotonic() - started < 10
+
+    with pytest.raises(openai.APIError) as info:
+        consume()
+    assert started is not None
+    assert time.monotonic() - started < 10
     assert "worker" in str(info.value).lower()
     _wait_healthy(cpu_service)
     assert _worker_pid(cpu_service) != pid

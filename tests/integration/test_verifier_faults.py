@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,7 +24,7 @@ TRACES = [str(REPO / "evals/data/traces/thought-anchors_deepseek-r1-distill-llam
 
 
 def _problem() -> str:
-    for line in open(TRACES[0]).read().splitlines():
+    for line in Path(TRACES[0]).read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         if row["id"] == "MATH-4682:correct_base_solution":
             return str(row["problem"])
@@ -77,7 +78,8 @@ async def test_stopped_verifier_never_blocks_and_its_queue_drains(
             r = (await http.post("/v1/chat/completions", json=body)).json()
             untrimmed_s = time.monotonic() - start
             record = (await http.get(f"/v1/requests/{r['id']}")).json()
-            assert record["status"] == "finished" and record["trims"] is None
+            assert record["status"] == "finished"
+            assert record["trims"] is None
             assert "\\boxed{19}" in r["choices"][0]["message"]["content"]
             assert untrimmed_s < 30
             waiting = await _lag(client) + await _pending(client)

@@ -183,7 +183,8 @@ async def test_stream_respects_max_tokens_logprobs_and_usage(backend: VLLMBacken
     # count varies; token counts and logprobs must add up whatever the split.
     assert sum(c.n_tokens for c in chunks) == 16
     for chunk in chunks:
-        assert chunk.token_logprobs is not None and len(chunk.token_logprobs) == chunk.n_tokens
+        assert chunk.token_logprobs is not None
+        assert len(chunk.token_logprobs) == chunk.n_tokens
         assert all(lp <= 0.0 for lp in chunk.token_logprobs)
 
 
@@ -193,7 +194,8 @@ async def test_grammar_forces_the_thinking_format(backend: VLLMBackend) -> None:
     prompt = await backend.apply_chat_template(QUESTION)
     params = SamplingParams(max_tokens=24, temperature=0.8, seed=3, grammar=load_grammar("think"))
     text = _text(await _collect(backend, prompt, params, "grammar-1"))
-    assert text.startswith("<think>\n") and len(text) > len("<think>\n")
+    assert text.startswith("<think>\n")
+    assert len(text) > len("<think>\n")
     assert "<think>" not in text[len("<think>") :]
 
 
@@ -202,7 +204,8 @@ async def test_same_seed_same_sample(backend: VLLMBackend) -> None:
     params = SamplingParams(max_tokens=16, temperature=1.0, seed=7)
     first = _text(await _collect(backend, prompt, params, "seed-a"))
     second = _text(await _collect(backend, prompt, params, "seed-b"))
-    assert first and first == second
+    assert first
+    assert first == second
 
 
 async def test_stop_string_ends_completion_before_it(backend: VLLMBackend) -> None:
@@ -320,16 +323,19 @@ async def test_prefix_cache_serves_a_repeated_prompt(backend: VLLMBackend) -> No
     first = (await _collect(backend, prompt, params, "prefix-1"))[-1].usage
     second = (await _collect(backend, prompt, params, "prefix-2"))[-1].usage
     after = await backend.metrics()
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert first.prompt_tokens > 256
     assert not first.cached_prompt_tokens
-    assert second.cached_prompt_tokens is not None and second.cached_prompt_tokens >= 256
+    assert second.cached_prompt_tokens is not None
+    assert second.cached_prompt_tokens >= 256
     assert after.prompt_tokens_cached_total - before.prompt_tokens_cached_total >= 256
 
 
 async def test_metrics_snapshot_counts_a_request(backend: VLLMBackend) -> None:
     before = await backend.metrics()
-    assert before.requests_running == 0 and before.requests_waiting == 0
+    assert before.requests_running == 0
+    assert before.requests_waiting == 0
     chunks = await _collect(backend, "Once upon a time", SamplingParams(max_tokens=5), "metrics-1")
     after = await backend.metrics()
     assert chunks[-1].usage is not None
@@ -391,7 +397,8 @@ def test_openai_chat_streams_chunks_with_usage(openai_client: openai.OpenAI) -> 
         c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
     ]
     assert len(pieces) >= 2, "a 48-token answer arrives in more than one chunk"
-    assert chunks[-1].usage is not None and 0 < chunks[-1].usage.completion_tokens <= 48
+    assert chunks[-1].usage is not None
+    assert 0 < chunks[-1].usage.completion_tokens <= 48
 
 
 def test_orchestrator_serves_a_vllm_pool(
@@ -409,7 +416,8 @@ def test_orchestrator_serves_a_vllm_pool(
             base_url=f"{service.url}/v1", api_key="x", max_retries=0, timeout=120
         )
         r = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=24, seed=1)
-        assert r.choices[0].message.content and r.usage is not None
+        assert r.choices[0].message.content
+        assert r.usage is not None
         assert r.usage.completion_tokens > 0
         chunks = list(
             client.chat.completions.create(
@@ -421,8 +429,10 @@ def test_orchestrator_serves_a_vllm_pool(
                 extra_body={"tts": {"n_branches": 2, "seed": 3}},
             )
         )
-        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+        assert chunks[-1].usage is not None
+        assert chunks[-1].usage.completion_tokens > 0
         record = httpx.get(f"{service.url}/v1/requests/{r.id}", timeout=10).json()
-        assert record["pool"] == "vllm-cpu" and record["status"] == "finished"
+        assert record["pool"] == "vllm-cpu"
+        assert record["status"] == "finished"
     finally:
         service.stop()

@@ -60,7 +60,8 @@ class WorkerProcess:
         return self.url()
 
     def url(self) -> str:
-        assert self.worker is not None and self.pool.launch is not None
+        assert self.worker is not None
+        assert self.pool.launch is not None
         host = self.pool.launch.bind_host
         if host in ("0.0.0.0", "::"):  # reachable from other nodes on this node's address
             host = socket.gethostbyname(socket.gethostname())

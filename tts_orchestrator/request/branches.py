@@ -353,9 +353,8 @@ class VotingPresenter(Presenter):
         return OutputEvent(tts={"progress": progress})
 
     async def _branch_ended(self, b: BranchState) -> None:
-        if b.error is not None and not any(x.finish_reason for x in self.branches if x is not b):
-            if all(x.error is not None for x in self.branches):
-                raise WorkerError(f"every branch failed; last: {b.error}")
+        if b.error is not None and all(x.error is not None for x in self.branches):
+            raise WorkerError(f"every branch failed; last: {b.error}")
         if b.error is not None:
             return  # a failed branch casts no vote; the others still can
         reasoning, content = b.text()

@@ -277,7 +277,8 @@ class EmbeddedRedis:
 
     def _publish(self) -> None:
         """Tell ``keys`` commands where the running server is (atomically replaced)."""
-        assert self._dir is not None and self._process is not None
+        assert self._dir is not None
+        assert self._process is not None
         info = {"port": self._port, "pid": self._process.pid, "owner_pid": os.getpid()}
         tmp = self._dir / f".{_SERVER_FILE}.tmp"
         tmp.write_text(json.dumps(info))

@@ -91,10 +91,12 @@ async def test_every_adapter_closes_thinking_in_time_and_answers(engine: str) ->
         body = r.json()
         assert r.status_code == 200, body
         choice = body["choices"][0]
-        assert choice["text"].strip().endswith(ANSWER) and choice["finish_reason"] == "stop"
+        assert choice["text"].strip().endswith(ANSWER)
+        assert choice["finish_reason"] == "stop"
         first, then = fake.bodies[0], fake.bodies[-1]
         assert first["max_tokens"] == 200
-        assert then["prompt"].rstrip().endswith("</think>") and then["max_tokens"] == 100
+        assert then["prompt"].rstrip().endswith("</think>")
+        assert then["max_tokens"] == 100
         assert body["usage"]["completion_tokens"] <= 200
     await http.aclose()
 

@@ -43,13 +43,16 @@ async def test_a_token_is_yielded_before_the_next_event_is_read() -> None:
     stream = CountingStream([token("a"), token("b"), token("c", "stop"), USAGE])
     chunks = backend_for(stream).stream_completion("p", SamplingParams(), request_id="r/0")
     first = await anext(chunks)
-    assert first.text == "a" and stream.pulled == 1
+    assert first.text == "a"
+    assert stream.pulled == 1
     second = await anext(chunks)
-    assert second.text == "b" and stream.pulled == 2
+    assert second.text == "b"
+    assert stream.pulled == 2
     rest = [c async for c in chunks]
     assert [c.text for c in rest] == ["c"]
     assert rest[0].finish_reason == "stop"
-    assert rest[0].usage is not None and rest[0].usage.completion_tokens == 3
+    assert rest[0].usage is not None
+    assert rest[0].usage.completion_tokens == 3
 
 
 async def test_a_finishing_chunk_without_trailer_keeps_its_own_usage() -> None:
@@ -62,7 +65,8 @@ async def test_a_finishing_chunk_without_trailer_keeps_its_own_usage() -> None:
         )
     ]
     assert [(c.text, c.finish_reason) for c in chunks] == [("a", None), ("b", "length")]
-    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 2
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.prompt_tokens == 2
 
 
 def _entry(token: str, logprob: float, tops: list[float]) -> dict[str, Any]:
@@ -84,7 +88,8 @@ async def test_top_logprobs_become_deepconf_token_confidence() -> None:
     assert chunks[0].token_logprobs == [-0.1]
     assert chunks[0].token_confidence is not None
     assert chunks[0].token_confidence[0] == 1.5  # -(−0.1 − 1.0 − 2.0 − 2.9) / 4
-    assert chunks[1].token_logprobs == [-0.7] and chunks[1].token_confidence is None
+    assert chunks[1].token_logprobs == [-0.7]
+    assert chunks[1].token_confidence is None
 
 
 def test_the_llamacpp_body_asks_for_top_logprobs() -> None:

@@ -135,7 +135,8 @@ async def test_seed_selects_trace_within_problem_group(traces: list[Trace]) -> N
         outputs[seed] = text
         assert group[seed % 4].output.startswith(text)
     assert len({outputs[s] for s in range(4)}) == 4
-    assert outputs[4] == outputs[0] and outputs[5] == outputs[1]
+    assert outputs[4] == outputs[0]
+    assert outputs[5] == outputs[1]
 
 
 def test_index_prefers_the_longest_contained_problem(traces: list[Trace]) -> None:
@@ -143,7 +144,8 @@ def test_index_prefers_the_longest_contained_problem(traces: list[Trace]) -> Non
     inner = next(t for t in traces if t.problem.startswith("A particular star"))
     outer = next(t for t in traces if t.problem != inner.problem and inner.problem in t.problem)
     found = index.find(f"Q: {outer.problem}")
-    assert found is not None and found[0][0].problem == outer.problem
+    assert found is not None
+    assert found[0][0].problem == outer.problem
 
 
 async def test_unknown_prompt_is_an_error_or_the_fallback(traces: list[Trace]) -> None:
@@ -152,7 +154,8 @@ async def test_unknown_prompt_is_an_error_or_the_fallback(traces: list[Trace]) -
     text, chunks = await collect(
         backend(traces[:5], fallback_text="Paris."), "What is the capital of France?"
     )
-    assert text == "Paris." and chunks[-1].finish_reason == "stop"
+    assert text == "Paris."
+    assert chunks[-1].finish_reason == "stop"
 
 
 def test_config_trace_paths_load_relative_to_base_dir() -> None:
@@ -177,8 +180,10 @@ async def test_max_tokens_finishes_with_length(traces: list[Trace]) -> None:
     text, chunks = await collect(b, await prompt_for(b, trace), max_tokens=37)
     last = chunks[-1]
     assert last.finish_reason == "length"
-    assert sum(c.n_tokens for c in chunks) == 37 and len(pseudo_tokens(text)) == 37
-    assert last.usage is not None and last.usage.completion_tokens == 37
+    assert sum(c.n_tokens for c in chunks) == 37
+    assert len(pseudo_tokens(text)) == 37
+    assert last.usage is not None
+    assert last.usage.completion_tokens == 37
     assert trace.output.startswith(text)
 
 
@@ -211,7 +216,8 @@ async def test_rate_is_accurate(traces: list[Trace]) -> None:
     assert 200 / elapsed == pytest.approx(500, rel=0.10)
     assert len(chunks) >= 50  # paced, not one burst
     timings = chunks[-1].timings
-    assert timings is not None and timings["predicted_per_second"] == pytest.approx(500, rel=0.10)
+    assert timings is not None
+    assert timings["predicted_per_second"] == pytest.approx(500, rel=0.10)
 
 
 async def test_many_concurrent_streams_finish(traces: list[Trace]) -> None:
@@ -258,7 +264,8 @@ async def test_abort_ends_the_stream_promptly(traces: list[Trace]) -> None:
     assert time.perf_counter() - start < 0.1
     assert (text, chunks) == ("", [])  # ends like a closed HTTP stream: no further chunk
     m = await b.metrics()
-    assert m.requests_running == 0 and m.raw["replay_requests_aborted_total"] == 1
+    assert m.requests_running == 0
+    assert m.raw["replay_requests_aborted_total"] == 1
     await b.abort("x")  # already finished: a no-op
 
 
@@ -307,10 +314,12 @@ async def test_injected_close_streams_the_answer_section(
     injected = f"\n\nTime to give the answer.\n{close}"
     continued = prompt + head + injected
     answer, chunks = await collect(b, continued, request_id="b", seed=seed + 1, max_tokens=100000)
-    assert answer == trace.answer_text and answer
+    assert answer == trace.answer_text
+    assert answer
     assert chunks[-1].finish_reason == "stop"
     usage = chunks[-1].usage
-    assert usage is not None and usage.cached_prompt_tokens is not None
+    assert usage is not None
+    assert usage.cached_prompt_tokens is not None
     # the continuation hits the simulated prefix cache: original prompt + generated head.
     assert usage.cached_prompt_tokens >= first[-1].usage.prompt_tokens + 80 - 1
     assert usage.cached_prompt_tokens < usage.prompt_tokens
@@ -336,7 +345,8 @@ async def test_resumed_prompt_continues_the_recording_and_ignores_seed(
     head, _ = await collect(b, prompt, request_id="h", seed=3, max_tokens=50)
     rest, _ = await collect(b, prompt + head, request_id="t", seed=0, max_tokens=30)
     expected = group[3].output
-    assert (head + rest) == expected[: len(head + rest)] and len(rest) > 0
+    assert (head + rest) == expected[: len(head + rest)]
+    assert len(rest) > 0
     # injected text that does not close thinking: the recording goes on after the prefix.
     more, _ = await collect(b, prompt + head + "\n\nWait,", request_id="w", seed=0, max_tokens=30)
     assert expected[len(head) :].startswith(more)
@@ -362,8 +372,10 @@ async def test_pseudo_logprobs_are_deterministic_and_bounded(traces: list[Trace]
         return [lp for c in chunks for lp in c.token_logprobs or []]
 
     first = await logprobs(0)
-    assert len(first) == 50 and all(-3.0 <= lp <= 0.0 for lp in first)
-    assert first == await logprobs(0) and first != await logprobs(1)
+    assert len(first) == 50
+    assert all(-3.0 <= lp <= 0.0 for lp in first)
+    assert first == await logprobs(0)
+    assert first != await logprobs(1)
     _, plain = await collect(b, prompt, max_tokens=5)
     assert all(c.token_logprobs is None for c in plain)
 
@@ -381,7 +393,8 @@ async def test_chat_template(traces: list[Trace]) -> None:
         [{"role": "user", "content": sky.problem}], template_kwargs={"enable_thinking": False}
     )
     answer, _ = await collect(b, no_think, max_tokens=100000)
-    assert no_think.endswith("<|end_of_thought|>\n\n") and answer == sky.answer_text.lstrip("\n")
+    assert no_think.endswith("<|end_of_thought|>\n\n")
+    assert answer == sky.answer_text.lstrip("\n")
 
 
 async def test_health_until_closed(traces: list[Trace]) -> None:

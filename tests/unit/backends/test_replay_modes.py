@@ -103,7 +103,9 @@ async def test_a_probe_is_the_fast_record_cut_at_its_cap(traces: list[Trace]) ->
     fast = of(traces, "Qwen2.5-32B-Instruct", "gsm8k/3")
     prompt = await switched_prompt(b, "qwq", ThinkingMode.FAST, fast.problem)
     text, tokens = await stream(b, prompt, max_tokens=20)
-    assert tokens == 20 and fast.output.startswith(text) and text != fast.output
+    assert tokens == 20
+    assert fast.output.startswith(text)
+    assert text != fast.output
 
 
 async def test_two_thinkers_are_chosen_by_seed_never_the_fast_record(traces: list[Trace]) -> None:

@@ -115,7 +115,8 @@ async def test_stream_counts_tokens_from_token_ids_and_folds_usage() -> None:
         ("", 1, "stop"),
     ]
     assert chunks[0].token_logprobs == [-0.5]
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 4
     assert sum(c.n_tokens for c in chunks) == chunks[-1].usage.completion_tokens
 
 

@@ -26,7 +26,8 @@ RECORDED = "benchmarks/results/modes-30.jsonl"
 def _stamps(section: str) -> tuple[str, str]:
     machine = re.search(r"^Machine: (.*?)  $", section, re.M)
     date = re.search(r"^Date: (.*)$", section, re.M)
-    assert machine and date, section[:300]
+    assert machine, section[:300]
+    assert date, section[:300]
     return machine.group(1), date.group(1)
 
 
@@ -65,8 +66,7 @@ def test_the_modes_target_is_computed(
     outcomes = []
     for mode, tokens in zip(("fast", "slow", "auto"), fast_slow_auto_tokens, strict=True):
         right = auto_right if mode == "auto" else 2
-        for i in range(2):
-            outcomes.append(Outcome(mode, f"p{i}", 1, i < right, tokens, 1.0, mode, 0))
+        outcomes += [Outcome(mode, f"p{i}", 1, i < right, tokens, 1.0, mode, 0) for i in range(2)]
     assert verdict in target_check(outcomes)
 
 
@@ -75,4 +75,5 @@ def test_write_section_keeps_backslashes_literal(tmp_path: Path) -> None:
     write_section("S", "first", "cmd", path)
     write_section("S", r"only `\boxed{...}` and \n stay as written", "cmd", path)
     section = read_section("S", path)
-    assert section is not None and r"only `\boxed{...}` and \n stay as written" in section
+    assert section is not None
+    assert r"only `\boxed{...}` and \n stay as written" in section

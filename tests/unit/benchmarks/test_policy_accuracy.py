@@ -257,5 +257,6 @@ def test_a_recorded_result_renders_the_same_section(tmp_path: Path) -> None:
     assert loaded.outcomes == outcomes
     assert report(loaded) == report(result)
     body = report(result)
-    assert "levels {1: 1, 2: 1}" in body and "**Verdict: PASS**" in body
+    assert "levels {1: 1, 2: 1}" in body
+    assert "**Verdict: PASS**" in body
     assert body.startswith("Run: `python -m benchmarks.policy_accuracy --problems 2 --budget 20`")

@@ -44,7 +44,8 @@ def test_counts_precision_and_recall() -> None:
 async def test_http_score_reads_llama_cpp_top_logprobs() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
-        assert body["max_tokens"] == 1 and body["logprobs"] == 10
+        assert body["max_tokens"] == 1
+        assert body["logprobs"] == 10
         top = [{"token": " Yes", "logprob": -0.1}, {"token": " No", "logprob": -2.3}]
         return httpx.Response(
             200, json={"choices": [{"logprobs": {"content": [{"top_logprobs": top}]}}]}
@@ -73,7 +74,8 @@ async def test_hybrid_asks_the_llm_only_when_the_rule_is_unsure() -> None:
     ]
     results = await measure_llm(items, LlmJudge(score))
     assert len(asked) == 3  # the LLM column checks every item
-    assert results["llm"].calls == 3 and results["hybrid"].calls == 1
+    assert results["llm"].calls == 3
+    assert results["hybrid"].calls == 1
     assert (results["rule"].tp, results["rule"].fn) == (1, 1)
     assert (results["hybrid"].tp, results["hybrid"].fn, results["hybrid"].tn) == (2, 0, 1)
 

@@ -120,7 +120,9 @@ def test_table_and_summary() -> None:
     assert rows[2].startswith("| off | 2 | 202 | 21.00 | 42.00 | 2/2 | 0 | 0 |")
     assert rows[3].startswith("| on | 2 | 202 | 20.90 | 41.80 | 2/2 | 12 | 0 |")
     text = summary(off, on)
-    assert "**0.995**" in text and ": met" in text and "Warning" not in text
+    assert "**0.995**" in text
+    assert ": met" in text
+    assert "Warning" not in text
     assert "NOT met" in summary(off, _arm(15.0, 16.0, checks=3))
     assert "Warning" in summary(off, _arm(20.0, 22.0))
 
@@ -137,5 +139,7 @@ def test_both_arms_send_the_same_valid_request_but_for_trim(trim: bool) -> None:
     other = body(trim=not trim, seed=7, question="What is 2 + 2?", max_tokens=64)
     assert {**sent, "tts": None} == {**other, "tts": None}
     request = ChatCompletionRequest.model_validate(sent)
-    assert request.tts is not None and request.tts.trim is trim
-    assert request.tts.thinking_budget is not None and request.tts.thinking_budget > 64
+    assert request.tts is not None
+    assert request.tts.trim is trim
+    assert request.tts.thinking_budget is not None
+    assert request.tts.thinking_budget > 64

@@ -47,7 +47,8 @@ def test_sweep_run_simulate_writes_outputs(tmp_path: Path) -> None:
         "sweep.json",
     }
     meta = json.loads((out / "sweep.json").read_text())
-    assert meta["simulated"] is True and len(meta["rows"]) == 4
+    assert meta["simulated"] is True
+    assert len(meta["rows"]) == 4
 
 
 def test_sweep_run_reports_bad_grid(tmp_path: Path) -> None:

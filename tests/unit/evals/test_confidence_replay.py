@@ -43,7 +43,9 @@ async def test_full_votes_spend_every_token() -> None:
 async def test_agreeing_warmup_stops_the_rest() -> None:
     bank = [_s("5", True, [5, 5]), _s("5", True, [5, 5, 5]), _s("7", False, [5] * 10)]
     out = await early_stop(bank, CONFIG, Aggregation.CONFIDENCE)
-    assert out.stopped and out.tokens == 2 + 3 + 3 and out.correct
+    assert out.stopped
+    assert out.tokens == 2 + 3 + 3
+    assert out.correct
 
 
 async def test_the_bank_loads_from_an_eval_run(tmp_path: Path) -> None:

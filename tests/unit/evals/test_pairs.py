@@ -60,10 +60,12 @@ def test_ladder_joins_on_problem_id_and_sees_what_a_service_sees(tmp_path: Path)
         ],
     )
     ladder = load_ladder(fast, [slow])
-    assert ladder.levels == ("Fast", "Slow") and ladder.dropped == 1
+    assert ladder.levels == ("Fast", "Slow")
+    assert ladder.dropped == 1
     assert [p.problem_id for p in ladder.problems] == ["p/1", "p/2"]
     one = ladder.problems[0]
-    assert one.answers[0].answer is None and one.answers[0].correct is False
+    assert one.answers[0].answer is None
+    assert one.answers[0].correct is False
     thinker = one.answers[1]
     assert (thinker.text.strip(), thinker.answer, thinker.thinking_chars) == (
         "So \\boxed{1}.",
@@ -82,7 +84,8 @@ def test_mismatched_problems_name_both_files(tmp_path: Path) -> None:
     slow = write(tmp_path / "slow.jsonl", [slow_row("p/1", "A different one?", "", "1", True)])
     with pytest.raises(PairDataError, match="different text") as err:
         load_ladder(fast, [slow])
-    assert str(fast) in str(err.value) and str(slow) in str(err.value)
+    assert str(fast) in str(err.value)
+    assert str(slow) in str(err.value)
 
 
 def test_no_overlap_names_the_files(tmp_path: Path) -> None:
@@ -90,7 +93,8 @@ def test_no_overlap_names_the_files(tmp_path: Path) -> None:
     slow = write(tmp_path / "slow.jsonl", [slow_row("math/1", "One?", "", "1", True)])
     with pytest.raises(PairDataError, match="no problem_id occurs in every file") as err:
         load_ladder(fast, [slow])
-    assert str(fast) in str(err.value) and str(slow) in str(err.value)
+    assert str(fast) in str(err.value)
+    assert str(slow) in str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -120,7 +124,9 @@ def test_the_cli_reports_bad_pairs_as_an_error_naming_the_files(tmp_path: Path) 
     )
     assert result.exit_code == 1
     flat = " ".join(result.output.split())
-    assert "error:" in flat and "fast.jsonl" in flat and "slow.jsonl" in flat
+    assert "error:" in flat
+    assert "fast.jsonl" in flat
+    assert "slow.jsonl" in flat
 
 
 @pytest.mark.parametrize(

@@ -74,11 +74,13 @@ async def test_experiment_on_the_bank_writes_a_table_with_its_verdict() -> None:
         report = await run_policy_experiment(
             lab, profile="cpu", budgets_s=[1.5, 4.0], n_branches=(1, 2), relative=True
         )
-    assert report.problems == 30 and report.group_sizes == {8: 30}
+    assert report.problems == 30
+    assert report.group_sizes == {8: 30}
     assert len(report.fixed) == 4  # 2 pools x 2 N x 1 budget
     fastest = min(c.mean_latency_s for c in report.fixed)
     budgets = [b.budget_s for b in report.budgets]
     assert budgets == pytest.approx([1.5 * fastest, 4 * fastest], abs=1e-3)
     assert report.verdict is verdict_of([b.outcome for b in report.budgets])
     text = policy_markdown(report, command="cmd")
-    assert f"**Verdict: {report.verdict.value}**" in text and "Command: `cmd`" in text
+    assert f"**Verdict: {report.verdict.value}**" in text
+    assert "Command: `cmd`" in text

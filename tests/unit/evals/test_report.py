@@ -35,8 +35,10 @@ def _metrics():
 
 def test_environment_lists_machine_and_installed_versions() -> None:
     env = collect_environment()
-    assert env.cpu_count is not None and env.cpu_count >= 1
-    assert "numpy" in env.packages and "pydantic" in env.packages
+    assert env.cpu_count is not None
+    assert env.cpu_count >= 1
+    assert "numpy" in env.packages
+    assert "pydantic" in env.packages
     assert "vllm" not in collect_environment(["surely-not-installed-pkg", "numpy"]).packages
 
 

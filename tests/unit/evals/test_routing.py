@@ -41,7 +41,9 @@ def test_arms_and_cross_validated_auto(ladder: Ladder) -> None:
     n = len(ladder.problems)
     fast_tokens = sum(p.answers[0].tokens for p in ladder.problems) / n
     slow_tokens = sum(p.answers[1].tokens for p in ladder.problems) / n
-    assert report.cross_validated and report.folds == 3 and report.problems == n
+    assert report.cross_validated
+    assert report.folds == 3
+    assert report.problems == n
     assert report.fast.accuracy == pytest.approx(2 / 3)
     assert report.fast.mean_tokens == pytest.approx(fast_tokens)
     assert (report.slow.accuracy, report.slow.tokens_vs_slow) == (1.0, 0.0)
@@ -80,15 +82,18 @@ def test_cli_evaluate_json_has_the_issue_fields(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     for arm in ("fast", "slow", "auto", "oracle"):
-        assert 0.0 <= report[arm]["accuracy"] <= 1.0 and report[arm]["mean_tokens"] > 0
-    assert report["cross_validated"] is True and "Qwen2.5" in report["tokens_note"]
+        assert 0.0 <= report[arm]["accuracy"] <= 1.0
+        assert report[arm]["mean_tokens"] > 0
+    assert report["cross_validated"] is True
+    assert "Qwen2.5" in report["tokens_note"]
 
 
 def test_a_cascade_escalates_level_by_level(tmp_path: Path) -> None:
     fast, slow = files(tmp_path)
     ladder = load_ladder(fast, [slow, slow])
     report = evaluate(ladder, folds=3, max_accuracy_drop=0.0)
-    assert set(report.thinkers) == {"Slow"} and report.auto.accuracy == 1.0
+    assert set(report.thinkers) == {"Slow"}
+    assert report.auto.accuracy == 1.0
     # the middle level is always right, so nothing needs the deepest
     assert report.decisions.answered_by.get("Fast", 0) == 40
 
@@ -101,11 +106,13 @@ def test_cli_fit_from_pairs_writes_auto_and_the_services_stage1(tmp_path: Path) 
     assert result.exit_code == 0, result.output
     policy = AutoPolicy.model_validate_json(out.read_text())
     router = RouterModel.load(stage1)
-    assert policy.trained_on == 60 and router.weights == policy.stage1.weights
+    assert policy.trained_on == 60
+    assert router.weights == policy.stage1.weights
     assert router.thresholds.fast_below == 0.0
     # the fitted policy replays to the same result as cross-validation promised
     report = evaluate(load_ladder(fast, [slow]), policy=policy)
-    assert not report.cross_validated and report.auto.accuracy == 1.0
+    assert not report.cross_validated
+    assert report.auto.accuracy == 1.0
 
 
 def test_cli_fit_needs_exactly_one_source(tmp_path: Path) -> None:
@@ -116,4 +123,5 @@ def test_cli_fit_needs_exactly_one_source(tmp_path: Path) -> None:
         ["fit", "--logs", str(fast), "--pair", f"{fast},{slow}", "--out", str(tmp_path / "m")],
     )
     for result in (neither, both):
-        assert result.exit_code == 1 and "either --logs" in result.output
+        assert result.exit_code == 1
+        assert "either --logs" in result.output

@@ -46,7 +46,8 @@ async def test_run_records_every_sample(tmp_path, fake_server, exact_grader, pro
     assert first.reasoning_content == "Add 0 to itself."
     assert first.content == "The answer is \\boxed{0}."
     assert first.model == "fake-model"
-    assert first.latency_s is not None and first.ttft_s is not None
+    assert first.latency_s is not None
+    assert first.ttft_s is not None
     assert (result.reused, result.completed) == (0, 6)
 
 
@@ -61,7 +62,8 @@ async def test_request_body_carries_prompt_sampling_and_tts(
     assert body["tts"] == {"n_branches": 2}
     assert body["reasoning_effort"] == "low"
     assert (body["temperature"], body["top_p"], body["seed"]) == (0.6, 0.95, 1000)
-    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["stream"] is True
+    assert body["stream_options"] == {"include_usage": True}
     assert body["messages"][-1]["content"].endswith("within \\boxed{}.")
 
 

@@ -86,7 +86,8 @@ async def test_simulated_grid_on_a_sample_bank_writes_table_csv_and_png(tmp_path
     assert time.perf_counter() - started < 120
     assert len(rows) == 8
     assert all(r.n_problems == 100 for r in rows)
-    assert facts["group_sizes"] == {8: 100} and "Qwen2.5" in facts["tokenizer"]
+    assert facts["group_sizes"] == {8: 100}
+    assert "Qwen2.5" in facts["tokenizer"]
     by_label = {r.label: r for r in rows}
     # Eight samples per problem: voting moves accuracy, and more branches cost more tokens.
     assert by_label["N=8 stop=none"].accuracy.value > by_label["N=1 stop=none"].accuracy.value
@@ -105,7 +106,8 @@ async def test_simulated_grid_on_a_sample_bank_writes_table_csv_and_png(tmp_path
     markdown = paths["markdown"].read_text()
     table_lines = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert len(table_lines) == 2 + 8  # header, separator, one row per point
-    assert "★" in markdown and "simulated note" in markdown
+    assert "★" in markdown
+    assert "simulated note" in markdown
 
 
 def test_relative_trace_paths_resolve_against_the_grid_file(tmp_path: Path) -> None:

@@ -30,7 +30,8 @@ def test_builtin_models_are_pinned(name: str, n_files: int, sha_prefix: str, siz
     model = default_catalog()[name]
     assert model.name == name
     assert len(model.files) == n_files == len(model.packages)
-    assert re.fullmatch(r"[0-9a-f]{64}", model.sha256) and model.sha256.startswith(sha_prefix)
+    assert re.fullmatch(r"[0-9a-f]{64}", model.sha256)
+    assert model.sha256.startswith(sha_prefix)
     assert model.size_bytes == size
     assert model.is_chunked == (n_files > 1)
 
@@ -63,7 +64,8 @@ def test_a_miss_lists_every_valid_name() -> None:
 
 def test_membership_and_get_do_not_raise() -> None:
     catalog = default_catalog()
-    assert "smollm2-135m-instruct" in catalog and "nope" not in catalog
+    assert "smollm2-135m-instruct" in catalog
+    assert "nope" not in catalog
     assert catalog.get("nope") is None
     assert catalog.get("smollm2-135m-instruct") is SMOLLM2_135M_INSTRUCT
     assert len(catalog) == len(BUILTIN_MODELS)

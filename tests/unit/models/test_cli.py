@@ -16,7 +16,8 @@ def test_list_shows_every_model_as_not_installed_in_an_empty_dir(tmp_path: Path)
     rows = [line for line in result.output.splitlines() if "instruct" in line]
     assert len(rows) == len(BUILTIN_MODELS)
     for model, row in zip(BUILTIN_MODELS, rows, strict=True):
-        assert model.name in row and " no " in row
+        assert model.name in row
+        assert " no " in row
 
 
 def test_pull_of_an_unknown_name_fails_listing_the_catalog(tmp_path: Path) -> None:
@@ -30,4 +31,5 @@ def test_pull_of_an_unknown_name_fails_listing_the_catalog(tmp_path: Path) -> No
 
 def test_no_arguments_prints_help() -> None:
     result = CliRunner().invoke(models_app, [])
-    assert "pull" in result.output and "list" in result.output
+    assert "pull" in result.output
+    assert "list" in result.output

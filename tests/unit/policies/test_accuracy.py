@@ -148,9 +148,11 @@ def test_default_curve_is_monotone_and_below_its_limit() -> None:
     default = DefaultAccuracyCurve()
     for mode in (ThinkingMode.SLOW, ThinkingMode.FAST):
         by_n = [default.accuracy(n, mode=mode) for n in (1, 2, 4, 8, 16, 64)]
-        assert by_n == sorted(by_n) and by_n[-1] < default.curves[mode].a_inf
+        assert by_n == sorted(by_n)
+        assert by_n[-1] < default.curves[mode].a_inf
     by_budget = [default.accuracy(4, thinking_budget=b) for b in (256, 1024, 4096)]
-    assert by_budget == sorted(by_budget) and by_budget[-1] < default.accuracy(4)
+    assert by_budget == sorted(by_budget)
+    assert by_budget[-1] < default.accuracy(4)
     assert default.accuracy(1, mode=ThinkingMode.FAST) < default.accuracy(1)
 
 

@@ -333,7 +333,8 @@ def test_candidate_table_explains_every_row() -> None:
 def test_greedy_path_is_recorded_and_starts_at_the_cheapest() -> None:
     decision = _fixed_allocator().allocate(_request(60.0))
     path = decision.greedy_path
-    assert path[0].n_branches == 1 and path[0].thinking_budget == 256
+    assert path[0].n_branches == 1
+    assert path[0].thinking_budget == 256
     assert decision.chosen in path
 
 

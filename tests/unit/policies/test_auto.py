@@ -60,7 +60,8 @@ def test_thresholds_are_the_cheapest_within_the_allowed_drop() -> None:
     tokens = np.array([e.tokens for e in data])
     t1, (t3,) = choose_thresholds([scores], correct, tokens, max_accuracy_drop=0.0)
     ok, spent = ladder_outcome(scores, correct, tokens, start_deepest_at=t1, escalate_at=(t3,))
-    assert ok.all() and spent.mean() == pytest.approx(100 + 1000 / 3)
+    assert ok.all()
+    assert spent.mean() == pytest.approx(100 + 1000 / 3)
 
 
 def test_a_fitted_policy_escalates_the_answers_its_signals_flag() -> None:
@@ -68,12 +69,14 @@ def test_a_fitted_policy_escalates_the_answers_its_signals_flag() -> None:
     policy = fit_auto_policy(LEVELS, data, max_accuracy_drop=0.0)
     for e in data:
         start = policy.start(e.problem)
-        assert start.level == 0 and start.stage == "stage1"
+        assert start.level == 0
+        assert start.stage == "stage1"
         step = policy.after_answer(0, e.signals[0], start.score)
         assert step.stop is e.correct[0], step.reason
         assert step.reason.startswith("stage 3 (level 0): P(answer wrong)=")
     last = policy.after_answer(1, data[0].signals[1], 0.0)
-    assert last.stop and "deepest" in last.reason
+    assert last.stop
+    assert "deepest" in last.reason
 
 
 def test_policy_round_trips_through_json() -> None:

@@ -77,7 +77,8 @@ def test_lognormal_fit_recovers_parameters() -> None:
 def test_expected_max_grows_with_n_and_saturates_at_the_cap() -> None:
     lengths = LognormalBranchLengths(mu=math.log(500), sigma=0.6)
     maxima = [lengths.expected_max(n) for n in (1, 2, 4, 8, 16)]
-    assert maxima == sorted(maxima) and maxima[0] < maxima[-1]
+    assert maxima == sorted(maxima)
+    assert maxima[0] < maxima[-1]
     assert lengths.expected_max(64, cap=800) == pytest.approx(800, rel=1e-3)
 
 
@@ -165,7 +166,8 @@ def test_latency_grows_with_branches_budget_and_load() -> None:
         for load in (0, 2, 4)
     ]
     for series in (by_n, by_budget, by_load):
-        assert series == sorted(series) and series[0] < series[-1]
+        assert series == sorted(series)
+        assert series[0] < series[-1]
 
 
 def test_speculation_divides_decode_time_by_acceptance() -> None:

@@ -169,7 +169,8 @@ def test_profile_set_lookup_and_replace() -> None:
     updated = profiles.with_profile(profiles.get("plain").observe(concurrency=1, step_time_s=1.0))
     assert updated.pools == ["plain"]
     assert updated.get("plain").observations == 1
-    assert "plain" in updated and "draft" not in updated
+    assert "plain" in updated
+    assert "draft" not in updated
 
 
 def test_profile_set_rejects_duplicate_pools() -> None:

@@ -77,9 +77,11 @@ def test_memory_bound_below_the_knee_compute_bound_above(deployment: Deployment)
     knee = deployment.knee_batch()
     below, above = int(knee * 0.9), int(knee * 1.1) + 1
     low = deployment.forward(sequences=below)
-    assert low.bound is Bound.MEMORY and low.linear_compute_s < low.weights_s
+    assert low.bound is Bound.MEMORY
+    assert low.linear_compute_s < low.weights_s
     high = deployment.forward(sequences=above)
-    assert high.bound is Bound.COMPUTE and high.linear_compute_s > high.weights_s
+    assert high.bound is Bound.COMPUTE
+    assert high.linear_compute_s > high.weights_s
     # Below the knee only the per-sequence KV reads grow with the batch.
     kv_per_sequence = deployment.forward(sequences=1).kv_s
     grown = deployment.step_time_s(below) - deployment.step_time_s(1)

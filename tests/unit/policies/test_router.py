@@ -119,7 +119,8 @@ def test_logistic_fit_recovers_known_weights() -> None:
 def test_logistic_fit_stays_finite_on_separable_labels() -> None:
     x = np.array([[0.0], [1.0], [2.0], [3.0]])
     weights, bias = fit_logistic(x, np.array([0.0, 0.0, 1.0, 1.0]), l2=0.1)
-    assert np.all(np.isfinite(weights)) and np.isfinite(bias)
+    assert np.all(np.isfinite(weights))
+    assert np.isfinite(bias)
 
 
 def _constant_router(logit: float, thresholds: RouterThresholds) -> RouterModel:

@@ -112,7 +112,8 @@ def test_family_switch_renders_the_plan(case: Case) -> None:
     assert plan.split_family == case.split_family
     assert plan.output_starts_in_thinking is case.starts_in_thinking
     assert plan.reasoning_expected is case.reasoning
-    assert plan.mode is case.mode and plan.family == case.family
+    assert plan.mode is case.mode
+    assert plan.family == case.family
     assert plan.switch.startswith(case.family)
 
 
@@ -122,7 +123,8 @@ def test_every_family_has_an_explicit_on_and_off() -> None:
     for name, family in FAMILIES.items():
         fast = table.plan(family, FAST, USER)
         slow = table.plan(family, SLOW, USER)
-        assert fast.reasoning_expected is False and slow.reasoning_expected is True, name
+        assert fast.reasoning_expected is False, name
+        assert slow.reasoning_expected is True, name
         assert fast.model_dump(exclude={"mode", "switch"}) != slow.model_dump(
             exclude={"mode", "switch"}
         ), name
@@ -187,7 +189,9 @@ def test_generic_joins_an_existing_system_message(mode: ThinkingMode, instructio
 def test_as_sent_leaves_generic_requests_alone_and_others_to_their_switch() -> None:
     table = SwitchTable()
     plain = table.plan(get_family("generic"), FAST, USER, as_sent=True)
-    assert plain.messages == USER and plain.grammar is None and plain.mode is FAST
+    assert plain.messages == USER
+    assert plain.grammar is None
+    assert plain.mode is FAST
     assert "as sent" in plain.switch
     # A family with no distinct unswitched plan gets its mode's switch.
     r1 = table.plan(get_family("deepseek_r1"), SLOW, USER, as_sent=True)
@@ -232,10 +236,12 @@ def _rules(grammar: str) -> tuple[set[str], set[str]]:
 
 def test_think_grammar_is_well_formed_and_opens_with_the_marker() -> None:
     defined, referenced = _rules(GRAMMAR)
-    assert "root" in defined and referenced == defined - {"root"}
+    assert "root" in defined
+    assert referenced == defined - {"root"}
     assert re.search(r'^root ::= "<think>\\n" thought$', GRAMMAR, re.M)
     closes = re.findall(r"^(?:close|boxclose) ::= (.*)$", GRAMMAR, re.M)
-    assert len(closes) == 2 and all('"</think>\\n' in c or "\\n</think>\\n" in c for c in closes)
+    assert len(closes) == 2
+    assert all('"</think>\\n' in c or "\\n</think>\\n" in c for c in closes)
 
 
 def test_unknown_grammar_lists_the_known_ones() -> None:

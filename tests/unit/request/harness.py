@@ -160,9 +160,11 @@ class Service:
         events: list[dict[str, Any]] = []
         async with self.client.stream("POST", "/v1/chat/completions", json=payload) as r:
             assert r.status_code == 200, await r.aread()
-            async for line in r.aiter_lines():
-                if line.startswith("data: ") and line != "data: [DONE]":
-                    events.append(json.loads(line[6:]))
+            events += [
+                json.loads(line[6:])
+                async for line in r.aiter_lines()
+                if line.startswith("data: ") and line != "data: [DONE]"
+            ]
         return events
 
     async def record(self, request_id: str) -> dict[str, Any]:

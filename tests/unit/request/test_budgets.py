@@ -53,10 +53,12 @@ async def test_thinking_never_eats_the_answer_of_max_tokens(
         assert body["choices"][0]["finish_reason"] == "stop"
         # Thinking was closed with half of max_tokens left for the answer, within max_tokens.
         first, then = svc.worker.requests[0][2], svc.worker.requests[-1][2]
-        assert first.max_tokens == 200 and then.max_tokens == 100
+        assert first.max_tokens == 200
+        assert then.max_tokens == 100
         assert body["usage"]["completion_tokens"] <= 200
         [cut] = (await svc.record(body["id"]))["trims"]["interventions"]
-        assert cut["rule"] == "thinking_budget" and cut["thinking_tokens"] == 100
+        assert cut["rule"] == "thinking_budget"
+        assert cut["thinking_tokens"] == 100
         assert body["tts"]["tokens"]["trimmed"] == 100
 
 

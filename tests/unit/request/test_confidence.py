@@ -93,7 +93,8 @@ async def test_a_low_confidence_branch_is_pruned_and_its_slot_freed() -> None:
         assert 'tts_branches_aborted_total{reason="confidence_prune"} 1.0' in metrics
         assert f"tts_pruned_tokens_total {float(pruned['tokens'])}" in metrics
         saved = detail["tokens"]["saved_by_pruning_estimate"]
-        assert saved > 0 and f"tts_pruning_saved_tokens_estimate_total {float(saved)}" in metrics
+        assert saved > 0
+        assert f"tts_pruning_saved_tokens_estimate_total {float(saved)}" in metrics
 
 
 async def test_without_early_stop_no_branch_is_pruned() -> None:
@@ -114,9 +115,11 @@ async def test_the_request_ends_when_the_weighted_leader_passes_tau() -> None:
         tts = _tts(n_branches=3, early_stop="confidence", confidence=PRUNING)
         body = (await svc.chat(tts=tts)).json()
         stop = body["tts"]["early_stop"]
-        assert stop["fired"] and "leader share 1.000 >= 0.95" in stop["reason"]
+        assert stop["fired"]
+        assert "leader share 1.000 >= 0.95" in stop["reason"]
         third = body["tts"]["branches"][2]
-        assert third["aborted"] and not third["pruned"]
+        assert third["aborted"]
+        assert not third["pruned"]
 
 
 async def test_the_stream_reports_progress_and_the_stock_fields_stay() -> None:
@@ -173,7 +176,8 @@ async def test_a_pool_without_logprobs_refuses_the_confidence_options(
     async with svc.run():
         r = await svc.chat(tts=_tts(n_branches=2, **option))
         error = r.json()["error"]
-        assert r.status_code == 400 and error["code"] == "logprobs_unavailable"
+        assert r.status_code == 400
+        assert error["code"] == "logprobs_unavailable"
         assert error["param"] == f"tts.{next(iter(option))}"
         assert "returns no per-token logprobs" in error["message"]
         assert not svc.worker.requests

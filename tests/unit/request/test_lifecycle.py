@@ -63,9 +63,11 @@ async def test_delete_cancels_a_running_request_from_the_api() -> None:
         await _until(lambda: svc.worker.busy == 2)
         [request_id] = list(orchestrator._running)
         r = await svc.client.delete(f"/v1/requests/{request_id}")
-        assert r.status_code == 200 and r.json()["cancelled"] is True
+        assert r.status_code == 200
+        assert r.json()["cancelled"] is True
         response = await task
-        assert response.status_code == 400 and response.json()["error"]["code"] == "cancelled"
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "cancelled"
         await _until(lambda: svc.worker.busy == 0)
         assert (await svc.record(request_id))["status"] == "cancelled"
 
@@ -147,9 +149,11 @@ async def test_an_unknown_model_or_pool_is_a_clean_error_and_runs_nothing() -> N
             "/v1/chat/completions",
             json={"model": "nope", "messages": [{"role": "user", "content": "x"}]},
         )
-        assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+        assert r.status_code == 404
+        assert r.json()["error"]["code"] == "model_not_found"
         r = await svc.chat(tts={"pool": "nope"})
-        assert r.status_code == 400 and r.json()["error"]["param"] == "tts.pool"
+        assert r.status_code == 400
+        assert r.json()["error"]["param"] == "tts.pool"
         assert svc.worker.requests == []
 
 
@@ -171,6 +175,8 @@ async def test_shutdown_cancels_what_still_runs() -> None:
         await _until(lambda: svc.worker.busy == 1)
         await svc.services.orchestrator.shutdown(grace_s=0.0)
         r = await task
-        assert r.status_code == 400 and r.json()["error"]["code"] == "cancelled"
+        assert r.status_code == 400
+        assert r.json()["error"]["code"] == "cancelled"
         r = await svc.chat()
-        assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down"
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "shutting_down"

@@ -104,7 +104,8 @@ async def test_explicit_values_over_the_server_caps_are_400(
 ) -> None:
     async with service(branches(FIVE)).run() as svc:
         r = await svc.chat(**body)
-        assert r.status_code == 400 and r.json()["error"]["param"] == param
+        assert r.status_code == 400
+        assert r.json()["error"]["param"] == param
         assert svc.worker.requests == []
 
 
@@ -124,7 +125,8 @@ async def test_explicit_values_over_a_key_cap_are_400(
     async with service(branches(FIVE), gatekeeper=KeyedGatekeeper(**limits)).run() as svc:
         r = await svc.chat(**body)
         error = r.json()["error"]
-        assert r.status_code == 400 and (error["param"], error["code"]) == (param, "key_limit")
+        assert r.status_code == 400
+        assert (error["param"], error["code"]) == (param, "key_limit")
         assert svc.worker.requests == []
 
 
@@ -141,7 +143,8 @@ async def test_the_planner_plans_within_the_key_cap() -> None:
     async with _planned(gatekeeper=KeyedGatekeeper(max_branches=2)).run() as svc:
         body = (await svc.chat(tts={"seed": 0, "latency_budget_s": 5.0})).json()
         record = await svc.record(body["id"])
-        assert record["plan"] is not None and record["plan"]["n_branches"] <= 2
+        assert record["plan"] is not None
+        assert record["plan"]["n_branches"] <= 2
         assert _branches_run(svc) <= 2
     async with _planned().run() as svc:  # the same request without the cap plans more
         body = (await svc.chat(tts={"seed": 0, "latency_budget_s": 5.0})).json()

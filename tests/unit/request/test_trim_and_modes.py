@@ -44,7 +44,8 @@ async def test_overthinking_is_cut_and_the_branch_answers_after_the_injected_clo
         thinking = body["choices"][0]["message"]["reasoning_content"]
         assert len(thinking) < len(THINKING) / 2
         first, then = svc.worker.requests[0][1], svc.worker.requests[-1][1]
-        assert then.startswith(first) and "</think>" in then[len(first) :]
+        assert then.startswith(first)
+        assert "</think>" in then[len(first) :]
         record = await svc.record(body["id"])
         [intervention] = record["trims"]["interventions"]
         assert intervention["rule"] == "overthinking", intervention
@@ -75,7 +76,8 @@ async def test_fast_mode_answers_without_reasoning() -> None:
     async with service(moody([ANSWER])).run() as svc:
         body = (await svc.chat(tts={"mode": "fast"})).json()
         message = body["choices"][0]["message"]
-        assert message["content"] == ANSWER and message.get("reasoning_content") is None
+        assert message["content"] == ANSWER
+        assert message.get("reasoning_content") is None
         assert body["tts"]["mode"]["mode"] == "fast"
         assert svc.worker.requests[0][2].grammar is None
 
@@ -112,6 +114,8 @@ async def test_auto_probes_that_disagree_escalate_to_slow_thinking() -> None:
         assert body["tts"]["mode"]["mode"] == "slow"
         assert body["choices"][0]["message"]["content"].strip() == ANSWER
         slow = [p for _, _, p in svc.worker.requests if p.grammar is not None]
-        assert len(svc.worker.requests) == 4 and len(slow) == 1
+        assert len(svc.worker.requests) == 4
+        assert len(slow) == 1
         record = await svc.record(body["id"])
-        assert record["mode"]["mode"] == "slow" and record["usage"]["completion_tokens"] > 0
+        assert record["mode"]["mode"] == "slow"
+        assert record["usage"]["completion_tokens"] > 0

@@ -119,8 +119,10 @@ async def test_failures_become_error_chunks_of_their_branch(traces: list[Trace])
     chunks = await drain(ledger.tasks(), j)
     errors = {c.branch: c.error for c in chunks if c.error}
     assert errors.keys() == {1, 2}
-    assert errors[1] is not None and errors[1].startswith("NoWorkerAvailable")
-    assert errors[2] is not None and "none of its" in errors[2]
+    assert errors[1] is not None
+    assert errors[1].startswith("NoWorkerAvailable")
+    assert errors[2] is not None
+    assert "none of its" in errors[2]
     assert ledger.failed == ["replay/0"]  # the worker failed for branch 2 only
     assert sorted(ledger.released) == [("req", 0), ("req", 2)]  # branch 1 was never placed
     assert any(c.branch == 0 and c.chunk and c.chunk.finish_reason for c in chunks)

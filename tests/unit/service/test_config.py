@@ -13,8 +13,10 @@ REPO = Path(__file__).resolve().parents[3]
 def test_shipped_cpu_default_is_valid() -> None:
     s = load_settings(REPO / "deploy" / "configs" / "cpu-default.yaml")
     pool = s.pool("cpu-smollm2")
-    assert pool.engine == "llama_cpp" and pool.launch is not None
-    assert s.redis.url is None and s.ray.address is None
+    assert pool.engine == "llama_cpp"
+    assert pool.launch is not None
+    assert s.redis.url is None
+    assert s.ray.address is None
     assert s.server.host == "127.0.0.1"
 
 
@@ -60,7 +62,8 @@ def test_env_overrides_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     cfg.write_text("server:\n  port: 9000\n  host: 127.0.0.1\n")
     monkeypatch.setenv("TTS_SERVER__PORT", "9100")
     s = load_settings(cfg)
-    assert s.server.port == 9100 and s.server.host == "127.0.0.1"
+    assert s.server.port == 9100
+    assert s.server.host == "127.0.0.1"
 
 
 def test_env_variables_of_other_tools_are_not_config(monkeypatch: pytest.MonkeyPatch) -> None:

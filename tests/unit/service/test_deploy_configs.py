@@ -57,7 +57,8 @@ def test_speculative_pools_share_one_target_model(path: Path) -> None:
         by_model.setdefault(pool.model, set()).add(pool.speculative.method)
     methods = next(iter(by_model.values()))
     assert len(by_model) == 1, "the policy picks among pools of the same target"
-    assert "none" in methods and len(methods) >= 2
+    assert "none" in methods
+    assert len(methods) >= 2
 
 
 def _cpu_speculative() -> Settings:
@@ -69,8 +70,10 @@ def test_cpu_speculative_pools() -> None:
     plain, draft = settings.pool("plain"), settings.pool("draft")
     catalog = default_catalog()
     assert plain.model == draft.model == "qwen2.5-coder-1.5b-instruct"
-    assert plain.launch is not None and draft.launch is not None
-    assert plain.launch.model_path in catalog and draft.launch.model_path in catalog
+    assert plain.launch is not None
+    assert draft.launch is not None
+    assert plain.launch.model_path in catalog
+    assert draft.launch.model_path in catalog
     assert draft.speculative.draft_model == "qwen2.5-coder-0.5b-instruct"
     assert draft.speculative.draft_model in catalog
     # identical workers apart from speculation: a fair comparison
@@ -160,12 +163,14 @@ def test_replay_reasoning_serves_recorded_thinkers_with_fast_records(qwen: Token
     families = {pool.model: pool.model_family for pool in settings.pools}
     assert families == {"qwq-32b": "qwq", "r1-distill-qwen-32b": "deepseek_r1"}
     for pool in settings.pools:
-        assert pool.engine == "replay" and pool.replay is not None
+        assert pool.engine == "replay"
+        assert pool.replay is not None
         assert pool.replay.tokenizer is ReplayTokenizer.QWEN25
         traces = load_traces(REPO / path for path in pool.replay.traces)
         fast = {t.problem for t in traces if t.thinking_delimiters is None}
         slow = {t.problem for t in traces if t.thinking_delimiters is not None}
-        assert fast == slow and len(fast) == 388 + 52, "every problem has both modes"
+        assert fast == slow, "every problem has both modes"
+        assert len(fast) == 388 + 52, "every problem has both modes"
         assert {t.model for t in traces if t.problem in fast} >= {"Qwen2.5-32B-Instruct"}
         thinking = sorted((t.output for t in traces if t.thinking_delimiters), key=len)
         longest = max(qwen.count_many(thinking[-5:]))  # the longest texts (tokens ~ characters)
@@ -177,7 +182,8 @@ def test_replay_reasoning_probes_read_whole_gsm8k_fast_answers(qwen: TokenCounte
     the same on GSM8K."""
     settings = load_settings(CONFIGS / "replay-reasoning.yaml")
     modes = settings.modes
-    assert modes.probe_check is ProbeCheck.ANSWER_SIGNALS and modes.probe_samples == 1
+    assert modes.probe_check is ProbeCheck.ANSWER_SIGNALS
+    assert modes.probe_samples == 1
     fast = load_traces([REPO / "evals/data/traces/mip_qwen2.5-32b-instruct_gsm8k.jsonl"])
     counts = qwen.count_many([t.output for t in fast])
     assert max(counts) <= modes.probe_max_tokens

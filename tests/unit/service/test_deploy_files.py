@@ -114,8 +114,10 @@ def test_ray_config_launches_gpu_replicas_on_the_cluster() -> None:
     settings = load_settings(DEPLOY / "ray" / "config.yaml")
     assert settings.ray.address == "auto"
     for pool in settings.pools:
-        assert pool.engine == "vllm" and pool.launch is not None, pool.name
-        assert pool.launch.num_gpus == 1 and pool.launch.bind_host == "0.0.0.0", pool.name
+        assert pool.engine == "vllm", pool.name
+        assert pool.launch is not None, pool.name
+        assert pool.launch.num_gpus == 1, pool.name
+        assert pool.launch.bind_host == "0.0.0.0", pool.name
 
 
 # -- compose -----------------------------------------------------------------------------------
@@ -153,7 +155,8 @@ def test_compose_stack_hangs_together(path: Path) -> None:
     assert settings.server.host == "0.0.0.0"
     assert str(settings.server.port) in str(api["ports"][0]).split(":")[-1]
     redis_host = re.match(r"redis://([^:/]+)", settings.redis.url or "")
-    assert redis_host and redis_host.group(1) == "redis"
+    assert redis_host
+    assert redis_host.group(1) == "redis"
     worker = services[workers[0]]
     served = worker["command"][worker["command"].index("--served-model-name") + 1]
     port = worker["command"][worker["command"].index("--port") + 1]
@@ -283,7 +286,8 @@ def test_kuberay_api_pods_join_the_raycluster(tmp_path: Path) -> None:
     models = gpu_group["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
     _find(objs, "PersistentVolumeClaim", models)
     for pool in settings.pools:
-        assert pool.launch is not None and pool.launch.model_path.startswith("/models/")
+        assert pool.launch is not None
+        assert pool.launch.model_path.startswith("/models/")
 
 
 def test_ascend_pool_urls_name_statefulset_pods(tmp_path: Path) -> None:

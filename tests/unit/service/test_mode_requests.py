@@ -46,10 +46,14 @@ async def test_slow_generic_gets_instruction_grammar_and_budget() -> None:
         thinking_budget=None,
         template_kwargs=None,
     )
-    assert setup.choice.mode is RunMode.SLOW and not setup.probing
-    assert setup.first.prompt.startswith("system: ") and "<think>" in setup.first.prompt
-    assert setup.first.grammar is not None and "think" in setup.first.grammar
-    assert setup.first.family.name == "prompted_think" and setup.first.family.has_markers
+    assert setup.choice.mode is RunMode.SLOW
+    assert not setup.probing
+    assert setup.first.prompt.startswith("system: ")
+    assert "<think>" in setup.first.prompt
+    assert setup.first.grammar is not None
+    assert "think" in setup.first.grammar
+    assert setup.first.family.name == "prompted_think"
+    assert setup.first.family.has_markers
     assert setup.first.thinking_budget == 300
 
 
@@ -66,7 +70,8 @@ async def test_fast_r1_prefills_a_closed_block_and_has_no_budget() -> None:
     family = get_family("deepseek_r1")
     assert setup.first.prompt.endswith(f"{family.think_close}\n\n")
     assert not setup.first.family.starts_in_thinking
-    assert setup.first.thinking_budget is None and setup.first.grammar is None
+    assert setup.first.thinking_budget is None
+    assert setup.first.grammar is None
 
 
 async def test_qwen3_switch_reaches_the_template_kwargs() -> None:
@@ -96,10 +101,13 @@ async def test_uncertain_auto_probes_fast_and_renders_the_slow_escalation() -> N
         thinking_budget=None,
         template_kwargs=None,
     )
-    assert setup.choice.mode is RunMode.PROBE and setup.probing
+    assert setup.choice.mode is RunMode.PROBE
+    assert setup.probing
     assert setup.thinking is ThinkingMode.SLOW
-    assert setup.first.grammar is None and setup.first.thinking_budget is None
-    assert setup.escalation is not None and setup.escalation.grammar is not None
+    assert setup.first.grammar is None
+    assert setup.first.thinking_budget is None
+    assert setup.escalation is not None
+    assert setup.escalation.grammar is not None
     assert setup.escalation.thinking_budget == 256
 
 
@@ -111,8 +119,10 @@ def test_raw_prompts_are_decided_but_never_probed() -> None:
         family, messages=None, prompt_text="2+3=", mode=ThinkingMode.AUTO, thinking_budget=None
     )
     setup = raw_setup(resolution, family, "2+3=")
-    assert setup.choice.mode is RunMode.AUTO and not setup.probing
-    assert setup.first.prompt == "2+3=" and "raw prompt" in setup.choice.reason
+    assert setup.choice.mode is RunMode.AUTO
+    assert not setup.probing
+    assert setup.first.prompt == "2+3="
+    assert "raw prompt" in setup.choice.reason
 
 
 @pytest.mark.parametrize(
@@ -139,4 +149,5 @@ def test_probe_answers_feed_stage_three() -> None:
     split = resolver.after_probe(
         choice, probe_answers({"clusters": [{"branches": [0, 1]}, {"branches": [2]}]}, 3)
     )
-    assert agree.mode is RunMode.FAST and split.mode is RunMode.SLOW
+    assert agree.mode is RunMode.FAST
+    assert split.mode is RunMode.SLOW

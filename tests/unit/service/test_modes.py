@@ -93,7 +93,8 @@ def test_defaults_follow_the_family_then_config() -> None:
     configured = resolver(default_mode=ThinkingMode.SLOW, slow_thinking_budget=512)
     choice = configured.decide(GENERIC, prompt_text="hi")
     assert (choice.mode, choice.thinking_budget) == (RunMode.SLOW, 512)
-    assert "server default slow" in choice.reason and choice.requested is None
+    assert "server default slow" in choice.reason
+    assert choice.requested is None
 
 
 def test_unknown_effort_is_a_request_error_naming_the_levels() -> None:
@@ -116,8 +117,10 @@ def test_unknown_effort_is_a_request_error_naming_the_levels() -> None:
 def test_auto_asks_the_stage1_router(prompt: str, on_uncertain: UncertainAction, mode: str) -> None:
     r = resolver(on_uncertain=on_uncertain, slow_thinking_budget=700)
     choice = r.decide(GENERIC, prompt_text=prompt, mode=ThinkingMode.AUTO)
-    assert choice.mode.value == mode and choice.stage is DecisionStage.ROUTER
-    assert choice.score is not None and "stage 1: P(needs slow)=" in choice.reason
+    assert choice.mode.value == mode
+    assert choice.stage is DecisionStage.ROUTER
+    assert choice.score is not None
+    assert "stage 1: P(needs slow)=" in choice.reason
     assert choice.thinking_budget == (700 if mode in ("slow", "probe") else None)
     assert ("uncertain" in choice.reason) == (prompt == "Hello there")
 
@@ -131,19 +134,22 @@ def test_auto_uses_a_trained_auto_mode_unless_told_not_to() -> None:
     routed = resolver(prefer_native_auto=False).resolve(
         PANGU, messages=user("What is 2 + 2?"), mode=ThinkingMode.AUTO
     )
-    assert routed.choice.mode is RunMode.FAST and routed.plan is not None
+    assert routed.choice.mode is RunMode.FAST
+    assert routed.plan is not None
     assert routed.plan.messages[-1]["content"] == "What is 2 + 2? /no_think"
 
 
 def test_server_default_auto_says_so() -> None:
     choice = resolver(default_mode=ThinkingMode.AUTO).decide(GENERIC, prompt_text="What is 1?")
-    assert choice.mode is RunMode.FAST and choice.stage is DecisionStage.ROUTER
+    assert choice.mode is RunMode.FAST
+    assert choice.stage is DecisionStage.ROUTER
     assert choice.reason.startswith("no mode requested: server default auto; auto: stage 1")
 
 
 def test_resolve_plans_the_decided_mode_and_records_the_switch() -> None:
     resolution = resolver().resolve(QWEN3, messages=user("hi"), reasoning_effort="low")
-    assert resolution.plan is not None and resolution.escalation is None
+    assert resolution.plan is not None
+    assert resolution.escalation is None
     assert resolution.plan.template_kwargs == {"enable_thinking": False}
     assert resolution.choice.switch == "qwen3: chat template enable_thinking=False"
 
@@ -162,7 +168,8 @@ def test_generic_fast_is_switched_only_when_chosen(
     inputs: dict[str, Any], config: dict[str, Any], instructed: bool
 ) -> None:
     resolution = resolver(**config).resolve(GENERIC, messages=user("What is 2 + 2?"), **inputs)
-    assert resolution.choice.mode is RunMode.FAST and resolution.plan is not None
+    assert resolution.choice.mode is RunMode.FAST
+    assert resolution.plan is not None
     systems = [m for m in resolution.plan.messages if m["role"] == "system"]
     assert bool(systems) is instructed
     assert ("as sent" in (resolution.choice.switch or "")) is not instructed
@@ -171,8 +178,10 @@ def test_generic_fast_is_switched_only_when_chosen(
 def test_a_probe_plans_fast_samples_and_a_slow_escalation() -> None:
     resolution = resolver().resolve(GENERIC, messages=user("Hello there"), mode=ThinkingMode.AUTO)
     assert resolution.choice.mode is RunMode.PROBE
-    assert resolution.plan is not None and resolution.plan.mode is ThinkingMode.FAST
-    assert resolution.escalation is not None and resolution.escalation.grammar is not None
+    assert resolution.plan is not None
+    assert resolution.plan.mode is ThinkingMode.FAST
+    assert resolution.escalation is not None
+    assert resolution.escalation.grammar is not None
 
 
 @pytest.mark.parametrize(
@@ -190,8 +199,10 @@ def test_after_probe_stays_fast_or_escalates(
     r = resolver(slow_thinking_budget=900)
     choice = r.decide(GENERIC, prompt_text="Hello there", mode=ThinkingMode.AUTO)
     after = r.after_probe(choice, answers)
-    assert after.mode is mode and after.stage is DecisionStage.PROBE
-    assert after.reason.startswith(choice.reason) and says in after.reason
+    assert after.mode is mode
+    assert after.stage is DecisionStage.PROBE
+    assert after.reason.startswith(choice.reason)
+    assert says in after.reason
     assert after.thinking_budget == (900 if mode is RunMode.SLOW else None)
     assert after.score == choice.score
 
@@ -222,7 +233,8 @@ def test_the_answer_signals_check_judges_the_first_probe(text: str, mode: RunMod
     choice = r.decide(GENERIC, prompt_text=GSM, mode=ThinkingMode.AUTO)
     # one probe with no vote: agreement alone would escalate; the answer check decides
     after = r.after_probe(choice, [None], texts=[text], problem=GSM)
-    assert after.mode is mode and after.stage is DecisionStage.PROBE
+    assert after.mode is mode
+    assert after.stage is DecisionStage.PROBE
     assert "stage 3 (level 0): P(answer wrong)=" in after.reason
     assert after.thinking_budget == (900 if mode is RunMode.SLOW else None)
 
@@ -239,7 +251,8 @@ def test_the_answer_check_needs_a_readable_policy(tmp_path: Path) -> None:
 
 def test_a_raw_prompt_is_decided_but_not_switched() -> None:
     resolution = resolver().resolve(QWEN3, messages=None, prompt_text="hi", mode=ThinkingMode.FAST)
-    assert resolution.plan is None and resolution.choice.mode is RunMode.FAST
+    assert resolution.plan is None
+    assert resolution.choice.mode is RunMode.FAST
     assert "raw prompt" in resolution.choice.reason
 
 
@@ -289,8 +302,10 @@ def test_the_shipped_router_is_the_stage1_of_the_shipped_auto_policy() -> None:
     auto = AutoPolicy.model_validate_json(
         resources.files("policies.data").joinpath("auto-default.json").read_text("utf-8")
     )
-    assert model.feature_names == FEATURE_NAMES and model.trained_on == auto.trained_on == 388
-    assert model.weights == auto.stage1.weights and model.bias == auto.stage1.bias
+    assert model.feature_names == FEATURE_NAMES
+    assert model.trained_on == auto.trained_on == 388
+    assert model.weights == auto.stage1.weights
+    assert model.bias == auto.stage1.bias
     assert model.thresholds.fast_below == 0.0
     assert model.thresholds.slow_at_or_above == pytest.approx(auto.start_deepest_at)
     rows = [json.loads(line) for line in MATH500.read_text(encoding="utf-8").splitlines()]

@@ -139,7 +139,8 @@ def test_only_pools_of_the_requested_model_or_the_pinned_pool() -> None:
 )
 def test_no_profile_is_a_config_error(model: str, pool: str | None) -> None:
     planner = Planner(ProfileSet.of([PLAIN]))
-    assert planner.can_plan(MODEL) and not planner.can_plan("unknown-model")
+    assert planner.can_plan(MODEL)
+    assert not planner.can_plan("unknown-model")
     with pytest.raises(ConfigError, match="tts-orchestrator profile") as info:
         planner.plan(_request(model=model, pool=pool))
     assert info.value.code == "no_profile"
@@ -171,7 +172,8 @@ def test_exhaustive_and_greedy_agree_on_the_default_curve() -> None:
 def test_with_profiles_keeps_the_models_and_sees_new_numbers() -> None:
     planner = Planner(ProfileSet.of([PLAIN, DRAFT_SLOW]))
     updated = planner.with_profiles(ProfileSet.of([PLAIN, DRAFT_FAST]))
-    assert updated.latency is planner.latency and updated.accuracy is planner.accuracy
+    assert updated.latency is planner.latency
+    assert updated.accuracy is planner.accuracy
     assert updated.plan(_request()).pool == "draft"
 
 
@@ -195,7 +197,8 @@ def test_accuracy_from_eval_logs(tmp_path: Path) -> None:
     ]
     logs.write_text("\n".join(p.model_dump_json() for p in problems) + "\n")
     model = load_accuracy(logs, n_bootstrap=16)
-    assert isinstance(model, AccuracyModel) and model.curves
+    assert isinstance(model, AccuracyModel)
+    assert model.curves
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(ConfigError, match="no problems"):
         load_accuracy(tmp_path / "empty.jsonl")
@@ -219,9 +222,11 @@ def test_plan_command_prints_the_decision_table(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     expected = plan_from_profiles(load_profiles(path)[0], budget=30, prompt_tokens=200)
-    assert "chosen" in result.output and "budget 30 s" in result.output
+    assert "chosen" in result.output
+    assert "budget 30 s" in result.output
     chosen_line = next(line for line in result.output.splitlines() if "chosen" in line)
-    assert expected.pool in chosen_line and f" {expected.n_branches} " in chosen_line
+    assert expected.pool in chosen_line
+    assert f" {expected.n_branches} " in chosen_line
 
 
 def _plan(*args: str) -> str:
@@ -239,8 +244,10 @@ def _chosen(output: str) -> tuple[str, str, int]:
 
 def test_plan_without_measured_profiles_uses_the_reference_and_says_so(tmp_path: Path) -> None:
     output = _plan("--profiles", str(tmp_path / "none.json"))
-    assert "No measured profiles" in output and "REFERENCE" in output
-    assert f"'{DEFAULT_REFERENCE}'" in output and "not measured" in output
+    assert "No measured profiles" in output
+    assert "REFERENCE" in output
+    assert f"'{DEFAULT_REFERENCE}'" in output
+    assert "not measured" in output
     assert _chosen(output) == _chosen(_plan("--profile", DEFAULT_REFERENCE))
 
 
@@ -248,7 +255,8 @@ def test_plan_prefers_the_measured_file_and_profile_overrides_it(tmp_path: Path)
     path = tmp_path / "profiles.json"
     ProfileSet.of([PLAIN, DRAFT_SLOW]).save(path)
     measured = _plan("--profiles", str(path))
-    assert f"measured, from {path}" in measured and "REFERENCE" not in measured
+    assert f"measured, from {path}" in measured
+    assert "REFERENCE" not in measured
     override = _plan("--profiles", str(path), "--profile", "h100-7b")
     assert "reference 'h100-7b'" in override
 
@@ -260,18 +268,21 @@ def test_plan_on_gpu_reference_takes_more_branches_and_speculates_where_cpu_does
     gpu_pool, gpu_spec, gpu_n = _chosen(gpu)
     cpu_pool, cpu_spec, cpu_n = _chosen(cpu)
     assert gpu_n > cpu_n
-    assert gpu_spec.startswith("draft") and cpu_spec == "none"
+    assert gpu_spec.startswith("draft")
+    assert cpu_spec == "none"
     assert (gpu_pool, cpu_pool) == ("draft", "plain")
 
 
 def test_plan_with_an_unknown_reference_lists_the_shipped_ones() -> None:
     result = CliRunner().invoke(_cli(), ["plan", "--budget", "10", "--profile", "a100"])
     assert result.exit_code == 2
-    assert "no reference profile 'a100'" in result.output and "h100-7b" in result.output
+    assert "no reference profile 'a100'" in result.output
+    assert "h100-7b" in result.output
 
 
 def test_profile_command_rejects_an_unknown_pool(tmp_path: Path) -> None:
     config = Path(__file__).resolve().parents[3] / "deploy" / "configs" / "cpu-speculative.yaml"
     result = CliRunner().invoke(_cli(), ["profile", "-c", str(config), "--pool", "nope"])
     assert result.exit_code == 2
-    assert "no pool 'nope'" in result.output and "plain" in result.output
+    assert "no pool 'nope'" in result.output
+    assert "plain" in result.output

@@ -318,7 +318,8 @@ async def test_profiler_recovers_the_fake_engines_numbers(
         assert point.step_time_s == pytest.approx(_step_time(point.concurrency), rel=1e-6)
     assert profile.accepted_tokens_per_step == pytest.approx(tokens_per_step)
     assert profile.prefill_tokens_per_s == pytest.approx(500.0)
-    assert profile.max_concurrency == 4 and not profile.prefix_cache_shared
+    assert profile.max_concurrency == 4
+    assert not profile.prefix_cache_shared
     assert run.warnings == ()
     assert all(p.ignore_eos for p in engine.params_seen), "lengths must be controlled"
     assert {p.max_tokens for p in engine.params_seen} >= {61}
@@ -440,7 +441,8 @@ async def test_live_updater_folds_busy_windows_into_the_store(tmp_path: Path) ->
     [obs] = await updater.poll_once()
     assert obs.step_time_s == pytest.approx(0.05)
     stored = await store.get("plain")
-    assert stored is not None and stored.observations == 1
+    assert stored is not None
+    assert stored.observations == 1
     assert stored.step_time_s(1) == pytest.approx(0.075)  # halfway from 0.1 to 0.05
 
 
@@ -497,5 +499,6 @@ async def test_file_store_observe(tmp_path: Path) -> None:
     updates = [store.observe("plain", concurrency=1, step_time_s=0.2, alpha=0.5) for _ in range(4)]
     await asyncio.gather(*updates)
     stored = await store.get("plain")
-    assert stored is not None and stored.observations == 4  # none lost to a race
+    assert stored is not None
+    assert stored.observations == 4
     assert stored.step_time_s(1) == pytest.approx(0.2 - 0.1 / 16)

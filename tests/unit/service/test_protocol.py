@@ -22,7 +22,9 @@ def test_stop_string_and_logprobs_map_to_sampling() -> None:
         model="m", messages=MSG, stop="END", logprobs=True, top_logprobs=2, seed=7
     )
     p = r.to_sampling_params(default_max_tokens=5, max_tokens_cap=15)
-    assert p.stop == ("END",) and p.logprobs == 2 and p.seed == 7
+    assert p.stop == ("END",)
+    assert p.logprobs == 2
+    assert p.seed == 7
     c = CompletionRequest(model="m", prompt="x", stop=["a", "b"])
     assert c.to_sampling_params(default_max_tokens=5, max_tokens_cap=15).stop == ("a", "b")
 

@@ -22,12 +22,17 @@ def test_write_then_check_and_a_changed_file_is_stale(tmp_path: Path) -> None:
     path = tmp_path / "h100-7b.json"
     path.write_text(path.read_text().replace('"max_concurrency": 60', '"max_concurrency": 61'))
     result = CliRunner().invoke(reference_app, ["check", "--dir", str(tmp_path)])
-    assert result.exit_code == 1 and "h100-7b" in result.output
+    assert result.exit_code == 1
+    assert "h100-7b" in result.output
 
 
 def test_show_prints_the_roofline_breakdown_or_the_measured_points() -> None:
     gpu = CliRunner().invoke(reference_app, ["show", "h100-7b"])
-    assert gpu.exit_code == 0 and "knee B*" in gpu.output and "memory" in gpu.output
+    assert gpu.exit_code == 0
+    assert "knee B*" in gpu.output
+    assert "memory" in gpu.output
     cpu = CliRunner().invoke(reference_app, ["show", "cpu-measured"])
-    assert cpu.exit_code == 0 and "MEASURED" in cpu.output and "56.3" in cpu.output
+    assert cpu.exit_code == 0
+    assert "MEASURED" in cpu.output
+    assert "56.3" in cpu.output
     assert CliRunner().invoke(reference_app, ["show", "nope"]).exit_code == 2

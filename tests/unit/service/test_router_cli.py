@@ -160,8 +160,10 @@ def test_fit_learns_which_problems_need_slow_thinking(
     assert result.exit_code == 0, result.output
     needs = sum(r["level"] >= 4 for r in rows)
     assert f"{len(rows)} problems in both modes; {needs} needed slow thinking" in result.output
-    assert "held-out problems" in result.output and "← routed" in result.output
-    assert "all slow" in result.output and "all fast" in result.output
+    assert "held-out problems" in result.output
+    assert "← routed" in result.output
+    assert "all slow" in result.output
+    assert "all fast" in result.output
     model = RouterModel.load(out)
     assert model.trained_on == len(rows)
     hard = model.scores([r["problem"] for r in rows if r["level"] >= 4]).mean()
@@ -213,4 +215,5 @@ def test_decide_prints_the_decision_and_its_reasons(args: list[str], expected: l
 
 def test_decide_with_an_unknown_family_fails_listing_the_known_ones() -> None:
     result = CliRunner().invoke(router_app, ["decide", "Hi", "--family", "llama9"], env=WIDE)
-    assert result.exit_code == 1 and "known:" in result.output
+    assert result.exit_code == 1
+    assert "known:" in result.output

@@ -46,7 +46,8 @@ def test_the_key_is_read_from_bearer_or_api_key(headers: dict[str, str], expecte
 def test_missing_or_malformed_credentials_are_401(headers: dict[str, str], code: str) -> None:
     with pytest.raises(AuthenticationError) as info:
         api_key_from_headers(headers)
-    assert info.value.status_code == 401 and info.value.code == code
+    assert info.value.status_code == 401
+    assert info.value.code == code
     assert KEY not in info.value.message
 
 
@@ -122,15 +123,18 @@ async def _client(app: FastAPI) -> httpx.AsyncClient:
 async def test_disabled_auth_is_a_no_op() -> None:
     async with await _client(_app(SecurityConfig())) as client:
         r = await client.post("/v1/echo", json={"text": "hi"})
-        assert r.status_code == 200 and r.json() == {"text": "hi", "key": None, "lease": False}
+        assert r.status_code == 200
+        assert r.json() == {"text": "hi", "key": None, "lease": False}
         r = await client.get("/v1/whoami", headers={"authorization": "Bearer nonsense"})
-        assert r.status_code == 200 and r.json() == {"key": None}
+        assert r.status_code == 200
+        assert r.json() == {"key": None}
 
 
 async def test_security_errors_use_the_openai_schema_and_set_headers() -> None:
     async with await _client(_app(SecurityConfig())) as client:
         r = await client.get("/v1/limited")
-        assert r.status_code == 429 and r.headers["retry-after"] == "3"
+        assert r.status_code == 429
+        assert r.headers["retry-after"] == "3"
         assert r.json() == {
             "error": {
                 "message": "too many",
@@ -140,7 +144,8 @@ async def test_security_errors_use_the_openai_schema_and_set_headers() -> None:
             }
         }
         r = await client.get("/v1/denied")
-        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"] == "Bearer"
         assert r.json()["error"]["type"] == "authentication_error"
 
 

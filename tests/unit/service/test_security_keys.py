@@ -69,14 +69,17 @@ def test_the_stored_digest_is_an_hmac_under_the_pepper() -> None:
     assert digest == KeyHasher("pepper-1").digest(key)
     assert digest != KeyHasher("pepper-2").digest(key)
     assert digest != KeyHasher().digest(key)
-    assert key not in digest and key[4:] not in digest
+    assert key not in digest
+    assert key[4:] not in digest
 
 
 def test_the_pepper_never_shows_in_reprs() -> None:
     assert "s3cret" not in repr(KeyHasher("s3cret"))
     config = SecurityConfig.model_validate({"pepper": "s3cret"})
-    assert "s3cret" not in repr(config) and "s3cret" not in config.model_dump_json()
-    assert config.pepper is not None and config.pepper.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(config)
+    assert "s3cret" not in config.model_dump_json()
+    assert config.pepper is not None
+    assert config.pepper.get_secret_value() == "s3cret"
 
 
 def test_an_issued_key_hides_its_secret_in_repr() -> None:
@@ -120,7 +123,9 @@ def test_limits_are_positive_or_unlimited(field: str) -> None:
 
 def test_security_is_off_and_quiet_by_default() -> None:
     config = SecurityConfig()
-    assert not config.enabled and config.cors_origins == [] and not config.log_prompts
+    assert not config.enabled
+    assert config.cors_origins == []
+    assert not config.log_prompts
     assert config.pepper is None
 
 

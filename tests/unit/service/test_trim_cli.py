@@ -57,4 +57,5 @@ def test_trim_replay_splits_partition_the_traces() -> None:
         ]
         for s in ("train", "heldout")
     ]
-    assert sum(sizes) == 40 and all(sizes)
+    assert sum(sizes) == 40
+    assert all(sizes)

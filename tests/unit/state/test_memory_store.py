@@ -99,7 +99,8 @@ async def test_cancel_reaches_listeners_of_every_replica_and_keeps_the_first_rea
     replica_b = InMemoryStateStore(shared=replica_a)
     await replica_a.create_request(_record())
     async with replica_a.cancel_listener() as on_a, replica_b.cancel_listener() as on_b:
-        assert on_a.ready and on_b.ready
+        assert on_a.ready
+        assert on_b.ready
         await replica_b.publish_cancel("req-1", "client disconnected")
         await replica_a.publish_cancel("req-1", "DELETE")
         for listener in (on_a, on_b):

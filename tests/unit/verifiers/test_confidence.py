@@ -74,7 +74,9 @@ def test_a_trace_shorter_than_the_window_has_its_mean_as_lowest_group() -> None:
     tracker = ConfidenceTracker(window=8, tail=8, source=ConfidenceSource.TOP_K)
     tracker.extend([2.0, 4.0])
     s = tracker.summary()
-    assert s is not None and s.lowest_group == pytest.approx(3.0) and s.current_group is None
+    assert s is not None
+    assert s.lowest_group == pytest.approx(3.0)
+    assert s.current_group is None
     assert ConfidenceTracker(window=2, tail=2, source=ConfidenceSource.TOP_K).summary() is None
 
 

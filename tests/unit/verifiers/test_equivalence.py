@@ -80,15 +80,18 @@ async def test_fast_path_skips_the_pool() -> None:
         start = time.monotonic()
         verdict = await fresh.check(r"\dfrac{1}{2}", r"$\frac12$")
         elapsed = time.monotonic() - start
-    assert verdict.equivalent and verdict.cached
+    assert verdict.equivalent
+    assert verdict.cached
     assert elapsed < 0.5  # a worker start alone takes about a second
 
 
 async def test_verdicts_are_cached(checker: EquivalenceChecker) -> None:
     first = await checker.check("x^2", "x \\cdot x")
     second = await checker.check("x^2", "x \\cdot x")
-    assert first.equivalent and not first.cached
-    assert second.equivalent and second.cached
+    assert first.equivalent
+    assert not first.cached
+    assert second.equivalent
+    assert second.cached
 
 
 def test_sync_from_threads_matches_main_thread(checker: EquivalenceChecker) -> None:
@@ -109,11 +112,13 @@ async def test_timeout_kills_worker_and_recovers() -> None:
         start = time.monotonic()
         verdict = await slow.check(STUCK, "5")
         assert time.monotonic() - start < 10.0  # generous: the machine may be loaded
-        assert verdict.timed_out and not verdict.equivalent
+        assert verdict.timed_out
+        assert not verdict.equivalent
         assert slow.timeouts == 1
         # The pool was rebuilt: the next comparison gets a fresh worker and a real verdict.
         after = await slow.check(r"\frac{1}{2}", "0.5")
-        assert after.equivalent and not after.timed_out
+        assert after.equivalent
+        assert not after.timed_out
 
 
 async def test_timeout_does_not_spoil_concurrent_checks() -> None:
@@ -124,8 +129,10 @@ async def test_timeout_does_not_spoil_concurrent_checks() -> None:
         stuck, fine = await asyncio.gather(
             pair.check(STUCK, "5"), pair.check("x^2+2x+1", "(x+1)^2")
         )
-    assert stuck.timed_out and not stuck.equivalent
-    assert fine.equivalent and not fine.timed_out
+    assert stuck.timed_out
+    assert not stuck.equivalent
+    assert fine.equivalent
+    assert not fine.timed_out
 
 
 async def test_closed_checker_refuses_work() -> None:

@@ -127,7 +127,8 @@ async def test_grade(
 async def test_disagreements_are_logged(grader: Grader, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="verifiers.grading"):
         await grader.grade("\\boxed{1000001}", "1000000")
-    assert "graders disagree" in caplog.text and "1000001" in caplog.text
+    assert "graders disagree" in caplog.text
+    assert "1000001" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -167,7 +168,8 @@ async def test_timeout_is_reported_and_counted_wrong() -> None:
     with Grader(timeout_s=1.0) as slow:
         result = await slow.grade("\\boxed{10000000!}", "5")
     assert result.extracted == "10000000!"
-    assert result.timed_out and not result.verdict
+    assert result.timed_out
+    assert not result.verdict
 
 
 def _trace_rows(name: str) -> list[dict[str, object]]:

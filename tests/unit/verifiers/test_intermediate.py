@@ -270,7 +270,8 @@ def test_split_sentences_keeps_display_math_and_lead_ins_together() -> None:
 def test_extract_prefers_the_strongest_then_the_latest() -> None:
     thought = "So, the answer is 5.\n\nThen 2 + 3 = 5 again, so x = 5.\n\nNice."
     found = IntermediateAnswerExtractor().extract(thought)
-    assert found is not None and (found.answer, found.strength) == ("5", S)
+    assert found is not None
+    assert (found.answer, found.strength) == ("5", S)
 
 
 @pytest.mark.parametrize(
@@ -350,6 +351,7 @@ def test_grades_separate_conclusions_from_intermediates_on_real_traces() -> None
             bucket[0] += norm(found.answer) == norm(trace.final_answer or "")
             bucket[1] += 1
     strong, weak = (agree[k][0] / agree[k][1] for k in (True, False))
-    assert agree[True][1] > 100 and agree[False][1] > 100
+    assert agree[True][1] > 100
+    assert agree[False][1] > 100
     assert strong > 0.6
     assert strong > 2 * weak

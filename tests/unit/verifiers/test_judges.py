@@ -67,7 +67,8 @@ async def test_rule_judge_min_strength_and_confirmations_are_configurable() -> N
         RuleJudgeConfig(min_strength=AnswerStrength.STATED, count_confirmations=False),
     )
     target = await strict.reaches_answer(thought(r"Therefore, the smallest is \(a = 3\)."), CONTEXT)
-    assert not target.positive and target.answer == "3"
+    assert not target.positive
+    assert target.answer == "3"
     assert not (await strict.reaches_answer(thought("Yes, that checks out."), CONTEXT)).positive
 
 
@@ -127,10 +128,13 @@ async def test_llm_judge_decides_from_logprobs() -> None:
     judge = LlmJudge(verifier)
     text = "Plugging in gives 0 for a = 3.\n\nTherefore the smallest value is a = 3."
     verdict = await judge.reaches_answer(thought(text), CONTEXT)
-    assert verdict.positive and verdict.score == pytest.approx(0.7)
-    assert verdict.answer is not None and verdict.answer.endswith("smallest value is a = 3.")
+    assert verdict.positive
+    assert verdict.score == pytest.approx(0.7)
+    assert verdict.answer is not None
+    assert verdict.answer.endswith("smallest value is a = 3.")
     prompt = verifier.prompts[0]
-    assert PROBLEM in prompt and prompt.rstrip().endswith("Reply:")
+    assert PROBLEM in prompt
+    assert prompt.rstrip().endswith("Reply:")
     verifier.logprobs = {"Yes": math.log(0.2), "No": math.log(0.8)}
     assert not (await judge.consistent("a = 3", "a = 4")).positive
 
@@ -143,7 +147,8 @@ async def test_llm_judge_threshold_and_undecided_token() -> None:
     assert not (await strict.reaches_answer(thought("So a = 3."), CONTEXT)).positive
     lost = LlmJudge(FakeVerifier({"Hmm": 0.0}))
     verdict = await lost.consistent("3", "3")
-    assert not verdict.positive and "neither" in verdict.reason
+    assert not verdict.positive
+    assert "neither" in verdict.reason
 
 
 async def test_prompts_share_a_long_prefix_for_the_prefix_cache() -> None:
@@ -160,8 +165,10 @@ async def test_prompts_share_a_long_prefix_for_the_prefix_cache() -> None:
     ):
         prefix = template.shared_prefix
         assert len(prefix) > 300  # instructions + few-shot examples come first
-        assert first.startswith(prefix) and second.startswith(prefix)
-        assert "Reply: Yes" in prefix and "Reply: No" in prefix  # both classes shown
+        assert first.startswith(prefix)
+        assert second.startswith(prefix)
+        assert "Reply: Yes" in prefix
+        assert "Reply: No" in prefix
 
 
 def test_prompt_slots_must_all_be_filled(tmp_path: Path) -> None:

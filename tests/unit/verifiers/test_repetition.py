@@ -101,7 +101,8 @@ def test_streaming_chunking_does_not_move_the_hit() -> None:
     hit = None
     for at in range(0, len(text), 7):
         hit = detector.feed(text[at : at + 7]) or hit
-    assert whole is not None and hit == whole
+    assert whole is not None
+    assert hit == whole
 
 
 def test_synthetic_period_and_window() -> None:

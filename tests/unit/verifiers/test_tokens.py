@@ -31,4 +31,5 @@ def test_counts_are_cached_and_batched(counter: TokenCounter) -> None:
     texts = ["Let me think.", "Hello world", "Let me think."]
     assert counter.count_many(texts) == [4, 2, 4]
     assert counter.count("Hello world") == 2
-    assert counter.name == QWEN25_TOKENIZER and "Qwen2.5" in counter.name
+    assert counter.name == QWEN25_TOKENIZER
+    assert "Qwen2.5" in counter.name

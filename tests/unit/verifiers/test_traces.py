@@ -71,7 +71,8 @@ def test_stringified_values_are_parsed() -> None:
             generation="{'temperature': 0.6, 'top_p': 0.95}",
         )
     )
-    assert trace.is_correct is False and trace.complete is True
+    assert trace.is_correct is False
+    assert trace.complete is True
     assert trace.prompt_ends_with_think_tag is True
     assert (trace.think_open, trace.think_close) == ("<think>", "</think>")
     assert (trace.level, trace.subject) == (5, None)
@@ -181,7 +182,8 @@ def test_family_thinking_split(traces: list[Trace], name: str) -> None:
     assert Counter(t.split for t in mine) == FAMILY_SPLITS[name]
     for t in mine:
         if t.split is ThinkingSplit.NO_THINKING:
-            assert t.thinking_text == "" and t.answer_text == t.output
+            assert t.thinking_text == ""
+            assert t.answer_text == t.output
         if t.split is ThinkingSplit.MARKER:
             assert t.think_close not in t.thinking_text
             assert t.think_open not in t.thinking_text[:20]
@@ -218,7 +220,8 @@ def test_mip_files_group_per_problem_across_models() -> None:
     assert {g.size for g in groups} == {4}
     assert all(len(g.models) == 4 and len({t.problem for t in g.traces}) == 1 for g in groups)
     gsm = group_by_problem(load_traces([TRACE_DIR / "mip_qwq-32b_gsm8k.jsonl"]))
-    assert len(gsm) == 388 and gsm[0].key == "gsm8k/0"
+    assert len(gsm) == 388
+    assert gsm[0].key == "gsm8k/0"
 
 
 def test_thought_anchors_group_both_traces_of_a_problem() -> None:
@@ -233,15 +236,19 @@ def test_thought_anchors_group_both_traces_of_a_problem() -> None:
 
 def test_sky_t1_is_one_trace_per_problem() -> None:
     groups = group_by_problem(load_traces([TRACE_DIR / FILES_SKY]))
-    assert len(groups) == 842 and {g.size for g in groups} == {1}
+    assert len(groups) == 842
+    assert {g.size for g in groups} == {1}
 
 
 def test_sample_bank_is_eight_samples_per_problem() -> None:
     bank = load_traces([SAMPLES])
     groups = group_by_problem(bank)
-    assert len(bank) == 800 and len(groups) == 100 and {g.size for g in groups} == {8}
+    assert len(bank) == 800
+    assert len(groups) == 100
+    assert {g.size for g in groups} == {8}
     first = groups[0]
-    assert first.key == "math_cot_100/0" and first.ground_truth == "420"
+    assert first.key == "math_cot_100/0"
+    assert first.ground_truth == "420"
     assert [t.id for t in first.traces][:2] == ["math_cot_100/0#0", "math_cot_100/0#1"]
     assert all(t.split is ThinkingSplit.NO_THINKING and t.answer is not None for t in bank)
     assert 0.90 < sum(t.is_correct for t in bank) / 800 < 0.92  # 91.1% by math-verify

@@ -111,7 +111,8 @@ async def test_family_cues_on_real_excerpts(
     if answer is None:
         assert not verdict.positive
     else:
-        assert verdict.positive and verdict.answer == answer
+        assert verdict.positive
+        assert verdict.answer == answer
 
 
 async def test_a_repeated_intermediate_quantity_does_not_trim(checker: EquivalenceChecker) -> None:
@@ -156,7 +157,8 @@ def test_forced_answer_is_the_candidate_with_the_most_support() -> None:
             same = request.first_answer == request.second_answer
             controller.on_consistency(request, Verdict(positive=same, score=1.0))
     decision = controller.decision
-    assert decision is not None and decision.rule is TrimRule.UNDERTHINKING
+    assert decision is not None
+    assert decision.rule is TrimRule.UNDERTHINKING
     assert decision.answer == "12"  # twice; the latest ("7") once
     assert "4 answers >= 4" in decision.reason
 
@@ -214,8 +216,10 @@ async def test_accuracy_after_is_graded_not_copied_from_the_label(
     judge = RuleJudge(checker, by_family=judge_configs())
     report = await replay([subject], judge=judge, checker=checker)
     outcome = report.traces[0]
-    assert outcome.rule is TrimRule.OVERTHINKING and outcome.answer_at_trim == "3"
-    assert outcome.correct_before is correct and outcome.correct_after is after
+    assert outcome.rule is TrimRule.OVERTHINKING
+    assert outcome.answer_at_trim == "3"
+    assert outcome.correct_before is correct
+    assert outcome.correct_after is after
     pooled = summarize(report, [subject]).pooled
     assert (pooled.lost, pooled.gained) == (lost, gained)
     assert pooled.accuracy_after == (100.0 if after else 0.0)
@@ -253,5 +257,7 @@ async def test_summary_rows_carry_the_acceptance_fields(checker: EquivalenceChec
     ):
         assert name in fields
     assert summary.pooled.per_rule["overthinking"].trims == 1
-    assert set(summary.families) == {"qwq"} and set(summary.groups) == {"QwQ-32B / gsm8k"}
-    assert summary.pooled.oracle_saved_pct is not None and summary.pooled.oracle_saved_pct > 0
+    assert set(summary.families) == {"qwq"}
+    assert set(summary.groups) == {"QwQ-32B / gsm8k"}
+    assert summary.pooled.oracle_saved_pct is not None
+    assert summary.pooled.oracle_saved_pct > 0

@@ -104,7 +104,8 @@ def test_from_record(overrides: dict[str, Any], thinking: str, budget: int | Non
     parsed = ReplayTrace.from_record(base_row(**overrides))
     assert parsed.thinking == thinking
     assert parsed.token_budget == budget
-    assert parsed.is_correct is True and parsed.complete is True
+    assert parsed.is_correct is True
+    assert parsed.complete is True
 
 
 @pytest.mark.parametrize(
@@ -125,7 +126,8 @@ def test_family_for_model(model: str, family: str) -> None:
 def test_load_filters_datasets_and_incomplete_rows() -> None:
     complete = load_replay_traces([SKY], datasets=["math500"])
     everything = load_replay_traces([SKY], datasets=["math500"], complete_only=False)
-    assert len(complete) == 238 and len(everything) == 500
+    assert len(complete) == 238
+    assert len(everything) == 500
     assert {t.family for t in complete} == {"sky_t1"}
 
 
@@ -142,8 +144,10 @@ async def test_overthinking_trims_real_traces_and_keeps_the_answer(
     subject = trace(path, trace_id)
     outcome = await replay_trace(subject, judge=RuleJudge(checker), checker=checker)
     assert outcome.rule is TrimRule.OVERTHINKING
-    assert outcome.answer_at_trim == answer and outcome.trim_matches_final
-    assert outcome.correct_before and outcome.correct_after
+    assert outcome.answer_at_trim == answer
+    assert outcome.trim_matches_final
+    assert outcome.correct_before
+    assert outcome.correct_after
     assert outcome.tokens_at_trim < 0.7 * outcome.thinking_tokens
     assert outcome.tokens_saved == outcome.thinking_tokens - outcome.tokens_at_trim
 
@@ -184,7 +188,8 @@ async def test_forced_answer_is_graded_against_the_ground_truth(
     assert outcome.rule is TrimRule.UNDERTHINKING
     assert "20 thoughts" in outcome.reason
     assert outcome.trim_matches_final is False  # a different (also wrong) answer
-    assert outcome.correct_before is False and outcome.correct_after is False
+    assert outcome.correct_before is False
+    assert outcome.correct_after is False
 
 
 async def test_report_totals_add_up(checker: EquivalenceChecker) -> None:
@@ -197,14 +202,16 @@ async def test_report_totals_add_up(checker: EquivalenceChecker) -> None:
     legacy = ReplayConfig(trimr=TrimRConfig(), paragraphs=False)
     report = await replay(subjects, judge=RuleJudge(checker), checker=checker, config=legacy)
     totals = report.totals
-    assert report.judge == "rule" and totals.traces == 3
+    assert report.judge == "rule"
+    assert totals.traces == 3
     assert totals.tokens_before == sum(o.thinking_tokens for o in report.traces)
     assert totals.tokens_after == sum(o.tokens_at_trim for o in report.traces)
     saved = 100 * (totals.tokens_before - totals.tokens_after) / totals.tokens_before
     assert totals.tokens_saved_pct == pytest.approx(saved)
     by_rule = {r.rule: r for r in totals.by_rule}
     assert sum(r.trims for r in totals.by_rule) == totals.trimmed == 2
-    assert by_rule[TrimRule.OVERTHINKING].trims == 1 and by_rule[TrimRule.UNDERTHINKING].trims == 1
+    assert by_rule[TrimRule.OVERTHINKING].trims == 1
+    assert by_rule[TrimRule.UNDERTHINKING].trims == 1
     assert totals.accuracy_before == pytest.approx(100 * 2 / 3)
     assert "judge=rule traces=3 trimmed=2" in format_totals(report)
 

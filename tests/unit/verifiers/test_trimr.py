@@ -207,7 +207,8 @@ def test_late_consistency_verdicts_out_of_order() -> None:
     controller.observe_text("y" * 500)  # the branch keeps decoding meanwhile
     assert controller.on_consistency(requests[1], Verdict(positive=True, score=1.0)) is None
     decision = controller.on_consistency(requests[0], Verdict(positive=True, score=1.0))
-    assert decision is not None and decision.rule is TrimRule.OVERTHINKING
+    assert decision is not None
+    assert decision.rule is TrimRule.OVERTHINKING
     assert decision.at_char == 500  # it fires where the stream is when the verdict lands
 
 
@@ -246,7 +247,8 @@ def test_underthinking_after_too_many_thoughts() -> None:
         assert controller.on_answer(i, verdict(None)) is None
     assert controller.observe_thought(thought(2)) is None  # not judged yet: no evidence
     decision = controller.on_answer(2, verdict(None))
-    assert decision is not None and decision.rule is TrimRule.UNDERTHINKING
+    assert decision is not None
+    assert decision.rule is TrimRule.UNDERTHINKING
     assert decision.answer is None
     assert "3 thoughts >= 3" in decision.reason
 
@@ -262,7 +264,8 @@ def test_underthinking_after_the_budget_share() -> None:
     controller = TrimController(underthinking(underthink_ratio=0.5), token_budget=100)
     assert controller.observe_text("abc", token_count=49) is None
     decision = controller.observe_text("d", token_count=50)
-    assert decision is not None and decision.at_token == 50
+    assert decision is not None
+    assert decision.at_token == 50
     assert "50 tokens >= 0.5 x 100 budget" in decision.reason
 
 
@@ -301,7 +304,8 @@ def test_underthinking_waits_while_answers_converge_and_fires_on_a_mismatch() ->
     controller.on_answer(2, verdict("7"))
     assert controller.decision is None  # "7" vs "5" not compared yet: no verdict, no action
     decision = resolve(controller)
-    assert decision is not None and decision.rule is TrimRule.UNDERTHINKING
+    assert decision is not None
+    assert decision.rule is TrimRule.UNDERTHINKING
     assert decision.answer == "5"  # the forced answer: "5" has two thoughts behind it, "7" one
 
 
@@ -313,7 +317,8 @@ def test_forced_answer_falls_back_to_the_latest_weak_candidate() -> None:
     controller.on_answer(1, verdict(None))
     controller.observe_thought(thought(2))
     decision = controller.on_answer(2, verdict(None))
-    assert decision is not None and decision.answer == "12"
+    assert decision is not None
+    assert decision.answer == "12"
 
 
 # -- repetition ------------------------------------------------------------------------------
@@ -332,7 +337,8 @@ def test_repetition_fires_on_a_real_loop() -> None:
         decision = controller.observe_text(text[at : at + 16])
         if decision is not None:
             break
-    assert decision is not None and decision.rule is TrimRule.REPETITION
+    assert decision is not None
+    assert decision.rule is TrimRule.REPETITION
     assert decision.at_char < len(text) // 2
     assert "48-piece n-gram occurred 5 times" in decision.reason
 

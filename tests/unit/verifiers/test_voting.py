@@ -162,7 +162,8 @@ async def test_vote(
     assert result.winner == winner
     assert result.aggregation is aggregation
     assert reason_part in result.reason
-    assert result.winner_index is not None and result.clusters[result.winner_index].answer == winner
+    assert result.winner_index is not None
+    assert result.clusters[result.winner_index].answer == winner
 
 
 async def test_weights_are_geometric_mean_token_probabilities() -> None:
@@ -179,7 +180,8 @@ async def test_weights_are_geometric_mean_token_probabilities() -> None:
 
 async def test_all_unparseable_has_no_winner() -> None:
     result = await vote_answers(branches(None, None, ""), FakeEquivalence())
-    assert result.winner is None and result.winner_index is None
+    assert result.winner is None
+    assert result.winner_index is None
     assert result.unparseable == ["b0", "b1", "b2"]
     assert result.reason == "no parseable answer"
 
@@ -390,4 +392,5 @@ async def test_confidence_vote_keeps_the_most_confident_and_weights_them(
     assert result.winner == winner
     assert result.filtered == filtered
     majority = await vote_answers(answers, _same, aggregation=Aggregation.MAJORITY, keep=keep)
-    assert majority.winner == "a" and majority.filtered == []
+    assert majority.winner == "a"
+    assert majority.filtered == []
