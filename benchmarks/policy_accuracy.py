@@ -3,7 +3,7 @@
 The real service runs `deploy/configs/cpu-speculative.yaml` (Qwen2.5-Coder-1.5B-Instruct, pools
 `plain` and `draft` = drafted by the 0.5B, k=4) on a private Redis. Both pools are profiled in
 place (as `benchmarks.latency_model` does) and the profiles are written to that Redis, where the
-service's live planner reloads them (`tts_orchestrator.live_profiles.LivePlanner.refresh`); no
+service's live planner reloads them (`tts_orchestrator.planning.live.LivePlanner.refresh`); no
 accuracy logs are configured, so the planner's accuracy estimate is the documented default curve
 (`policies.accuracy.DefaultAccuracyCurve`) and its branch lengths the default lognormal
 (`tts_orchestrator.planning.planner`).
