@@ -11,8 +11,8 @@ Read before trusting a number:
   (segmenter, rule judge, controller, verdict delay) - the function ``trim-replay`` runs; a
   thinking budget cuts where the service's presenter does; answers are extracted from the text as
   the service does. Tokens are real Qwen2.5 tokens (`verifiers.traces.TokenCounter`).
-* **Votes and early stop** are `tts_orchestrator.request.consensus.Consensus` - the request's own vote
-  and early-stop rule objects (`build_rule`: the requested rule, plus SafeLead for majority) -
+* **Votes and early stop** are `tts_orchestrator.request.consensus.Consensus` - the request's
+  own vote and early-stop rule objects (`build_rule`: the requested rule, plus SafeLead for majority) -
   fed the branches in simulated finish order, clustering with math-verify equivalence. One branch
   is answered without a vote, as the service's single presenter does.
 * **Time** comes from a pool profile (`policies.profile.PoolProfile`): at most
