@@ -12,9 +12,9 @@ Read before trusting a number:
   thinking budget cuts where the service's presenter does; answers are extracted from the text as
   the service does. Tokens are real Qwen2.5 tokens (`verifiers.traces.TokenCounter`).
 * **Votes and early stop** are `tts_orchestrator.request.consensus.Consensus` - the request's
-  own vote and early-stop rule objects (`build_rule`: the requested rule, plus SafeLead for majority) -
-  fed the branches in simulated finish order, clustering with math-verify equivalence. One branch
-  is answered without a vote, as the service's single presenter does.
+  own vote and early-stop rule objects (`build_rule`: the requested rule, plus SafeLead for
+  majority) - fed the branches in simulated finish order, clustering with math-verify
+  equivalence. One branch is answered without a vote, as the service's single presenter does.
 * **Time** comes from a pool profile (`policies.profile.PoolProfile`): at most
   ``max_concurrency`` branches decode at once (the rest wait for a slot), each at the profile's
   per-sequence rate for the current concurrency; latency = prefill + time until the vote is
