@@ -69,7 +69,11 @@ def smollm_thinking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runnin
     """SmolLM2 on a real llama.cpp worker, treated as an always-thinking (R1-style) family:
     its whole output is thinking until the orchestrator closes it."""
     pool = {**cpu_pool(), "model_family": "deepseek_r1"}
-    config = {"pools": [pool], "ray": {"num_cpus": 2}, "trim": {"default": True}}
+    # The deepseek_r1 preset never stops on the budget share (its long traces converge late);
+    # here 40% of the budget without an answer stops it, before the thinking cap that keeps
+    # room for the answer in max_tokens (half of it) would.
+    trim = {"default": True, "rules": {"underthink_ratio": 0.4}}
+    config = {"pools": [pool], "ray": {"num_cpus": 2}, "trim": trim}
     service = start_service(config, tmp_path_factory.mktemp("trim-llama"))
     yield service
     service.stop()
@@ -90,8 +94,9 @@ def test_underthinking_trim_on_llama_server_hits_prefix_cache(
     iv = ivs[0]
     assert iv["rule"] in {"underthinking", "repetition"}
     assert iv["preset"] == "deepseek_r1"
-    # llama.cpp's own usage: the continuation's prompt came from its prefix cache
-    assert iv["cached_prompt_tokens"] >= 0.8 * iv["continuation_prompt_tokens"]
+    # llama.cpp's own usage: the continuation's prompt came from its prefix cache, all of it
+    # but the injected close (a forceful sentence, the marker and the answer cue: ~30 tokens)
+    assert iv["cached_prompt_tokens"] >= iv["continuation_prompt_tokens"] - 40
     assert r["choices"][0]["message"]["reasoning_content"]
     assert r["choices"][0]["finish_reason"] in {"stop", "length"}
 
