@@ -51,28 +51,26 @@ class Caps:
         )
 
     def check_branches(self, n: int) -> None:
-        if self.key_max_branches is not None and n > self.key_max_branches:
-            raise RequestError(
-                f"n_branches {n} exceeds this API key's cap {self.key_max_branches}",
-                param="tts.n_branches",
-                code="key_limit",
-            )
-        if n > self.max_branches:
-            raise RequestError(
-                f"n_branches {n} exceeds the cap {self.max_branches}", param="tts.n_branches"
-            )
+        _within(
+            "n_branches",
+            n,
+            param="tts.n_branches",
+            key=self.key_max_branches,
+            cap=self.max_branches,
+        )
 
     def check_tokens(self, n: int) -> None:
-        if self.key_max_tokens is not None and n > self.key_max_tokens:
-            raise RequestError(
-                f"max_tokens {n} exceeds this API key's cap {self.key_max_tokens}",
-                param="max_tokens",
-                code="key_limit",
-            )
-        if n > self.max_tokens:
-            raise RequestError(
-                f"max_tokens {n} exceeds the cap {self.max_tokens}", param="max_tokens"
-            )
+        _within("max_tokens", n, param="max_tokens", key=self.key_max_tokens, cap=self.max_tokens)
+
+
+def _within(what: str, n: int, *, param: str, key: int | None, cap: int) -> None:
+    """An explicit value over the API key's cap is a ``key_limit`` 400; over the server's, a 400."""
+    if key is not None and n > key:
+        raise RequestError(
+            f"{what} {n} exceeds this API key's cap {key}", param=param, code="key_limit"
+        )
+    if n > cap:
+        raise RequestError(f"{what} {n} exceeds the cap {cap}", param=param)
 
 
 @dataclass(frozen=True)
