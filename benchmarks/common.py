@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -20,6 +20,8 @@ class StreamTiming:
     completion_tokens: int
     response_id: str = ""
     worker_prompt_ms: float | None = None  # the engine's own prefill time, when it reports it
+    #: The service's own record of the request (seconds from its start), when read back.
+    server_timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def decode_tps(self) -> float:

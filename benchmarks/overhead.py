@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from benchmarks.common import StreamTiming, p50, timed_stream, write_section
-from benchmarks.service import cpu_pool, start_service
+from benchmarks.service import RunningService, cpu_pool, start_service
 
 MODEL = "smollm2-135m-instruct"
+#: The issue-13 bar: added TTFT p50 at c=1 within this of the code before.
+REGRESSION_MS = 1.0
 
 
 def _body(i: int, path: str, max_tokens: int) -> dict[str, object]:
@@ -50,6 +54,26 @@ async def _with_worker_prefill(
     """The orchestrated stream carries no engine timings: read them from the request record."""
     record = (await client.get(f"{service_url}/v1/requests/{t.response_id}")).json()
     t.worker_prompt_ms = record["timings"].get("worker_prompt_ms")
+    t.server_timings = {k: v for k, v in record["timings"].items() if isinstance(v, int | float)}
+
+
+def _server_split(ts: list[StreamTiming]) -> tuple[float, float, float]:
+    """p50 (ms) of where the service's own clock puts the time: preparing the request, from its
+    start to the engine's first chunk less the engine's prefill, and from that chunk to the first
+    token handed to the response."""
+    rows = [
+        (t.server_timings, t.worker_prompt_ms)
+        for t in ts
+        if t.worker_prompt_ms is not None
+        and {"prepare_s", "first_chunk_s", "ttft_s"} <= t.server_timings.keys()
+    ]
+    if not rows:
+        return (float("nan"),) * 3
+    return (
+        p50([s["prepare_s"] * 1e3 for s, _ in rows]),
+        p50([s["first_chunk_s"] * 1e3 - w for s, w in rows]),
+        p50([(s["ttft_s"] - s["first_chunk_s"]) * 1e3 for s, _ in rows]),
+    )
 
 
 def _added_ms(ts: list[StreamTiming]) -> float:
@@ -57,25 +81,72 @@ def _added_ms(ts: list[StreamTiming]) -> float:
     return p50([t.ttft_s * 1e3 - t.worker_prompt_ms for t in ts if t.worker_prompt_ms is not None])
 
 
-async def measure(service_url: str, worker_url: str, *, rounds: int, max_tokens: int) -> str:
-    rows = []
+@dataclass
+class _Path:
+    """One orchestrated path (a running service) and what it measured."""
+
+    name: str
+    url: str
+    timings: list[StreamTiming] = field(default_factory=list)
+
+
+async def _measure_level(
+    client: httpx.AsyncClient,
+    worker_url: str,
+    paths: list[_Path],
+    *,
+    concurrency: int,
+    rounds: int,
+    max_tokens: int,
+) -> list[StreamTiming]:
+    """Rounds alternate direct and every service; the services' order rotates round by round
+    so neither always follows the direct call."""
+    direct: list[StreamTiming] = []
+    for path in paths:
+        path.timings = []
+    for r in range(rounds):
+        i = r * concurrency
+        direct += await _round(
+            client, f"{worker_url}/v1/chat/completions", "d", i, concurrency, max_tokens
+        )
+        for k in range(len(paths)):
+            j = (r + k) % len(paths)
+            path = paths[j]
+            path.timings += await _round(
+                client,
+                f"{path.url}/v1/chat/completions",
+                f"o{j}",  # prompts of one length on every path
+                i,
+                concurrency,
+                max_tokens,
+            )
+    for path in paths:
+        for t in path.timings:
+            await _with_worker_prefill(client, path.url, t)
+    return direct
+
+
+async def measure(
+    service_url: str,
+    worker_url: str,
+    *,
+    rounds: int,
+    max_tokens: int,
+    baseline_url: str | None = None,
+) -> str:
+    current = _Path("current", service_url)
+    paths = [current] + ([_Path("baseline", baseline_url)] if baseline_url else [])
+    rows, compare = [], []
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as client:
-        # warm both paths (model pages, connection pools, template cache)
+        # warm every path (model pages, connection pools, template cache)
         await _round(client, f"{worker_url}/v1/chat/completions", "warm-d", 0, 2, 8)
-        await _round(client, f"{service_url}/v1/chat/completions", "warm-o", 0, 2, 8)
+        for path in paths:
+            await _round(client, f"{path.url}/v1/chat/completions", f"warm-{path.name}", 0, 2, 8)
         for c in (1, 4):
-            orch: list[StreamTiming] = []
-            direct: list[StreamTiming] = []
-            for r in range(rounds):
-                i = r * c
-                direct += await _round(
-                    client, f"{worker_url}/v1/chat/completions", "d", i, c, max_tokens
-                )
-                orch += await _round(
-                    client, f"{service_url}/v1/chat/completions", "o", i, c, max_tokens
-                )
-            for t in orch:
-                await _with_worker_prefill(client, service_url, t)
+            direct = await _measure_level(
+                client, worker_url, paths, concurrency=c, rounds=rounds, max_tokens=max_tokens
+            )
+            orch = current.timings
             d_ttft, o_ttft = p50([t.ttft_s for t in direct]), p50([t.ttft_s for t in orch])
             d_add, o_add = _added_ms(direct), _added_ms(orch)
             d_tps, o_tps = p50([t.decode_tps for t in direct]), p50([t.decode_tps for t in orch])
@@ -84,13 +155,87 @@ async def measure(service_url: str, worker_url: str, *, rounds: int, max_tokens:
                 f"{d_add:.1f} | {o_add:.1f} | **{o_add - d_add:+.1f}** | "
                 f"{d_tps:.1f} | {o_tps:.1f} | {o_tps / d_tps:.3f} |"
             )
+            if len(paths) > 1:
+                b_add = _added_ms(paths[1].timings)
+                b_tps = p50([t.decode_tps for t in paths[1].timings])
+                compare.append(
+                    _Versus(
+                        c,
+                        (o_add - d_add, b_add - d_add),
+                        (o_tps / d_tps, b_tps / d_tps),
+                        (_server_split(orch), _server_split(paths[1].timings)),
+                    )
+                )
     header = (
         "| concurrency | requests per path | TTFT p50 direct (ms) | TTFT p50 orchestrated (ms) | "
         "TTFT − engine prefill, p50 direct (ms) | same, orchestrated (ms) | added TTFT (ms) | "
         "decode tok/s p50 direct | decode tok/s p50 orchestrated | tok/s ratio (orch ÷ direct) |"
         "\n|---|---|---|---|---|---|---|---|---|---|"
     )
-    return header + "\n" + "\n".join(rows)
+    table = header + "\n" + "\n".join(rows)
+    return table + (_comparison(compare) if compare else "")
+
+
+@dataclass(frozen=True)
+class _Versus:
+    """One concurrency level, current and baseline side by side."""
+
+    concurrency: int
+    added_ms: tuple[float, float]
+    tps_ratio: tuple[float, float]
+    server: tuple[tuple[float, float, float], tuple[float, float, float]]
+
+
+def _comparison(levels: list[_Versus]) -> str:
+    """Current against the baseline tree, both measured in this run against the same worker."""
+    lines = [
+        "",
+        "",
+        "**Against the baseline tree, same run, same worker** (regression: added TTFT at c=1 "
+        f"more than {REGRESSION_MS:.0f} ms above the baseline's). The last columns split the "
+        "service's own clock (p50, ms, current / baseline): preparing the request; from its start "
+        "to the engine's first chunk, less the engine's prefill; from that chunk to the first "
+        "token handed to the response.",
+        "",
+        "| concurrency | added TTFT current (ms) | added TTFT baseline (ms) | current − baseline "
+        "(ms) | tok/s ratio current | tok/s ratio baseline | prepare | start → first chunk − "
+        "prefill | first chunk → first token |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for v in levels:
+        (cur, base), (cur_r, base_r) = v.added_ms, v.tps_ratio
+        split = " | ".join(f"{a:.2f} / {b:.2f}" for a, b in zip(*v.server, strict=True))
+        lines.append(
+            f"| {v.concurrency} | {cur:+.1f} | {base:+.1f} | **{cur - base:+.1f}** | {cur_r:.3f} "
+            f"| {base_r:.3f} | {split} |"
+        )
+    c1 = next(v for v in levels if v.concurrency == 1)
+    delta = c1.added_ms[0] - c1.added_ms[1]
+    verdict = "no regression" if delta <= REGRESSION_MS else "**regression**"
+    lines += ["", f"At c=1 the current code adds {delta:+.1f} ms over the baseline: {verdict}."]
+    return "\n".join(lines)
+
+
+def _baseline_note(src: Path | None) -> str:
+    if src is None:
+        return ""
+    rev = subprocess.run(
+        ["git", "-C", str(src), "log", "-1", "--format=%h (%s)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return (
+        f" *Baseline*: the service of the tree at `{src}`, commit {rev or 'unknown'}, run beside "
+        "the current one in the same rounds; its pool is attached to the same worker by `urls`, "
+        "and it keeps its own Redis defaults."
+    )
+
+
+def _start_baseline(src: Path, worker_url: str, workdir: Path) -> RunningService:
+    """The baseline tree's service, its pool attached to the current service's worker."""
+    pool = {k: v for k, v in cpu_pool().items() if k != "launch"} | {"urls": [worker_url]}
+    return start_service({"pools": [pool], "ray": {"num_cpus": 2}}, workdir, src=src)
 
 
 def main() -> None:
@@ -98,18 +243,36 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="a source tree of the code to compare with (e.g. `git worktree add /tmp/before "
+        "REV`): its service runs beside this one, on the same worker, in the same rounds",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         config = {"pools": [cpu_pool()], "ray": {"num_cpus": 2}}
-        service = start_service(config, Path(tmp))
+        service = start_service(config, Path(tmp) / "current")
+        baseline = None
         try:
             pools = httpx.get(f"{service.url}/v1/pools", timeout=10).json()["data"]
             worker_url = pools[0]["processes"][0]["url"]
             data_path = pools[0].get("data_path")
+            if args.baseline_src is not None:
+                baseline = _start_baseline(args.baseline_src, worker_url, Path(tmp) / "baseline")
             table = asyncio.run(
-                measure(service.url, worker_url, rounds=args.rounds, max_tokens=args.max_tokens)
+                measure(
+                    service.url,
+                    worker_url,
+                    rounds=args.rounds,
+                    max_tokens=args.max_tokens,
+                    baseline_url=baseline.url if baseline is not None else None,
+                )
             )
         finally:
+            if baseline is not None:
+                baseline.stop()
             service.stop()
     body = (
         "SmolLM2-135M-Instruct Q4_1 on one llama.cpp worker (xllamacpp, 4 slots, 2 threads); "
@@ -124,15 +287,14 @@ def main() -> None:
         "tens of ms from request to request, which swamps a few ms of overhead in raw TTFT; so "
         "*added TTFT* subtracts each request's own engine prefill time (llama.cpp `timings."
         "prompt_ms`, recorded per request) and compares the medians. Target: added TTFT ≤ 5 ms "
-        "p50 at c=1.\n\n" + table
+        "p50 at c=1." + _baseline_note(args.baseline_src) + "\n\n" + table
     )
     print(body)
+    command = f"python -m benchmarks.overhead --rounds {args.rounds} --max-tokens {args.max_tokens}"
+    if args.baseline_src is not None:
+        command += f" --baseline-src {args.baseline_src}"
     if not args.no_write:
-        write_section(
-            "Orchestrator overhead (issue 2)",
-            body,
-            f"python -m benchmarks.overhead --rounds {args.rounds} --max-tokens {args.max_tokens}",
-        )
+        write_section("Orchestrator overhead (issue 2)", body, command)
 
 
 if __name__ == "__main__":

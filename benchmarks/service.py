@@ -44,15 +44,18 @@ class RunningService:
 
 
 def start_service(
-    config: dict[str, Any], workdir: Path, *, timeout_s: float = 240
+    config: dict[str, Any], workdir: Path, *, timeout_s: float = 240, src: Path | None = None
 ) -> RunningService:
+    """``src`` runs the service from another source tree (a baseline checkout, say) instead of
+    this one; such a tree may predate ``redis.data_dir``, so its Redis keeps its own default."""
     config = dict(config)
     config.setdefault("server", {})
     config["server"] = {**config["server"], "port": free_port()}
     redis = config.setdefault("redis", {})
-    if redis.get("url") is None and redis.get("data_dir") is None:
+    if src is None and redis.get("url") is None and redis.get("data_dir") is None:
         # Never the user's data directory: each service keeps its own private Redis data.
         config["redis"] = {**redis, "data_dir": str(workdir / "redis")}
+    workdir.mkdir(parents=True, exist_ok=True)
     cfg_path = workdir / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
     log_path = workdir / "service.log"
@@ -62,7 +65,9 @@ def start_service(
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        cwd=src,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        | ({"PYTHONPATH": str(src.resolve())} if src is not None else {}),
     )
     service = RunningService(
         url=f"http://127.0.0.1:{config['server']['port']}",
