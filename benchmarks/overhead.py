@@ -133,6 +133,7 @@ async def measure(
     rounds: int,
     max_tokens: int,
     baseline_url: str | None = None,
+    levels: tuple[int, ...] = (1, 4),
 ) -> str:
     current = _Path("current", service_url)
     paths = [current] + ([_Path("baseline", baseline_url)] if baseline_url else [])
@@ -142,7 +143,7 @@ async def measure(
         await _round(client, f"{worker_url}/v1/chat/completions", "warm-d", 0, 2, 8)
         for path in paths:
             await _round(client, f"{path.url}/v1/chat/completions", f"warm-{path.name}", 0, 2, 8)
-        for c in (1, 4):
+        for c in levels:
             direct = await _measure_level(
                 client, worker_url, paths, concurrency=c, rounds=rounds, max_tokens=max_tokens
             )
@@ -209,10 +210,11 @@ def _comparison(levels: list[_Versus]) -> str:
             f"| {v.concurrency} | {cur:+.1f} | {base:+.1f} | **{cur - base:+.1f}** | {cur_r:.3f} "
             f"| {base_r:.3f} | {split} |"
         )
-    c1 = next(v for v in levels if v.concurrency == 1)
-    delta = c1.added_ms[0] - c1.added_ms[1]
-    verdict = "no regression" if delta <= REGRESSION_MS else "**regression**"
-    lines += ["", f"At c=1 the current code adds {delta:+.1f} ms over the baseline: {verdict}."]
+    c1 = next((v for v in levels if v.concurrency == 1), None)
+    if c1 is not None:
+        delta = c1.added_ms[0] - c1.added_ms[1]
+        verdict = "no regression" if delta <= REGRESSION_MS else "**regression**"
+        lines += ["", f"At c=1 the current code adds {delta:+.1f} ms over the baseline: {verdict}."]
     return "\n".join(lines)
 
 
@@ -250,7 +252,14 @@ def main() -> None:
         help="a source tree of the code to compare with (e.g. `git worktree add /tmp/before "
         "REV`): its service runs beside this one, on the same worker, in the same rounds",
     )
+    ap.add_argument(
+        "--concurrency",
+        type=int,
+        action="append",
+        help="concurrency levels to measure (repeatable; default 1 and 4)",
+    )
     args = ap.parse_args()
+    levels = tuple(args.concurrency or (1, 4))
     with tempfile.TemporaryDirectory() as tmp:
         config = {"pools": [cpu_pool()], "ray": {"num_cpus": 2}}
         service = start_service(config, Path(tmp) / "current")
@@ -268,6 +277,7 @@ def main() -> None:
                     rounds=args.rounds,
                     max_tokens=args.max_tokens,
                     baseline_url=baseline.url if baseline is not None else None,
+                    levels=levels,
                 )
             )
         finally:
@@ -291,6 +301,8 @@ def main() -> None:
     )
     print(body)
     command = f"python -m benchmarks.overhead --rounds {args.rounds} --max-tokens {args.max_tokens}"
+    if args.concurrency:
+        command += "".join(f" --concurrency {c}" for c in levels)
     if args.baseline_src is not None:
         command += f" --baseline-src {args.baseline_src}"
     if not args.no_write:
