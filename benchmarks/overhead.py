@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from benchmarks.common import StreamTiming, p50, timed_stream, write_section
 from benchmarks.service import RunningService, cpu_pool, start_service
@@ -74,6 +75,21 @@ def _server_split(ts: list[StreamTiming]) -> tuple[float, float, float]:
         p50([s["first_chunk_s"] * 1e3 - w for s, w in rows]),
         p50([(s["ttft_s"] - s["first_chunk_s"]) * 1e3 for s, _ in rows]),
     )
+
+
+def _excess_ms(ts: list[StreamTiming]) -> list[float]:
+    return [t.ttft_s * 1e3 - t.worker_prompt_ms for t in ts if t.worker_prompt_ms is not None]
+
+
+def _median_gap_ci(a: list[float], b: list[float], *, draws: int = 4000) -> tuple[float, float]:
+    """95% bootstrap interval of p50(a) − p50(b), each side resampled on its own (seed 0)."""
+    rng = np.random.default_rng(0)
+    xa, xb = np.asarray(a), np.asarray(b)
+    gaps = np.median(rng.choice(xa, (draws, xa.size)), axis=1) - np.median(
+        rng.choice(xb, (draws, xb.size)), axis=1
+    )
+    low, high = np.percentile(gaps, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def _added_ms(ts: list[StreamTiming]) -> float:
@@ -165,6 +181,7 @@ async def measure(
                         (o_add - d_add, b_add - d_add),
                         (o_tps / d_tps, b_tps / d_tps),
                         (_server_split(orch), _server_split(paths[1].timings)),
+                        _median_gap_ci(_excess_ms(orch), _excess_ms(paths[1].timings)),
                     )
                 )
     header = (
@@ -185,6 +202,8 @@ class _Versus:
     added_ms: tuple[float, float]
     tps_ratio: tuple[float, float]
     server: tuple[tuple[float, float, float], tuple[float, float, float]]
+    #: 95% bootstrap interval of (current − baseline) added TTFT p50.
+    gap_ci: tuple[float, float]
 
 
 def _comparison(levels: list[_Versus]) -> str:
@@ -199,15 +218,16 @@ def _comparison(levels: list[_Versus]) -> str:
         "token handed to the response.",
         "",
         "| concurrency | added TTFT current (ms) | added TTFT baseline (ms) | current − baseline "
-        "(ms) | tok/s ratio current | tok/s ratio baseline | prepare | start → first chunk − "
-        "prefill | first chunk → first token |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "(ms) | 95% interval (bootstrap) | tok/s ratio current | tok/s ratio baseline | prepare "
+        "| start → first chunk − prefill | first chunk → first token |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in levels:
         (cur, base), (cur_r, base_r) = v.added_ms, v.tps_ratio
         split = " | ".join(f"{a:.2f} / {b:.2f}" for a, b in zip(*v.server, strict=True))
         lines.append(
-            f"| {v.concurrency} | {cur:+.1f} | {base:+.1f} | **{cur - base:+.1f}** | {cur_r:.3f} "
+            f"| {v.concurrency} | {cur:+.1f} | {base:+.1f} | **{cur - base:+.1f}** | "
+            f"{v.gap_ci[0]:+.1f} … {v.gap_ci[1]:+.1f} | {cur_r:.3f} "
             f"| {base_r:.3f} | {split} |"
         )
     c1 = next((v for v in levels if v.concurrency == 1), None)
