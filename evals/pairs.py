@@ -56,6 +56,29 @@ class RecordedAnswer(BaseModel):
     correct: bool = Field(description="The record's grade: a label, never a decision input.")
 
 
+def cut_answer(answer: RecordedAnswer, max_tokens: int) -> RecordedAnswer:
+    """What a probe capped at ``max_tokens`` would have seen of a no-thinking ``answer``.
+
+    A live probe stops at its cap: the service reads the first ``max_tokens`` tokens of the text
+    and pays for those. The cut answer is graded right only when it still extracts the answer
+    of the whole (right) record.
+    """
+    if answer.tokens <= max_tokens:
+        return answer
+    if answer.thinking_chars:
+        raise ValueError(f"{answer.model}: only an answer without thinking can be cut")
+    text = answer.text[: _counter().prefix_chars(answer.text, max_tokens)]
+    extracted = extract_final_answer(text)
+    return answer.model_copy(
+        update={
+            "text": text,
+            "tokens": max_tokens,
+            "answer": extracted,
+            "correct": answer.correct and extracted is not None and extracted == answer.answer,
+        }
+    )
+
+
 class LadderProblem(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
