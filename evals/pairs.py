@@ -97,6 +97,13 @@ class Ladder(BaseModel):
     problems: tuple[LadderProblem, ...]
     dropped: int = Field(0, description="Problems not present in every file.")
 
+    def only(self, problem_ids: Sequence[str]) -> Ladder:
+        """The same ladder restricted to ``problem_ids``."""
+        wanted = set(problem_ids)
+        return self.model_copy(
+            update={"problems": tuple(p for p in self.problems if p.problem_id in wanted)}
+        )
+
 
 _REQUIRED = ("problem_id", "problem", "output", "is_correct")
 

@@ -164,6 +164,16 @@ def run_auto(policy: AutoPolicy, problem: LadderProblem, example: AutoExample) -
     )
 
 
+def outcomes_of(
+    policy: AutoPolicy, ladder: Ladder, *, probe_max_tokens: int | None = None
+) -> dict[str, AutoOutcome]:
+    """Every problem of ``ladder`` through ``policy`` (the probe cut at ``probe_max_tokens``)."""
+    examples = examples_of(ladder, probe_max_tokens=probe_max_tokens)
+    return {
+        p.problem_id: run_auto(policy, p, e) for p, e in zip(ladder.problems, examples, strict=True)
+    }
+
+
 def _inner_scores(
     examples: Sequence[AutoExample], ids: Sequence[str], folds: int, l2: float, repeat: int = 0
 ) -> LadderScores:
