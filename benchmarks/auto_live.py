@@ -4,7 +4,7 @@ The real service (`tts-orchestrator serve`: Redis, Ray, the API) runs
 ``deploy/configs/replay-reasoning.yaml`` - recorded Qwen2.5-32B-Instruct answers as the fast
 mode, QwQ-32B (pool ``qwq-32b``) or R1-Distill-Qwen-32B (``r1-distill-qwen-32b``) traces as the
 slow mode, counted in Qwen2.5 tokens - at a faster replay rate so the run fits in minutes
-(about 3 minutes here for both pairs). Every GSM8K problem of a pair is asked twice,
+(a few minutes here). Every problem of a pair is asked twice,
 ``tts.mode: auto`` (stage 1, then the fast probe judged by ``answer_signals``, escalating to
 slow) and ``tts.mode: slow``; each arm's accuracy and mean completion tokens (probe included)
 are set against ``evals.routing.evaluate`` run offline on the same problems with the same policy
@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from benchmarks.common import write_section
 from benchmarks.service import REPO, start_service
 from evals.pairs import TOKENS_NOTE, Ladder, LadderProblem, load_ladder
-from evals.routing import Arm, RoutingReport, evaluate, examples_of, run_auto
+from evals.routing import Arm, RoutingReport, evaluate, outcomes_of
 from tts_orchestrator.modes.resolution import load_auto_policy
 
 CONFIG = REPO / "deploy" / "configs" / "replay-reasoning.yaml"
@@ -48,6 +48,24 @@ TRACES = REPO / "evals" / "data" / "traces"
 FAST_FILE = TRACES / "mip_qwen2.5-32b-instruct_gsm8k.jsonl"
 SLOW_FILE = TRACES / "mip_qwq-32b_gsm8k.jsonl"
 PAIRS = {POOL: SLOW_FILE, "r1-distill-qwen-32b": TRACES / "mip_r1-distill-qwen-32b_gsm8k.jsonl"}
+DATASETS = {POOL: ("gsm8k", "math500"), "r1-distill-qwen-32b": ("gsm8k",)}
+"""The problem sets each pool's pair is run on (both are served by the replay config)."""
+
+
+def ladder_files(pool: str, dataset: str) -> tuple[Path, Path]:
+    """(fast, slow) recordings of a pool's pair on one problem set."""
+    return (
+        TRACES / f"mip_qwen2.5-32b-instruct_{dataset}.jsonl",
+        TRACES / f"mip_{pool}_{dataset}.jsonl",
+    )
+
+
+def probe_max_tokens() -> int:
+    """The probe cap the replay config runs with (offline auto cuts its fast answer there)."""
+    config = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))
+    return int(config["modes"]["probe_max_tokens"])
+
+
 MAX_ACCURACY_GAP_PT = 2.0
 MAX_TOKENS_GAP = 0.05
 SECTION = "Auto live on the replay pool (issue 18)"
@@ -179,6 +197,7 @@ class PairRun(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     pool: str
+    dataset: str
     ladder: Ladder
     offline: RoutingReport
     offline_levels: list[int]
@@ -197,13 +216,14 @@ def pair_rows(run: PairRun) -> tuple[list[str], str, bool]:
     )
     decided = Counter(f"{a.mode} ({a.stage})" for a in run.live["auto"])
     auto, slow, fast = arms["auto"], arms["slow"], run.offline.fast
-    name = f"{run.pool} ({len(run.ladder.problems)})"
+    name = f"{run.pool}, {run.dataset} ({len(run.ladder.problems)})"
     rows = [
         _row(name, "auto", auto, run.offline.auto, checks["auto"]),
         _row(name, "always-slow", slow, run.offline.slow, checks["slow"]),
     ]
     summary = (
-        f"- {run.pool}: always-fast offline {fast.accuracy:.1%} / {fast.mean_tokens:,.1f} tokens. "
+        f"- {run.pool}, {run.dataset}: always-fast offline {fast.accuracy:.1%} / "
+        f"{fast.mean_tokens:,.1f} tokens. "
         f"Live auto saves {1 - auto.mean_tokens / slow.mean_tokens:.0%} of always-slow's live "
         f"tokens at {(auto.accuracy - slow.accuracy) * 100:+.1f} pt; its decisions "
         f"{dict(sorted(decided.items()))}; the level that answered agrees with offline auto's on "
@@ -215,7 +235,9 @@ def pair_rows(run: PairRun) -> tuple[list[str], str, bool]:
     return rows, summary, all(c.holds for c in checks.values())
 
 
-def report_body(runs: Sequence[PairRun], *, rate: float, concurrency: int) -> tuple[str, bool]:
+def report_body(
+    runs: Sequence[PairRun], *, rate: float, concurrency: int, cap: int
+) -> tuple[str, bool]:
     rows, summaries, holds = [], [], True
     for run in runs:
         r, summary, ok = pair_rows(run)
@@ -227,16 +249,20 @@ def report_body(runs: Sequence[PairRun], *, rate: float, concurrency: int) -> tu
         "The real service (Redis, Ray, the API as a subprocess) on "
         "`deploy/configs/replay-reasoning.yaml`, which **replays recorded outputs**: "
         "Qwen2.5-32B-Instruct's answer as the fast mode, the pool's thinker (QwQ-32B, "
-        "R1-Distill-Qwen-32B) as the slow mode, on the GSM8K problems of each pair; replay at "
+        "R1-Distill-Qwen-32B) as the slow mode, on the GSM8K problems of each pair and the "
+        "MATH-500 problems of the QwQ pair; replay at "
         f"{rate:,.0f} tokens/s per stream (the config's 60 is a GPU's pace; only wall time "
         f"depends on it), {concurrency} requests at a time. Live `mode: auto` = stage 1 of the "
-        "shipped router, then the fast probe (`probe_samples: 1`, `probe_max_tokens: 2048`: "
-        "above every GSM8K fast answer, the longest is 573 tokens, so the probe is the whole "
-        "answer that offline stage 3 reads) judged by `probe_check: answer_signals`, escalating "
-        "to slow. Offline = `evals.routing.evaluate` on the same problems with the same policy "
+        f"shipped router, then the fast probe (`probe_samples: 1`, `probe_max_tokens: {cap}`: "
+        "above every GSM8K fast answer, the longest is 573 tokens; on MATH-500 one runaway fast "
+        "answer is cut there, and offline auto reads and pays the same cut probe) judged by "
+        "`probe_check: answer_signals` (its self-check, `verifiers.claims`, included), "
+        "escalating to slow. Offline = `evals.routing.evaluate` on the same problems with the "
+        "same policy "
         "(`policies/data/auto-default.json`, as the service loads it; fitted on the GSM8K QwQ "
-        "pair, so not cross-validated: the cross-validated numbers are in the section 'Auto on "
-        "real fast / slow pairs (issue 18)'). Tokens: usage.completion_tokens live (the probe's "
+        "pair, so on GSM8K not cross-validated — the cross-validated numbers are in the section "
+        "'Auto on real fast / slow pairs (issue 18)' — and on MATH-500 run on problems it never "
+        "saw). Tokens: usage.completion_tokens live (the probe's "
         f"included when it escalated), the records' tokens offline; {TOKENS_NOTE} in both. A "
         "live answer is graded by the label of the recording it reproduces; one that reproduces "
         "none counts wrong (column `unmatched`).",
@@ -254,23 +280,26 @@ def report_body(runs: Sequence[PairRun], *, rate: float, concurrency: int) -> tu
     return "\n".join(body), holds
 
 
-def run_pair(url: str, pool: str, *, limit: int | None, concurrency: int) -> PairRun:
-    ladder = load_ladder(FAST_FILE, [PAIRS[pool]])
+def run_pair(
+    url: str, pool: str, dataset: str, *, limit: int | None, concurrency: int, cap: int
+) -> PairRun:
+    fast, slow = ladder_files(pool, dataset)
+    ladder = load_ladder(fast, [slow])
     if limit is not None:
         ladder = ladder.model_copy(update={"problems": ladder.problems[:limit]})
     policy = load_auto_policy(None)
-    offline = evaluate(ladder, policy=policy, tokens_note=TOKENS_NOTE)
-    levels = [
-        run_auto(policy, p, e).answered_by
-        for p, e in zip(ladder.problems, examples_of(ladder), strict=True)
-    ]
+    offline = evaluate(ladder, policy=policy, tokens_note=TOKENS_NOTE, probe_max_tokens=cap)
+    outcomes = outcomes_of(policy, ladder, probe_max_tokens=cap)
+    levels = [outcomes[p.problem_id].answered_by for p in ladder.problems]
     live = {
         mode: asyncio.run(
             run_arm(url, pool=pool, problems=ladder.problems, mode=mode, concurrency=concurrency)
         )
         for mode in ("auto", "slow")
     }
-    return PairRun(pool=pool, ladder=ladder, offline=offline, offline_levels=levels, live=live)
+    return PairRun(
+        pool=pool, dataset=dataset, ladder=ladder, offline=offline, offline_levels=levels, live=live
+    )
 
 
 def main() -> None:
@@ -283,6 +312,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     pools = args.pool or list(PAIRS)
+    cap = probe_max_tokens()
     with tempfile.TemporaryDirectory(prefix="auto-live-") as workdir:
         service = start_service(
             service_config(rate=args.rate, concurrency=args.concurrency), Path(workdir)
@@ -290,13 +320,21 @@ def main() -> None:
         try:
             started = time.perf_counter()
             runs = [
-                run_pair(service.url, pool, limit=args.limit, concurrency=args.concurrency)
+                run_pair(
+                    service.url,
+                    pool,
+                    dataset,
+                    limit=args.limit,
+                    concurrency=args.concurrency,
+                    cap=cap,
+                )
                 for pool in pools
+                for dataset in DATASETS[pool]
             ]
             wall = time.perf_counter() - started
         finally:
             service.stop()
-    body, holds = report_body(runs, rate=args.rate, concurrency=args.concurrency)
+    body, holds = report_body(runs, rate=args.rate, concurrency=args.concurrency, cap=cap)
     body += f" Offline and live together took {wall:.0f} s of wall time here."
     print(body)
     if not args.no_write:

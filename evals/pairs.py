@@ -56,6 +56,29 @@ class RecordedAnswer(BaseModel):
     correct: bool = Field(description="The record's grade: a label, never a decision input.")
 
 
+def cut_answer(answer: RecordedAnswer, max_tokens: int) -> RecordedAnswer:
+    """What a probe capped at ``max_tokens`` would have seen of a no-thinking ``answer``.
+
+    A live probe stops at its cap: the service reads the first ``max_tokens`` tokens of the text
+    and pays for those. The cut answer is graded right only when it still extracts the answer
+    of the whole (right) record.
+    """
+    if answer.tokens <= max_tokens:
+        return answer
+    if answer.thinking_chars:
+        raise ValueError(f"{answer.model}: only an answer without thinking can be cut")
+    text = answer.text[: _counter().prefix_chars(answer.text, max_tokens)]
+    extracted = extract_final_answer(text)
+    return answer.model_copy(
+        update={
+            "text": text,
+            "tokens": max_tokens,
+            "answer": extracted,
+            "correct": answer.correct and extracted is not None and extracted == answer.answer,
+        }
+    )
+
+
 class LadderProblem(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -73,6 +96,13 @@ class Ladder(BaseModel):
     files: tuple[str, ...]
     problems: tuple[LadderProblem, ...]
     dropped: int = Field(0, description="Problems not present in every file.")
+
+    def only(self, problem_ids: Sequence[str]) -> Ladder:
+        """The same ladder restricted to ``problem_ids``."""
+        wanted = set(problem_ids)
+        return self.model_copy(
+            update={"problems": tuple(p for p in self.problems if p.problem_id in wanted)}
+        )
 
 
 _REQUIRED = ("problem_id", "problem", "output", "is_correct")

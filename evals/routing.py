@@ -20,17 +20,17 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from evals.pairs import Ladder, LadderProblem, same_answer
+from evals.pairs import Ladder, LadderProblem, cut_answer, same_answer
 from policies.answer_signals import AnswerView, answer_signals
 from policies.auto import (
     AutoExample,
     AutoPolicy,
     LadderScores,
-    as_arrays,
     fit_auto_policy,
     fit_scores,
     score_examples,
 )
+from verifiers.claims import check_claims
 
 
 def level_signals(problem: LadderProblem) -> tuple[dict[str, float], ...]:
@@ -45,21 +45,35 @@ def level_signals(problem: LadderProblem) -> tuple[dict[str, float], ...]:
             thinking_chars=ans.thinking_chars,
             earlier=earlier,
             agrees=tuple(same_answer(ans.answer, e) for e in earlier),
+            refuted_claims=check_claims(ans.text).refuted,
         )
         out.append(answer_signals(view))
     return tuple(out)
 
 
-def examples_of(ladder: Ladder) -> list[AutoExample]:
-    return [
-        AutoExample(
-            problem=p.problem,
-            signals=level_signals(p),
-            correct=tuple(a.correct for a in p.answers),
-            tokens=tuple(float(a.tokens) for a in p.answers),
+def probed(problem: LadderProblem, probe_max_tokens: int | None) -> LadderProblem:
+    """The problem as auto meets it: the fast answer is a probe, cut at the service's
+    ``probe_max_tokens`` (None: uncut)."""
+    if probe_max_tokens is None:
+        return problem
+    fast, *rest = problem.answers
+    return problem.model_copy(update={"answers": (cut_answer(fast, probe_max_tokens), *rest)})
+
+
+def examples_of(ladder: Ladder, *, probe_max_tokens: int | None = None) -> list[AutoExample]:
+    """Auto's view of every problem (the fast answer cut at ``probe_max_tokens``)."""
+    out = []
+    for problem in ladder.problems:
+        p = probed(problem, probe_max_tokens)
+        out.append(
+            AutoExample(
+                problem=p.problem,
+                signals=level_signals(p),
+                correct=tuple(a.correct for a in p.answers),
+                tokens=tuple(float(a.tokens) for a in p.answers),
+            )
         )
-        for p in ladder.problems
-    ]
+    return out
 
 
 class Arm(BaseModel):
@@ -150,6 +164,16 @@ def run_auto(policy: AutoPolicy, problem: LadderProblem, example: AutoExample) -
     )
 
 
+def outcomes_of(
+    policy: AutoPolicy, ladder: Ladder, *, probe_max_tokens: int | None = None
+) -> dict[str, AutoOutcome]:
+    """Every problem of ``ladder`` through ``policy`` (the probe cut at ``probe_max_tokens``)."""
+    examples = examples_of(ladder, probe_max_tokens=probe_max_tokens)
+    return {
+        p.problem_id: run_auto(policy, p, e) for p, e in zip(ladder.problems, examples, strict=True)
+    }
+
+
 def _inner_scores(
     examples: Sequence[AutoExample], ids: Sequence[str], folds: int, l2: float, repeat: int = 0
 ) -> LadderScores:
@@ -158,6 +182,7 @@ def _inner_scores(
     levels = len(examples[0].correct)
     stage1 = np.zeros(len(examples))
     checks = [np.zeros(len(examples)) for _ in range(levels - 1)]
+    vetoes = [np.zeros(len(examples), dtype=bool) for _ in range(levels - 1)]
     for f in range(folds):
         held = np.flatnonzero(fold == f)
         train = [examples[int(i)] for i in np.flatnonzero(fold != f)]
@@ -166,9 +191,10 @@ def _inner_scores(
         s1, cs = fit_scores(train, l2=l2)
         scores = score_examples(s1, cs, [examples[int(i)] for i in held])
         stage1[held] = scores.stage1
-        for level, c in enumerate(scores.checks):
+        for level, (c, v) in enumerate(zip(scores.checks, scores.vetoes, strict=True)):
             checks[level][held] = c
-    return LadderScores(stage1=stage1, checks=tuple(checks))
+            vetoes[level][held] = v
+    return LadderScores(stage1=stage1, checks=tuple(checks), vetoes=tuple(vetoes))
 
 
 def fit_policy(
@@ -197,14 +223,18 @@ def fit_on_ladders(
     folds: int = 5,
     max_accuracy_drop: float = 0.005,
     l2: float = 1.0,
+    probe_max_tokens: int | None = None,
 ) -> AutoPolicy:
-    """One policy fitted on the problems of every ladder (same levels), e.g. GSM8K and MATH."""
+    """One policy fitted on the problems of every ladder (same levels), e.g. GSM8K and MATH,
+    as auto sees them (the fast answer cut at ``probe_max_tokens``)."""
     if not ladders:
         raise ValueError("need at least one ladder")
     depth = {len(ladder.levels) for ladder in ladders}
     if len(depth) != 1:
         raise ValueError(f"the ladders have different numbers of levels: {sorted(depth)}")
-    examples = [e for ladder in ladders for e in examples_of(ladder)]
+    examples = [
+        e for ladder in ladders for e in examples_of(ladder, probe_max_tokens=probe_max_tokens)
+    ]
     ids = [p.problem_id for ladder in ladders for p in ladder.problems]
     if len(set(ids)) != len(ids):
         raise ValueError("a problem_id occurs in more than one ladder")
@@ -228,10 +258,22 @@ def evaluate(
     max_accuracy_drop: float = 0.005,
     l2: float = 1.0,
     tokens_note: str = "",
+    probe_max_tokens: int | None = None,
+    also_train_on: Sequence[Ladder] = (),
 ) -> RoutingReport:
-    """Every arm on ``ladder``; auto is ``policy`` as given, else cross-validated."""
-    examples = examples_of(ladder)
+    """Every arm on ``ladder``; auto is ``policy`` as given, else cross-validated.
+
+    Auto's fast answer is the service's probe, cut at ``probe_max_tokens`` (None: uncut); the
+    always-fast arm and the oracle read the whole fast answer. ``also_train_on``: other ladders
+    (same levels) added to every fold's training problems, never scored, as when the shipped
+    policy is fitted on several problem sets.
+    """
+    examples = examples_of(ladder, probe_max_tokens=probe_max_tokens)
     ids = [p.problem_id for p in ladder.problems]
+    extra = [e for x in also_train_on for e in examples_of(x, probe_max_tokens=probe_max_tokens)]
+    extra_ids = [p.problem_id for x in also_train_on for p in x.problems]
+    if set(extra_ids) & set(ids) or any(len(x.levels) != len(ladder.levels) for x in also_train_on):
+        raise ValueError("also_train_on needs other problems answered at as many levels")
     outcomes: list[AutoOutcome | None] = [None] * len(examples)
     if policy is not None:
         if len(policy.levels) != len(ladder.levels):
@@ -245,8 +287,8 @@ def evaluate(
             train = [i for i, g in enumerate(fold) if g != f]
             fitted = fit_policy(
                 ladder.levels,
-                [examples[i] for i in train],
-                [ids[i] for i in train],
+                [examples[i] for i in train] + extra,
+                [ids[i] for i in train] + extra_ids,
                 folds=folds,
                 max_accuracy_drop=max_accuracy_drop,
                 l2=l2,
@@ -255,7 +297,8 @@ def evaluate(
                 if g == f:
                     outcomes[i] = run_auto(fitted, ladder.problems[i], examples[i])
     done = [o for o in outcomes if o is not None]
-    correct, tokens = as_arrays(examples)
+    correct = np.array([[a.correct for a in p.answers] for p in ladder.problems], dtype=bool)
+    tokens = np.array([[a.tokens for a in p.answers] for p in ladder.problems], dtype=float)
     slow_tokens = float(tokens[:, -1].mean())
     right = np.asarray(correct.any(axis=1), dtype=bool)
     cheapest = np.where(right, correct.argmax(axis=1), tokens.shape[1] - 1)

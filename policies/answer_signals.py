@@ -11,8 +11,10 @@ The groups: whether the answer *reached a result* (``\\boxed``, an answer phrase
 all), how *hedged* it is ("approximately", "assuming", "not specified"), whether it *corrected
 itself* ("wait", "recheck", "mistake"), its *length* against the problem's, whether its result
 is just a number *copied from the problem*, whether it is *ambiguous* (several numbers in the
-last sentence, several boxed results), and — from the second mode of a cascade on — whether it
-*agrees* with the cheaper answers.
+last sentence, several boxed results), whether a claim it makes is *refuted* by its own text (a
+false arithmetic step, stated roots that do not solve their equation: ``verifiers.claims``, run by
+the caller, which fills :attr:`AnswerView.refuted_claims`), and — from the second mode of a
+cascade on — whether it *agrees* with the cheaper answers.
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ class AnswerView(BaseModel):
     )
     agrees: tuple[bool, ...] = Field(
         (), description="Whether this answer is equivalent to each of ``earlier``."
+    )
+    refuted_claims: tuple[str, ...] = Field(
+        (), description="Claims of the text its own text refutes (``verifiers.claims``)."
     )
 
 
@@ -177,6 +182,7 @@ ANSWER_SIGNALS: Mapping[str, Callable[[AnswerView], float]] = MappingProxyType(
         "log_chars": lambda v: math.log1p(len(v.text) + v.thinking_chars),
         "length_ratio": _length_ratio,
         "repetition": _repetition,
+        "claims_refuted": lambda v: 1.0 if v.refuted_claims else 0.0,
         "agreement": _agreement,
         "disagrees_with_all": _disagrees,
     }

@@ -32,6 +32,9 @@ from policies.features import FEATURE_NAMES, extract_features, feature_matrix
 from policies.router import RouterModel, RouterThresholds, fit_logistic
 
 STAGE1_INPUT = "stage1_score"
+REFUTED = "claims_refuted"
+ESCALATE_ON: tuple[str, ...] = (REFUTED,)
+"""Signals that escalate by themselves (:attr:`AnswerCheck.escalate_on`'s default)."""
 
 
 class LinearScore(BaseModel):
@@ -96,9 +99,25 @@ class AnswerCheck(BaseModel):
 
     score: LinearScore
     escalate_at: float = Field(ge=0.0, le=1.0 + 1e-9)
+    escalate_on: tuple[str, ...] = Field(
+        ESCALATE_ON, description="Signals that escalate by themselves when > 0."
+    )
+
+    def vetoed_by(self, values: Mapping[str, float]) -> list[str]:
+        return [name for name in self.escalate_on if values.get(name, 0.0) > 0]
 
     def decide(self, level: int, values: Mapping[str, float], *, top_k: int = 3) -> StageDecision:
         p = self.score.score(values)
+        vetoes = self.vetoed_by(values)
+        if vetoes:
+            return StageDecision(
+                stage="stage3",
+                level=level + 1,
+                stop=False,
+                score=p,
+                reason=f"stage 3 (level {level}): {', '.join(vetoes)} → escalate to level "
+                f"{level + 1} whatever P(answer wrong)={p:.2f}",
+            )
         ranked = sorted(self.score.contributions(values).items(), key=lambda kv: -abs(kv[1]))
         pushes = ", ".join(f"{name} {value:+.2f}" for name, value in ranked[:top_k])
         escalate = p >= self.escalate_at
@@ -188,6 +207,7 @@ class LadderScores(BaseModel):
 
     stage1: np.ndarray
     checks: tuple[np.ndarray, ...]
+    vetoes: tuple[np.ndarray, ...] = Field((), description="Per check: escalates regardless.")
 
 
 def ladder_outcome(
@@ -210,6 +230,8 @@ def ladder_outcome(
             stop = running
         else:
             stop = running & (scores.checks[level] < escalate_at[level])
+            if scores.vetoes:
+                stop = stop & ~scores.vetoes[level]
         final_ok = np.where(stop, correct[:, level], final_ok)
         done = done | stop
     return final_ok, spent
@@ -295,13 +317,16 @@ def score_examples(
 ) -> LadderScores:
     """Scores of ``examples`` under fitted models (vectorised twin of :class:`AutoPolicy`)."""
     p1 = stage1.scores([e.problem for e in examples])
-    per_level = []
+    per_level, vetoes = [], []
     for level, check in enumerate(checks):
         values = [
             {**e.signals[level], STAGE1_INPUT: float(p)} for e, p in zip(examples, p1, strict=True)
         ]
         per_level.append(np.array([check.score(v) for v in values]))
-    return LadderScores(stage1=p1, checks=tuple(per_level))
+        vetoes.append(
+            np.array([any(v.get(n, 0.0) > 0 for n in ESCALATE_ON) for v in values], dtype=bool)
+        )
+    return LadderScores(stage1=p1, checks=tuple(per_level), vetoes=tuple(vetoes))
 
 
 def assemble_policy(

@@ -16,10 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks.auto_live import FAST_FILE, PAIRS, POOL, SLOW_FILE, service_config
-from benchmarks.service import RunningService, start_service
+from benchmarks.auto_live import FAST_FILE, PAIRS, POOL, SLOW_FILE
+from benchmarks.service import RunningService
 from evals.pairs import Ladder, LadderProblem, load_ladder
-from evals.routing import AutoOutcome, examples_of, run_auto
+from evals.routing import AutoOutcome, outcomes_of
+from tests.integration.replay_support import replay_reasoning
 from tts_orchestrator.modes.resolution import load_auto_policy
 from verifiers.traces import Trace, load_traces
 
@@ -31,20 +32,12 @@ RATE = 400.0  # tokens/s per stream: the escalated problem's 584 tokens in ~1.5 
 
 @pytest.fixture(scope="module")
 def ladder() -> Ladder:
-    full = load_ladder(FAST_FILE, [SLOW_FILE])
-    wanted = {KEPT_FAST, ESCALATED}
-    return full.model_copy(
-        update={"problems": tuple(p for p in full.problems if p.problem_id in wanted)}
-    )
+    return load_ladder(FAST_FILE, [SLOW_FILE]).only([KEPT_FAST, ESCALATED])
 
 
 @pytest.fixture(scope="module")
 def offline(ladder: Ladder) -> dict[str, AutoOutcome]:
-    policy = load_auto_policy(None)
-    return {
-        p.problem_id: run_auto(policy, p, e)
-        for p, e in zip(ladder.problems, examples_of(ladder), strict=True)
-    }
+    return outcomes_of(load_auto_policy(None), ladder)
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +47,8 @@ def thinker() -> dict[str, Trace]:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    svc = start_service(
-        service_config(rate=RATE, concurrency=4), tmp_path_factory.mktemp("replay-modes")
-    )
-    yield svc
-    svc.stop()
+    with replay_reasoning(tmp_path_factory, rate=RATE, name="replay-modes") as svc:
+        yield svc
 
 
 def problem(ladder: Ladder, problem_id: str) -> LadderProblem:

@@ -61,6 +61,13 @@ class ModesConfig(BaseModel):
         "result, length...; measured by `router evaluate`, docs/benchmarks.md). Use "
         "probe_samples: 1 with it.",
     )
+    claim_timeout_s: float = Field(
+        5.0,
+        gt=0.0,
+        description="probe_check answer_signals: time the probe's self-check (verifiers.claims: "
+        "a false arithmetic step or stated roots that do not solve their equation escalate) may "
+        "take off the event loop; past it no claim counts as refuted.",
+    )
     auto_policy: str | None = Field(
         None,
         description="Auto policy JSON (`router fit --pair`) for probe_check answer_signals; "

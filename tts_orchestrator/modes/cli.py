@@ -330,6 +330,8 @@ MarginOpt = Annotated[
     float, typer.Option(min=0.0, max=1.0, help="Width of the uncertain band below the slow cut.")
 ]
 L2Opt = Annotated[float, typer.Option(min=0.0, help="L2 penalty of the logistic fit.")]
+_CAP_HELP = "Auto's fast answer is the service's probe, cut here (modes.probe_max_tokens)."
+ProbeCapOpt = Annotated[int | None, typer.Option(min=1, help=_CAP_HELP)]
 
 
 def _ladder(console: Console, fast: Path, slow: Sequence[Path]) -> Ladder:
@@ -353,6 +355,7 @@ def evaluate(
     folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds, by problem.")] = 5,
     max_accuracy_drop: DropOpt = 0.005,
     l2: L2Opt = 1.0,
+    probe_max_tokens: ProbeCapOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Auto vs always-fast, always-slow and the oracle on recorded answers to the same problems."""
@@ -368,6 +371,7 @@ def evaluate(
             max_accuracy_drop=max_accuracy_drop,
             l2=l2,
             tokens_note=TOKENS_NOTE,
+            probe_max_tokens=probe_max_tokens,
         )
     except (PairDataError, ValueError, OSError) as exc:
         raise _fail(console, str(exc)) from None
@@ -421,6 +425,7 @@ def fit(
     uncertain_margin: MarginOpt = 0.1,
     folds: Annotated[int, typer.Option(min=2, help="With --pair: inner folds.")] = 5,
     l2: L2Opt = 1.0,
+    probe_max_tokens: ProbeCapOpt = None,
 ) -> None:
     """Learn the router from eval runs (--logs: stage 1) or recorded pairs (--pair: auto)."""
     console = Console()
@@ -435,6 +440,7 @@ def fit(
             folds=folds,
             max_accuracy_drop=0.005 if max_accuracy_drop is None else max_accuracy_drop,
             l2=l2,
+            probe_max_tokens=probe_max_tokens,
         )
         return
     try:
@@ -469,6 +475,7 @@ def _fit_pairs(
     folds: int,
     max_accuracy_drop: float,
     l2: float,
+    probe_max_tokens: int | None,
 ) -> None:
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     try:
@@ -476,7 +483,13 @@ def _fit_pairs(
         for spec in pairs:
             fast, *slow = [Path(part) for part in spec.split(",") if part]
             ladders.append(_ladder(console, fast, slow))
-        policy = fit_on_ladders(ladders, folds=folds, max_accuracy_drop=max_accuracy_drop, l2=l2)
+        policy = fit_on_ladders(
+            ladders,
+            folds=folds,
+            max_accuracy_drop=max_accuracy_drop,
+            l2=l2,
+            probe_max_tokens=probe_max_tokens,
+        )
     except (PairDataError, ValueError) as exc:
         raise _fail(console, str(exc)) from None
     out.write_text(policy.model_dump_json(indent=2) + "\n", encoding="utf-8")

@@ -3,11 +3,14 @@
 :class:`tts_orchestrator.modes.ModeResolver` decides and plans; this module turns that plan into
 what the orchestrator sends (the rendered prompt plus prefill, the grammar, the family whose
 markers split the output) and, for a stage-3 probe, what it escalates to. It also reads a
-finished probe's vote back as the answers :meth:`ModeResolver.after_probe` judges.
+finished probe's vote back as the answers :meth:`ModeResolver.after_probe` judges, and checks
+the probe's own claims (:func:`probe_claims`) off the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -15,7 +18,21 @@ from typing import Any, Protocol
 from policies.modes import ThinkingMode
 from policies.switches import ModePlan
 from tts_orchestrator.modes.resolution import ModeChoice, ModeResolution, RunMode, splitter_family
+from verifiers.claims import ClaimReport, check_claims
 from verifiers.families import ModelFamily
+
+logger = logging.getLogger(__name__)
+
+
+async def probe_claims(text: str, *, timeout_s: float) -> ClaimReport:
+    """:func:`verifiers.claims.check_claims` of a probe's text in a worker thread (sympy), under
+    ``timeout_s``; on timeout nothing counts as refuted (the learned check still decides)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await asyncio.to_thread(check_claims, text)
+    except TimeoutError:
+        logger.warning("claim check of a probe overran %.1f s: no claim counted", timeout_s)
+        return ClaimReport()
 
 
 class Renderer(Protocol):

@@ -36,6 +36,7 @@ from policies.switches import ModePlan, SwitchTable
 from tts_orchestrator.config.modes import ModesConfig, ProbeCheck
 from tts_orchestrator.exceptions import ConfigError, RequestError
 from verifiers.answers import extract_final_answer
+from verifiers.claims import ClaimReport
 from verifiers.families import ModelFamily, get_family
 
 DEFAULT_ROUTER = "router-default.json"
@@ -298,11 +299,16 @@ class ModeResolver:
         min_confidence: float = 0.0,
         texts: Sequence[str] = (),
         problem: str = "",
+        claims: ClaimReport | None = None,
     ) -> ModeChoice:
         """Stage 3: stay fast when the probes' answers agree (or, with ``answer_signals``, when
-        the first probe's ``texts`` look settled for ``problem``), else escalate to slow."""
+        the first probe's ``texts`` look settled for ``problem``; ``claims``: that text's
+        :func:`verifiers.claims.check_claims`, which the caller runs off the event loop),
+        else escalate to slow."""
         if self.auto_policy is not None and texts:
-            return self._answer_check(choice, problem=problem, text=texts[0])
+            return self._answer_check(
+                choice, problem=problem, text=texts[0], claims=claims or ClaimReport()
+            )
         verdict = probe_decision(
             answers,
             equivalent=equivalent,
@@ -320,17 +326,30 @@ class ModeResolver:
             }
         )
 
-    def _answer_check(self, choice: ModeChoice, *, problem: str, text: str) -> ModeChoice:
+    @property
+    def checks_claims(self) -> bool:
+        """Whether stage 3 reads the probe's claims (``probe_check: answer_signals``)."""
+        return self.auto_policy is not None
+
+    def _answer_check(
+        self, choice: ModeChoice, *, problem: str, text: str, claims: ClaimReport
+    ) -> ModeChoice:
         assert self.auto_policy is not None
-        view = AnswerView(problem=problem, text=text, answer=extract_final_answer(text))
+        view = AnswerView(
+            problem=problem,
+            text=text,
+            answer=extract_final_answer(text),
+            refuted_claims=claims.refuted,
+        )
         stage1 = self.auto_policy.start(problem).score
         step = self.auto_policy.after_answer(0, answer_signals(view), stage1)
         escalate = not step.stop
+        refuted = f" (refuted: {claims.refuted[0]})" if claims.refuted else ""
         return choice.model_copy(
             update={
                 "mode": RunMode.SLOW if escalate else RunMode.FAST,
                 "stage": DecisionStage.PROBE,
-                "reason": f"{choice.reason}; {step.reason}",
+                "reason": f"{choice.reason}; {step.reason}{refuted}",
                 "thinking_budget": choice.thinking_budget if escalate else None,
             }
         )

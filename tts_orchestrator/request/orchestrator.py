@@ -29,7 +29,13 @@ from tts_orchestrator.exceptions import (
     TTSError,
 )
 from tts_orchestrator.metrics import ServiceMetrics
-from tts_orchestrator.modes.requests import ModeSetup, probe_answers, raw_setup, render_chat
+from tts_orchestrator.modes.requests import (
+    ModeSetup,
+    probe_answers,
+    probe_claims,
+    raw_setup,
+    render_chat,
+)
 from tts_orchestrator.modes.resolution import ModeChoice, ModeResolver, RunMode
 from tts_orchestrator.planning.live import LivePlanner
 from tts_orchestrator.planning.planner import Plan, PlanRequest
@@ -415,7 +421,12 @@ class Orchestrator:
         held = [e async for e in self._generate(p, phase.job, phase.presenter)]
         answers = probe_answers(phase.presenter.vote_detail(), p.n_branches)
         texts = [b.text()[1] for b in phase.presenter.branches]
-        p.mode = self.modes.after_probe(p.mode, answers, texts=texts, problem=p.problem)
+        claims = None
+        if self.modes.checks_claims and texts:
+            claims = await probe_claims(texts[0], timeout_s=self.settings.modes.claim_timeout_s)
+        p.mode = self.modes.after_probe(
+            p.mode, answers, texts=texts, problem=p.problem, claims=claims
+        )
         self._count_mode(p.mode)
         if p.mode.mode is RunMode.FAST:
             # The probes' vote is the answer; their live text was a sample's, not reasoning.

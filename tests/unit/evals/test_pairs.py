@@ -136,3 +136,10 @@ def test_the_cli_reports_bad_pairs_as_an_error_naming_the_files(tmp_path: Path) 
 )
 def test_same_answer(a: str | None, b: str | None, same: bool) -> None:
     assert same_answer(a, b) is same
+
+
+def test_a_ladder_restricted_to_some_problems(tmp_path: Path) -> None:
+    rows = [fast_row(f"p/{i}", f"{i}?", f"\\boxed{{{i}}}", True) for i in range(3)]
+    slow = [slow_row(f"p/{i}", f"{i}?", "hm", f"\\boxed{{{i}}}", True) for i in range(3)]
+    ladder = load_ladder(write(tmp_path / "f.jsonl", rows), [write(tmp_path / "s.jsonl", slow)])
+    assert [p.problem_id for p in ladder.only(["p/2", "p/0", "nope"]).problems] == ["p/0", "p/2"]

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from evals.pairs import Ladder, load_ladder
-from evals.routing import evaluate, examples_of, fit_policy, run_auto
+from evals.routing import evaluate, examples_of, fit_policy, outcomes_of, probed, run_auto
 from policies.auto import AutoPolicy
 from policies.router import RouterModel
 from tests.unit.evals.test_pairs import fast_row, slow_row, write
@@ -125,3 +125,43 @@ def test_cli_fit_needs_exactly_one_source(tmp_path: Path) -> None:
     for result in (neither, both):
         assert result.exit_code == 1
         assert "either --logs" in result.output
+
+
+def test_auto_reads_the_probe_the_service_would_cut(tmp_path: Path) -> None:
+    """A runaway fast answer: auto pays and reads only the probe's cap, always-fast all of it."""
+    fast, slow = files(tmp_path, n=30)
+    rows = [json.loads(line) for line in fast.read_text().splitlines()]
+    rows[1]["output"] = "Let me see. " * 400 + "So he has \\boxed{2} left."
+    write(fast, rows)
+    ladder = load_ladder(fast, [slow])
+    whole = ladder.problems[1].answers[0]
+    assert (whole.answer, whole.correct) == ("2", True)
+    probe = probed(ladder.problems[1], 64).answers[0]
+    assert probe.tokens == 64
+    assert (probe.answer, probe.correct) == (None, False)
+    assert probed(ladder.problems[2], 64) == ladder.problems[2]  # short answers are whole
+    report = evaluate(ladder, folds=3, max_accuracy_drop=0.0, probe_max_tokens=64)
+    n = len(ladder.problems)
+    assert report.fast.mean_tokens == pytest.approx(
+        sum(p.answers[0].tokens for p in ladder.problems) / n
+    )
+    assert report.auto.mean_tokens < report.fast.mean_tokens + report.slow.mean_tokens / 3
+
+
+def test_a_fast_answer_its_own_text_refutes_is_flagged(tmp_path: Path) -> None:
+    fast, slow = files(tmp_path, n=6)
+    rows = [json.loads(line) for line in fast.read_text().splitlines()]
+    rows[1]["output"] = "So \\(a = \\frac{2016}{128} = 15\\), and he has \\boxed{15} left."
+    write(fast, rows)
+    examples = examples_of(load_ladder(fast, [slow]))
+    assert examples[1].signals[0]["claims_refuted"] == 1.0
+    assert examples[2].signals[0]["claims_refuted"] == 0.0
+
+
+def test_outcomes_of_runs_every_problem_as_the_service_would(ladder: Ladder) -> None:
+    examples = examples_of(ladder)
+    policy = fit_policy(ladder.levels, examples, [p.problem_id for p in ladder.problems], folds=3)
+    outcomes = outcomes_of(policy, ladder)
+    assert list(outcomes) == [p.problem_id for p in ladder.problems]
+    for p, e in zip(ladder.problems, examples, strict=True):
+        assert outcomes[p.problem_id] == run_auto(policy, p, e)

@@ -59,6 +59,12 @@ def test_signals_of_an_answer(text: str, answer: str | None, expected: dict[str,
     assert {k: got[k] for k in expected} == pytest.approx(expected)
 
 
+def test_a_refuted_claim_is_a_signal() -> None:
+    refuted = ("t = 2 does not solve t^{3} - 4 t - 4 = 0",)
+    assert answer_signals(view("\\boxed{2}", "2", refuted_claims=refuted))["claims_refuted"] == 1.0
+    assert answer_signals(view("\\boxed{2}", "2"))["claims_refuted"] == 0.0
+
+
 def test_ambiguous_last_line_counts_its_numbers() -> None:
     one = answer_signals(view("He spends 75 dollars.", None))["last_line_numbers"]
     two = answer_signals(view("He spends $75.00 over 30 days.", None))["last_line_numbers"]

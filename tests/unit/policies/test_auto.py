@@ -13,7 +13,9 @@ from policies.auto import (
     LadderScores,
     choose_thresholds,
     fit_auto_policy,
+    fit_scores,
     ladder_outcome,
+    score_examples,
 )
 
 LEVELS = ("fast", "slow")
@@ -77,6 +79,38 @@ def test_a_fitted_policy_escalates_the_answers_its_signals_flag() -> None:
     last = policy.after_answer(1, data[0].signals[1], 0.0)
     assert last.stop
     assert "deepest" in last.reason
+
+
+def test_a_refuted_claim_escalates_whatever_the_score() -> None:
+    data = examples()
+    policy = fit_auto_policy(LEVELS, data, max_accuracy_drop=0.0)
+    settled = data[1].signals[0]  # a right answer: kept on its score
+    assert policy.after_answer(0, settled, 0.0).stop
+    step = policy.after_answer(0, {**settled, "claims_refuted": 1.0}, 0.0)
+    assert not step.stop
+    assert step.level == 1
+    assert "claims_refuted → escalate" in step.reason
+
+
+def test_the_vectorised_ladder_escalates_vetoed_answers() -> None:
+    scores = LadderScores(
+        stage1=np.zeros(2), checks=(np.array([0.1, 0.1]),), vetoes=(np.array([False, True]),)
+    )
+    correct = np.array([[True, True], [False, True]])
+    tokens = np.array([[10.0, 100.0], [10.0, 100.0]])
+    ok, spent = ladder_outcome(scores, correct, tokens, start_deepest_at=2.0, escalate_at=(0.5,))
+    assert spent.tolist() == [10.0, 110.0]
+    assert ok.all()
+
+
+def test_scores_mark_the_vetoed_examples() -> None:
+    data = examples(12)
+    vetoed = data[1].model_copy(
+        update={"signals": ({**data[1].signals[0], "claims_refuted": 1.0}, data[1].signals[1])}
+    )
+    stage1, checks = fit_scores(data)
+    scores = score_examples(stage1, checks, [data[1], vetoed])
+    assert scores.vetoes[0].tolist() == [False, True]
 
 
 def test_policy_round_trips_through_json() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -9,8 +10,16 @@ import pytest
 from policies.modes import ThinkingMode
 from policies.router import RouterThresholds
 from tts_orchestrator.config.modes import ModesConfig, UncertainAction
-from tts_orchestrator.modes.requests import ModeSetup, probe_answers, raw_setup, render_chat
+from tts_orchestrator.modes import requests
+from tts_orchestrator.modes.requests import (
+    ModeSetup,
+    probe_answers,
+    probe_claims,
+    raw_setup,
+    render_chat,
+)
 from tts_orchestrator.modes.resolution import ModeResolver, RunMode
+from verifiers.claims import ClaimReport
 from verifiers.families import ModelFamily, get_family
 
 ALWAYS_UNCERTAIN = RouterThresholds(fast_below=0.0, slow_at_or_above=1.0)
@@ -151,3 +160,17 @@ def test_probe_answers_feed_stage_three() -> None:
     )
     assert agree.mode is RunMode.FAST
     assert split.mode is RunMode.SLOW
+
+
+async def test_probe_claims_are_checked_off_the_loop_under_a_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    report = await probe_claims("So \\(15 \\times 5 = 70\\).", timeout_s=30.0)
+    assert report.refuted == ("15 \\times 5 = 70",)
+
+    def stuck(text: str) -> ClaimReport:
+        time.sleep(0.5)
+        return ClaimReport(checked=1, refuted=("never seen",))
+
+    monkeypatch.setattr(requests, "check_claims", stuck)
+    assert await probe_claims("anything", timeout_s=0.05) == ClaimReport()

@@ -20,6 +20,7 @@ from tts_orchestrator.modes.resolution import (
     load_router,
     splitter_family,
 )
+from verifiers.claims import check_claims
 from verifiers.families import get_family
 from verifiers.reasoning import split_reasoning
 
@@ -237,6 +238,19 @@ def test_the_answer_signals_check_judges_the_first_probe(text: str, mode: RunMod
     assert after.stage is DecisionStage.PROBE
     assert "stage 3 (level 0): P(answer wrong)=" in after.reason
     assert after.thinking_budget == (900 if mode is RunMode.SLOW else None)
+
+
+def test_a_probe_its_own_text_refutes_escalates() -> None:
+    r = ModeResolver(ModesConfig(probe_check=ProbeCheck.ANSWER_SIGNALS))
+    assert r.checks_claims
+    choice = r.decide(GENERIC, prompt_text=GSM, mode=ThinkingMode.AUTO)
+    settled = "He eats 2 × 30 = 60 yogurts, 15 packs.\nSo he spends \\(\\boxed{75}\\) dollars."
+    assert r.after_probe(choice, [None], texts=[settled], problem=GSM).mode is RunMode.FAST
+    claims = check_claims("So \\(15 \\times 5 = 70\\) dollars.")
+    after = r.after_probe(choice, [None], texts=[settled], problem=GSM, claims=claims)
+    assert after.mode is RunMode.SLOW
+    assert "claims_refuted → escalate" in after.reason
+    assert "(refuted: 15 \\times 5 = 70)" in after.reason
 
 
 def test_the_answer_check_needs_a_readable_policy(tmp_path: Path) -> None:
