@@ -48,6 +48,8 @@ __all__ = [
     "IntermediateAnswer",
     "IntermediateAnswerExtractor",
     "QuestionTarget",
+    "answer_value",
+    "is_value",
     "split_sentences",
 ]
 
@@ -185,6 +187,25 @@ _NUMBER_WORDS = {
     "eleven": "11",
     "twelve": "12",
 }
+# "the answer is 5, because missing 5 would ...", "answer: 4 teachers, 2 lessons each, ...": the
+# sentence goes on computing after the value, so the value is one item of a list or a premise.
+_CONTINUATION = re.compile(r",\s|\s(?:because|since|so|and|then)\s")
+_APPROXIMATION = re.compile(r"\bor\b|approximately|about|roughly|≈|~")
+
+
+def _goes_on(stated: str) -> bool:
+    """Does the text after a stated value go on with more numbers and prose (not a list)?"""
+    cut = _CONTINUATION.search(stated)
+    if cut is None:
+        return False
+    rest = stated[cut.start() :]
+    if _APPROXIMATION.search(rest) or not re.search(r"[\d\x00]", rest):
+        return False
+    words = {w.lower() for w in re.findall(r"[A-Za-z]{3,}", rest)} - {"and", "then"}
+    return bool(words)
+
+
+_NOT_A_COUNT = frozenset({"of", "more", "way", "another", "thing", "step", "by"})
 _ADVERB_START = re.compile(
     r"^\s*(?:indeed|still|also|just|exactly|clearly|definitely|actually|again)\s+", re.IGNORECASE
 )
@@ -204,6 +225,40 @@ _ARTICLE_START = re.compile(
     r"^(?:indeed\s+|definitely\s+|also\s+|still\s+|clearly\s+)?(?:the|a|an|my|our)\s",
     re.IGNORECASE,
 )
+
+
+_UNIT_TAIL = re.compile(
+    r"^(?P<v>[-+]?\\?\$?\s?[\d.,/]*\d%?)\s+(?P<w>[A-Za-z][A-Za-z'-]*(?:\s+[A-Za-z][A-Za-z'-]*){0,3})$"
+)
+_SQRT_WORD = re.compile(r"(?:√|\bsqrt)\s*(?:\((?P<p>[^()]+)\)|(?P<n>\d+(?:\.\d+)?|[a-z]))")
+
+
+def answer_value(answer: str) -> str:
+    """A candidate as a value an equivalence checker can read: "5 times" -> "5", "$36" -> "36",
+    "6√2" -> "6\\sqrt{2}", "20000 over pi" -> "20000/\\pi". Unit words are dropped only after a
+    plain number, so "2x + 1" or "x = 3 or x = 5" keep their letters."""
+    value = answer.strip()
+    unit = _UNIT_TAIL.match(value)
+    if unit is not None and not set(unit.group("w").lower().split()) & {"pi", "i", "e"}:
+        value = unit.group("v")
+    value = re.sub(r"^\\?\$\s?(?=\d)", "", value)
+    value = _SQRT_WORD.sub(lambda m: "\\sqrt{" + (m.group("p") or m.group("n")) + "}", value)
+    value = re.sub(r"\s+over\s+", "/", value)
+    return re.sub(r"(?<![\\A-Za-z])pi\b", r"\\pi", value)
+
+
+_LATEX_WORDS = re.compile(r"\\[A-Za-z]+|sqrt|pi|infty|cdot|times")
+
+
+def is_value(answer: str) -> bool:
+    """A number-valued candidate: digits, and no letters besides LaTeX / function names.
+
+    "D^2", "10E + 5B + 30T - 25" or "(6y^2 - 7xy)/x" name quantities in terms of unknowns
+    (a definition or a step), where "6\\sqrt{2}" or "400/11" is a result."""
+    value = answer_value(answer)
+    return bool(re.search(r"\d", value)) and not re.search(
+        r"[A-Za-z]", _LATEX_WORDS.sub("", value)
+    )
 
 
 def _restore(text: str, spans: list[str]) -> str:
@@ -228,8 +283,12 @@ def _leading_value(text: str, spans: list[str]) -> str | None:
         bare = re.sub(r"(?<![\d)])!+$", "", word.rstrip(".,;:"))  # keep factorials: "8!"
         lowered = bare.lower()
         prose_word = bool(_PROSE_RUN.search(_FUNCTION_NAMES.sub("", bare)))
+        following = words[position + 1].lower() if position + 1 < len(words) else ""
+        if lowered in _NUMBER_WORDS and following in _NOT_A_COUNT:
+            break  # "one of A-E", "one more check": a word, not a value
         mathy = (
             (bool(re.search(r"[\d+\-*/^()\[\]{}=√π∞°×·÷−\\]", bare)) and not prose_word)
+            or (lowered in {"pi", "π"} and bool(out))
             or lowered in _NUMBER_WORDS
             or (lowered in _OPERATOR_WORDS and bool(out))
             or (len(bare) == 1 and bare.isalpha() and lowered not in {"a", "i"})
@@ -249,10 +308,12 @@ def _leading_value(text: str, spans: list[str]) -> str | None:
         if depth == 0 and not out and lowered in _NUMBER_WORDS:
             word = word.replace(bare, _NUMBER_WORDS[lowered])
         out.append(word)
-        depth += word.count("(") + word.count("[") - word.count(")") - word.count("]")
+        depth += sum(word.count(c) for c in "([{") - sum(word.count(c) for c in ")]}")
         depth = max(depth, 0)
         if depth == 0 and ends_clause:
             break
+    while out and out[-1].rstrip(".,;:").lower() in _OPERATOR_WORDS:
+        out.pop()  # "20000 over" (then prose): the expression is not complete
     value = " ".join(out).strip().rstrip(".,;:")
     if not value or not re.search(r"[\dA-Za-z]", value):
         return None
@@ -389,6 +450,12 @@ class IntermediateAnswerExtractor:
             found = self._conclusion(prose, spans, target, previous)
         if found is None:
             return None
+        prose, spans = _protect_math(previous)
+        equals = list(_PLAIN_EQUALS.finditer(prose))
+        last = _leading_value(prose[equals[-1].end() :], spans) if equals else None
+        if last is not None:
+            # "Which is 30*6=180 per day, 180*7=1,260. So that's the answer.": the last result.
+            found = found.model_copy(update={"answer": _clean_answer(last)})
         strength = max(found.strength, AnswerStrength.STATED) if names_answer else found.strength
         return found.model_copy(update={"strength": strength, "cue": f"pointer+{found.cue}"})
 
@@ -416,7 +483,7 @@ class IntermediateAnswerExtractor:
             return None
         prose = head
         stated = _STATED_AFTER.search(prose)
-        if stated is not None:
+        if stated is not None and not _goes_on(stated.group("a")):
             value = _leading_value(stated.group("a"), spans)
             made = self._make(value, AnswerStrength.STATED, "stated", sentence)
             if made is not None:

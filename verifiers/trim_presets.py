@@ -60,6 +60,32 @@ _CONVERGENCE = TrimRConfig(
 )
 
 _NO_BUDGET_STOP = _CONVERGENCE.model_copy(update={"underthink_ratio": 1.0})
+# R1 re-checks what it concluded with "Wait" / "Alternatively" / "Let me check": the sentence
+# before such a paragraph is a conclusion about what the question asks (TARGET suffices there);
+# elsewhere only a stated answer counts.
+_RECHECK_MARKERS = frozenset(
+    {
+        "Wait",
+        "Alternatively",
+        "Let me check",
+        "Let me verify",
+        "Let me double-check",
+        "Let me double check",
+        "Let me confirm",
+        "Let me re-examine",
+        "To verify",
+        "To confirm",
+        "To double-check",
+        "Double-checking",
+        "Just to",
+    }
+)
+_STATED_OR_TARGET_AT_THOUGHT_END = _STATED.model_copy(
+    update={
+        "thought_end_strength": AnswerStrength.TARGET,
+        "thought_end_markers": _RECHECK_MARKERS,
+    }
+)
 
 PRESETS: Mapping[str, TrimPreset] = MappingProxyType(
     {
@@ -68,8 +94,18 @@ PRESETS: Mapping[str, TrimPreset] = MappingProxyType(
             TrimPreset(family=DEFAULT_FAMILY, judge=_STATED, trimr=_CONVERGENCE),
             # QwQ and R1-distill: long traces are mostly right (they converge late), so the
             # budget share never stops them; non-convergence means K answers that disagree.
-            TrimPreset(family="qwq", paragraphs=True, judge=_STATED, trimr=_NO_BUDGET_STOP),
-            TrimPreset(family="deepseek_r1", paragraphs=True, judge=_STATED, trimr=_NO_BUDGET_STOP),
+            TrimPreset(
+                family="qwq",
+                paragraphs=True,
+                judge=_STATED,
+                trimr=_NO_BUDGET_STOP.model_copy(update={"overthink_m": 0}),
+            ),
+            TrimPreset(
+                family="deepseek_r1",
+                paragraphs=True,
+                judge=_STATED_OR_TARGET_AT_THOUGHT_END,
+                trimr=_NO_BUDGET_STOP,
+            ),
             # Sky-T1 rarely says "the answer is": it concludes "So, the median is 81." as the
             # last sentence of a thought; read only that sentence (earlier ones are steps).
             TrimPreset(family="sky_t1", judge=_TARGET_LAST_SENTENCE, trimr=_CONVERGENCE),

@@ -377,7 +377,7 @@ def test_tag_less_models_get_no_close_marker() -> None:
 @pytest.mark.parametrize(
     "update",
     [
-        {"overthink_m": 0},
+        {"overthink_m": -1},
         {"underthink_ratio": 0.0},
         {"underthink_ratio": 1.5},
         {"underthink_max_thoughts": 0},
