@@ -256,9 +256,7 @@ def is_value(answer: str) -> bool:
     "D^2", "10E + 5B + 30T - 25" or "(6y^2 - 7xy)/x" name quantities in terms of unknowns
     (a definition or a step), where "6\\sqrt{2}" or "400/11" is a result."""
     value = answer_value(answer)
-    return bool(re.search(r"\d", value)) and not re.search(
-        r"[A-Za-z]", _LATEX_WORDS.sub("", value)
-    )
+    return bool(re.search(r"\d", value)) and not re.search(r"[A-Za-z]", _LATEX_WORDS.sub("", value))
 
 
 def _restore(text: str, spans: list[str]) -> str:

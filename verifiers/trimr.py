@@ -13,12 +13,12 @@ Rules (every threshold in `TrimRConfig`; every trigger is logged with its reason
 * overthinking - `overthink_m` consecutive equivalent answers (default 2, i.e. three agreeing
   answer-bearing thoughts; thoughts without an answer neither count nor reset, and a thought the
   judge marks as a bare confirmation of the previous answer counts as agreeing with it). A
-  mismatch resets the count (M = 0: the first answer that clears the judge's bar stops the
-  branch, for families that state an answer only when they mean it), unless `tolerate_one_outlier` lets one disagreeing answer inside a
-  run be skipped. With `weak_agreement`, a thought whose only candidate is weaker than the
-  judge's bar (e.g. "= 12" about an unnamed quantity) counts as agreeing when it is equivalent
-  to the run's answer (a re-derivation that lands on it), and is ignored otherwise: a weak
-  candidate can extend a run, never start or break one.
+  mismatch resets the count, unless `tolerate_one_outlier` lets one disagreeing answer inside a
+  run be skipped. M = 0: the first answer that clears the judge's bar stops the branch (for
+  families that state an answer only when they mean it). With `weak_agreement`, a thought
+  whose only candidate is weaker than the judge's bar (e.g. "= 12" about an unnamed quantity)
+  counts as agreeing when it is equivalent to the run's answer (a re-derivation that lands on
+  it), and is ignored otherwise: a weak candidate can extend a run, never start or break one.
 * underthinking - no convergence (the current run of agreeing answers is empty, and no
   comparison that could extend it is pending) once the branch has used `underthink_ratio` of its
   token budget, or closed `underthink_max_thoughts` thoughts (`underthink_mode`: either or both).
