@@ -16,6 +16,8 @@ from verifiers.intermediate import (
     AnswerStrength,
     IntermediateAnswerExtractor,
     QuestionTarget,
+    answer_value,
+    is_value,
     split_sentences,
 )
 from verifiers.segmentation import SegmenterConfig, segment
@@ -355,3 +357,66 @@ def test_grades_separate_conclusions_from_intermediates_on_real_traces() -> None
     assert agree[False][1] > 100
     assert strong > 0.6
     assert strong > 2 * weak
+
+
+@pytest.mark.parametrize(
+    ("sentence", "answer"),
+    [
+        # QwQ, GSM8K: the value is a premise of what follows, not the answer (which is 4).
+        ("But then the answer would be 5, because missing 5 would make it over.", None),
+        # QwQ, GSM8K 25: "answer:" heads a list of the problem's quantities (the answer is 24).
+        ("Therefore, sticking with the original answer: 4 teachers, 2 lessons each, so 8.", None),
+        # QwQ, MATH-500 36: "one" is a word here, not the number 1.
+        ("Since the answer is one of A-E, one of them is always the largest.", None),
+        ("So, the answer is 36.36 seconds, which is approximately 36 and 4/11.", "36.36"),
+        ("The answer is 20000 over pi.", "20000 over pi"),
+        ("Therefore, the unordered set is {-2, 1 + sqrt(5), 1 - sqrt(5)}.", None),
+        # QwQ, GSM8K 205: the pointer takes the previous sentence's last result, not its first.
+        ("Which is 30*6=180 per day, 180*7=1,260. So that's the answer.", "1,260"),
+    ],
+)
+def test_stated_answers_that_are_not_the_answer(sentence: str, answer: str | None) -> None:
+    found = IntermediateAnswerExtractor().extract(sentence)
+    stated = found is not None and found.strength >= AnswerStrength.STATED
+    assert (found.answer if stated and found else None) == answer
+
+
+def test_a_set_is_read_whole() -> None:
+    sentence = "Therefore, the unordered set is {-2, 1 + sqrt(5), 1 - sqrt(5)}."
+    found = IntermediateAnswerExtractor().extract(sentence)
+    assert found is not None
+    assert found.answer == "{-2, 1 + sqrt(5), 1 - sqrt(5)}"
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("5 times", "5"),
+        ("$36", "36"),
+        ("\\$9,360", "9,360"),
+        ("6√2", "6\\sqrt{2}"),
+        ("20000 over pi", "20000/\\pi"),
+        ("-5/12 cm", "-5/12"),
+        ("2x + 1", "2x + 1"),
+        ("x = 3", "x = 3"),
+    ],
+)
+def test_answer_value(raw: str, value: str) -> None:
+    assert answer_value(raw) == value
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("400/11", True),
+        ("6\\sqrt{2}", True),
+        ("3\\pi", True),
+        ("$25,000", True),
+        ("D^2", False),
+        ("10E + 5B + 30T - 25", False),
+        ("x", False),
+        ("\\pi", False),
+    ],
+)
+def test_is_value(answer: str, expected: bool) -> None:
+    assert is_value(answer) is expected

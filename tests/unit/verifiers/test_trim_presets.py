@@ -13,7 +13,7 @@ import pytest
 from verifiers.equivalence import EquivalenceChecker
 from verifiers.judges import JudgeContext, RuleJudge, Verdict
 from verifiers.repetition import count_word_pieces
-from verifiers.segmentation import SegmenterConfig, segment
+from verifiers.segmentation import SegmenterConfig, Thought, segment
 from verifiers.trim_presets import PRESETS, judge_configs, preset_for
 from verifiers.trim_replay import (
     ReplayConfig,
@@ -261,3 +261,52 @@ async def test_summary_rows_carry_the_acceptance_fields(checker: EquivalenceChec
     assert set(summary.groups) == {"QwQ-32B / gsm8k"}
     assert summary.pooled.oracle_saved_pct is not None
     assert summary.pooled.oracle_saved_pct > 0
+
+
+async def test_qwq_preset_stops_at_its_first_stated_answer(checker: EquivalenceChecker) -> None:
+    # QwQ, GSM8K 0: "Alright, I'm confident. The answer is 540 meters per week." ends the
+    # paragraph the preset (M = 0) stops at; the verification that follows is what it saves.
+    subject = real("qwq", "gsm8k/0:qwq-32b")
+    judge = RuleJudge(checker, by_family=judge_configs())
+    outcome = await replay_trace(subject, judge=judge, checker=checker)
+    assert outcome.rule is TrimRule.OVERTHINKING
+    assert "M = 0" in outcome.reason
+    assert (outcome.answer_at_trim, outcome.correct_after) == ("540", True)
+    assert outcome.tokens_at_trim < outcome.thinking_tokens
+
+
+PENSION = "This means her annual pension will be $2,500.\n\n"
+PROBLEM_16 = _rows(FILES["deepseek_r1"])["gsm8k/16:r1-distill-qwen-32b"]["problem"]
+
+
+@pytest.mark.parametrize(
+    ("text", "next_marker", "answer"),
+    [
+        # R1, GSM8K 16 (what will her annual pension be?): a conclusion about the asked
+        # quantity right before R1 turns to re-check it counts; mid-thought only a stated
+        # answer does.
+        pytest.param(PENSION, "Wait", "$2,500", id="before-wait"),
+        pytest.param(PENSION, None, None, id="mid-thought"),
+        pytest.param(PENSION, "Okay, so", None, id="before-a-new-attempt"),
+        # In terms of an unknown ("D^2" in R1 on MATH-500 40), even before "Wait": a step.
+        pytest.param(
+            "This means her annual pension will be 0.5P.\n\n", "Wait", None, id="in-unknowns"
+        ),
+    ],
+)
+async def test_r1_thought_end_bar(
+    text: str, next_marker: str | None, answer: str | None, checker: EquivalenceChecker
+) -> None:
+    judge = RuleJudge(checker, by_family=judge_configs())
+    unit = Thought(index=0, start=0, end=len(text), text=text, next_marker=next_marker)
+    context = JudgeContext(problem=PROBLEM_16, family="deepseek_r1")
+    verdict = await judge.reaches_answer(unit, context)
+    assert verdict.positive is (answer is not None)
+    if answer is not None:
+        assert verdict.answer == answer
+
+
+async def test_unit_words_do_not_break_agreement(checker: EquivalenceChecker) -> None:
+    judge = RuleJudge(checker)
+    assert (await judge.consistent("5 times", "5")).positive
+    assert judge.gradeable_answer("$36") == "36"
