@@ -247,7 +247,7 @@ def answer_value(answer: str) -> str:
     return re.sub(r"(?<![\\A-Za-z])pi\b", r"\\pi", value)
 
 
-_LATEX_WORDS = re.compile(r"\\[A-Za-z]+|sqrt|pi|infty|cdot|times")
+_LATEX_WORDS = re.compile(r"\\[A-Za-z]+|sqrt|pi|infty|cdot|times|(?<![A-Za-z])i\b")
 
 
 def is_value(answer: str) -> bool:

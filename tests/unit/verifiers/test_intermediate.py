@@ -420,3 +420,9 @@ def test_answer_value(raw: str, value: str) -> None:
 )
 def test_is_value(answer: str, expected: bool) -> None:
     assert is_value(answer) is expected
+
+
+def test_a_complex_number_is_a_value() -> None:
+    # R1, MATH-500 1: "6 - 5i" is the result; the imaginary unit is no unknown.
+    assert is_value("6 - 5i")
+    assert not is_value("5x - i")
