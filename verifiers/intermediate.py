@@ -50,6 +50,7 @@ __all__ = [
     "QuestionTarget",
     "answer_value",
     "is_value",
+    "names_foreign_unknown",
     "split_sentences",
 ]
 
@@ -205,6 +206,8 @@ def _goes_on(stated: str) -> bool:
     return bool(words)
 
 
+# "But if the question asks for distinct books, then the answer would be three.": hypothetical.
+_CONDITION = re.compile(r"\b(?:if|unless|suppose|supposing|assuming)\b", re.IGNORECASE)
 _NOT_A_COUNT = frozenset({"of", "more", "way", "another", "thing", "step", "by"})
 _ADVERB_START = re.compile(
     r"^\s*(?:indeed|still|also|just|exactly|clearly|definitely|actually|again)\s+", re.IGNORECASE
@@ -257,6 +260,20 @@ def is_value(answer: str) -> bool:
     (a definition or a step), where "6\\sqrt{2}" or "400/11" is a result."""
     value = answer_value(answer)
     return bool(re.search(r"\d", value)) and not re.search(r"[A-Za-z]", _LATEX_WORDS.sub("", value))
+
+
+_SYMBOL = r"(?<![A-Za-z\\]){}(?![A-Za-z])"
+
+
+def names_foreign_unknown(answer: str, problem: str) -> bool:
+    """Is the candidate written in terms of a symbol the problem never uses?
+
+    "[(N + (N/2))/5] * (N - 12)" for a problem that says "the number": the model named an
+    unknown to set up an equation, so the expression is a step, not an answer."""
+    letters = set(
+        re.findall(_SYMBOL.format("[A-Za-z]"), _LATEX_WORDS.sub(" ", answer_value(answer)))
+    )
+    return any(not re.search(_SYMBOL.format(letter), problem) for letter in letters)
 
 
 def _restore(text: str, spans: list[str]) -> str:
@@ -481,7 +498,11 @@ class IntermediateAnswerExtractor:
             return None
         prose = head
         stated = _STATED_AFTER.search(prose)
-        if stated is not None and not _goes_on(stated.group("a")):
+        if (
+            stated is not None
+            and not _goes_on(stated.group("a"))
+            and not _CONDITION.search(prose[: stated.start()])
+        ):
             value = _leading_value(stated.group("a"), spans)
             made = self._make(value, AnswerStrength.STATED, "stated", sentence)
             if made is not None:

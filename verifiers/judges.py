@@ -36,6 +36,7 @@ from verifiers.intermediate import (
     QuestionTarget,
     answer_value,
     is_value,
+    names_foreign_unknown,
     split_sentences,
 )
 from verifiers.segmentation import Thought
@@ -207,7 +208,9 @@ class RuleJudge(ThoughtJudge):
         config = self.config_for(context.family)
         extractor = self._extractors[config]
         found = extractor.extract(thought.text, target=_target_of(context.problem))
-        positive = config.reaches(thought, found)
+        positive = config.reaches(thought, found) and not (
+            found is not None and names_foreign_unknown(found.answer, context.problem)
+        )
         if not positive and config.count_confirmations and extractor.confirms(thought.text):
             return Verdict(
                 positive=True, score=0.5, confirms=True, reason="confirms the previous answer"

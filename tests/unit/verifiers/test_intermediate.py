@@ -18,6 +18,7 @@ from verifiers.intermediate import (
     QuestionTarget,
     answer_value,
     is_value,
+    names_foreign_unknown,
     split_sentences,
 )
 from verifiers.segmentation import SegmenterConfig, segment
@@ -366,6 +367,8 @@ def test_grades_separate_conclusions_from_intermediates_on_real_traces() -> None
         ("But then the answer would be 5, because missing 5 would make it over.", None),
         # QwQ, GSM8K 25: "answer:" heads a list of the problem's quantities (the answer is 24).
         ("Therefore, sticking with the original answer: 4 teachers, 2 lessons each, so 8.", None),
+        # QwQ, GSM8K 54: an answer under a condition is a hypothesis (the answer is 6).
+        ("But if the question asks for distinct books, then the answer would be three.", None),
         # QwQ, MATH-500 36: "one" is a word here, not the number 1.
         ("Since the answer is one of A-E, one of them is always the largest.", None),
         ("So, the answer is 36.36 seconds, which is approximately 36 and 4/11.", "36.36"),
@@ -426,3 +429,18 @@ def test_a_complex_number_is_a_value() -> None:
     # R1, MATH-500 1: "6 - 5i" is the result; the imaginary unit is no unknown.
     assert is_value("6 - 5i")
     assert not is_value("5x - i")
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem", "foreign"),
+    [
+        # QwQ, GSM8K 139: "the final value is [(N + (N/2))/5] * (N - 12)" - N is the model's own
+        # name for "the number"; the answer is 48.
+        ("[(N + (N/2))/5] * (N - 12)", "Then the number train has a starting value of 20.", True),
+        ("2x + 1", "Find $f(x)$ in terms of $x$.", False),
+        ("6 - 5i", "Compute $(1 + 2i)(a - i)$.", False),
+        ("48", "How many hours did she sleep?", False),
+    ],
+)
+def test_an_answer_in_the_models_own_unknowns(answer: str, problem: str, foreign: bool) -> None:
+    assert names_foreign_unknown(answer, problem) is foreign

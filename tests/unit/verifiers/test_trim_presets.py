@@ -310,3 +310,13 @@ async def test_unit_words_do_not_break_agreement(checker: EquivalenceChecker) ->
     judge = RuleJudge(checker)
     assert (await judge.consistent("5 times", "5")).positive
     assert judge.gradeable_answer("$36") == "36"
+
+
+async def test_qwq_judge_ignores_an_answer_in_its_own_unknowns(checker: EquivalenceChecker) -> None:
+    # QwQ, GSM8K 139 (answer 48): the expression it set up in its own N is not a stated answer.
+    problem = _rows(FILES["qwq"])["gsm8k/139:qwq-32b"]["problem"]
+    text = "So putting it all together, the final value is [(N + (N/2))/5] * (N - 12).\n\n"
+    unit = Thought(index=0, start=0, end=len(text), text=text)
+    judge = RuleJudge(checker, by_family=judge_configs())
+    verdict = await judge.reaches_answer(unit, JudgeContext(problem=problem, family="qwq"))
+    assert not verdict.positive
