@@ -206,6 +206,8 @@ def _goes_on(stated: str) -> bool:
     return bool(words)
 
 
+_RELATIVE = re.compile(r"(?:which|that|this|it)(?:\s+\w+)?", re.IGNORECASE)
+_CLAUSE_BREAK = re.compile(r",\s|;\s|\s(?:because|since|while|whereas|when)\s", re.IGNORECASE)
 # "But if the question asks for distinct books, then the answer would be three.": hypothetical.
 _CONDITION = re.compile(r"\b(?:if|unless|suppose|supposing|assuming)\b", re.IGNORECASE)
 _NOT_A_COUNT = frozenset({"of", "more", "way", "another", "thing", "step", "by"})
@@ -347,7 +349,7 @@ def _trailing_value(text: str, spans: list[str]) -> str | None:
         if placeholder is not None:
             out.insert(0, _math_body(spans[int(placeholder.group(1))]))
             break
-        if re.fullmatch(r"[-+]?[\d.,/]+|[\d+\-*/^()]+", word):
+        if re.fullmatch(r"[-+]?[\d.,/]+%?|[\d+\-*/^()]+", word):
             out.insert(0, word)
             continue
         break
@@ -533,7 +535,13 @@ class IntermediateAnswerExtractor:
             last = copulas[-1]
             value = _leading_value(_ADVERB_START.sub("", prose[last.end() :]), spans)
             if value is not None:
-                subject = _restore(prose[: last.start()], spans)
+                # "10% is the minimal rate because at 10%, the future value is 66,200": the
+                # subject of the last verb is its own clause ("the future value").
+                # "..., which is 42" restates the earlier clause: it keeps the whole subject.
+                clause = _CLAUSE_BREAK.split(prose[: last.start()])[-1]
+                if _RELATIVE.fullmatch(clause.strip()):
+                    clause = prose[: last.start()]
+                subject = _restore(clause, spans)
                 strength = _subject_strength(subject, target)
                 return self._make(value, strength, "subject-is", sentence)
         equals = list(_PLAIN_EQUALS.finditer(prose))

@@ -211,7 +211,15 @@ class RuleJudge(ThoughtJudge):
         positive = config.reaches(thought, found) and not (
             found is not None and names_foreign_unknown(found.answer, context.problem)
         )
-        if not positive and config.count_confirmations and extractor.confirms(thought.text):
+        # "So, 10% is correct." after "... less than 66,200": the thought vouches for a value
+        # of its own, which may not be the previous answer - a candidate, not a confirmation.
+        own_value = found is not None and found.cue.startswith("declared-right")
+        if (
+            not positive
+            and not own_value
+            and config.count_confirmations
+            and extractor.confirms(thought.text)
+        ):
             return Verdict(
                 positive=True, score=0.5, confirms=True, reason="confirms the previous answer"
             )

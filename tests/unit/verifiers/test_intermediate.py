@@ -444,3 +444,32 @@ def test_a_complex_number_is_a_value() -> None:
 )
 def test_an_answer_in_the_models_own_unknowns(answer: str, problem: str, foreign: bool) -> None:
     assert names_foreign_unknown(answer, problem) is foreign
+
+
+RATE = "What is the minimal compound interest rate that the savings account must provide?"
+
+
+@pytest.mark.parametrize(
+    ("sentence", "answer", "strength"),
+    [
+        # R1, MATH-500 3 (answer 10): the last verb's subject is its own clause, "the future
+        # value", not the asked rate named in the first clause.
+        (
+            "Therefore, 10% is indeed the minimal rate required because at 10%, the future value "
+            "is exactly 66,200, and any lower rate would result in less than that.",
+            "66,200",
+            AnswerStrength.EXPRESSION,
+        ),
+        ("So, the minimal rate is 10%.", "10%", AnswerStrength.TARGET),
+        # A percentage declared right is the thought's own value, not a bare confirmation.
+        ("So, 10% is correct.", "10%", AnswerStrength.EXPRESSION),
+    ],
+)
+def test_the_subject_is_the_last_clause(
+    sentence: str, answer: str, strength: AnswerStrength
+) -> None:
+    found = IntermediateAnswerExtractor().extract(
+        sentence, target=QuestionTarget.from_problem(RATE)
+    )
+    assert found is not None
+    assert (found.answer, found.strength) == (answer, strength)

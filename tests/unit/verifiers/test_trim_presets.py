@@ -320,3 +320,15 @@ async def test_qwq_judge_ignores_an_answer_in_its_own_unknowns(checker: Equivale
     judge = RuleJudge(checker, by_family=judge_configs())
     verdict = await judge.reaches_answer(unit, JudgeContext(problem=problem, family="qwq"))
     assert not verdict.positive
+
+
+async def test_a_thought_that_vouches_for_its_own_value_confirms_nothing(
+    checker: EquivalenceChecker,
+) -> None:
+    # R1, MATH-500 3: "So, 10% is correct." came after "... the future value is exactly
+    # 66,200"; read as a bare confirmation it agreed with 66,200 and stopped the trace on it.
+    text = "Alternatively, the quadratic gives the exact solution. So, 10% is correct.\n\n"
+    unit = Thought(index=0, start=0, end=len(text), text=text)
+    judge = RuleJudge(checker, by_family=judge_configs())
+    verdict = await judge.reaches_answer(unit, JudgeContext(problem="", family="deepseek_r1"))
+    assert not verdict.confirms
