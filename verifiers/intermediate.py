@@ -40,6 +40,7 @@ from verifiers.question_target import (
     _protect_math,
     _squash,
     _stem,
+    proper_names,
 )
 
 __all__ = [
@@ -213,6 +214,22 @@ _CONDITION = re.compile(r"\b(?:if|unless|suppose|supposing|assuming)\b", re.IGNO
 _NOT_A_COUNT = frozenset({"of", "more", "way", "another", "thing", "step", "by"})
 _ADVERB_START = re.compile(
     r"^\s*(?:indeed|still|also|just|exactly|clearly|definitely|actually|again)\s+", re.IGNORECASE
+)
+# "... is 68 square feet in total": the words after a plain number are its unit, and a unit the
+# question asks for ("how many square feet") names the target as well as a subject does.
+_VALUE_THEN_WORDS = re.compile(
+    r"^(?P<v>[-+]?\\?\$?\s?\d[\d,]*(?:\.\d+)?%?)\s+(?P<w>[A-Za-z][A-Za-z'-]*(?:\s+[A-Za-z][A-Za-z'-]*){0,2})"
+)
+# "So, Kelsie made 18 cookies." / "So, it should take him 5 hours to get back.": a conclusion
+# that ends on a number and its unit through a verb other than "is" (R1 and Sky-T1 write these).
+_ENDS_ON_VALUE = re.compile(
+    r"(?<![\w.,/^*+-])(?P<v>[-+]?\\?\$?\d[\d,]*(?:\.\d+)?%?)"
+    r"(?P<w>(?:\s+[A-Za-z][A-Za-z'-]*){0,4})\s*[.!]?\s*$"
+)
+# "So, 35 ways for the boys times 6 ways for the girls.": the sentence computes; its last number
+# is an operand.
+_ARITHMETIC = re.compile(
+    r"\b(?:times|plus|minus|divided|multiplied|over|per|each|of)\b|[-+*/×÷·=^]", re.IGNORECASE
 )
 # "So, n = 8 is correct.": a value the sentence itself declares right.
 _DECLARED_RIGHT = re.compile(
@@ -394,6 +411,23 @@ def _top_level_rhs(body: str) -> str:
     return body if split is None else split[1]
 
 
+def _someone_else(subject: str, target: QuestionTarget) -> bool:
+    """A subject naming someone the question does not ask about ("So Rissa has $12 left." for
+    "How much is left in Ronnie's money?"): someone else's amount."""
+    named = set(proper_names(re.sub(r"\x00\d+\x00", " ", subject)))
+    return bool(target.names and named and not named & set(target.names))
+
+
+def _unit_strength(text: str, target: QuestionTarget) -> AnswerStrength:
+    """TARGET when the words after a leading plain number name an asked noun ("68 square
+    feet" for "how many square feet"), else NONE."""
+    unit = _VALUE_THEN_WORDS.match(text.strip())
+    if unit is None or _someone_else(text, target):
+        return AnswerStrength.NONE
+    words = {_stem(w) for w in re.findall(r"[a-z][a-z'-]+", unit.group("w").lower())}
+    return AnswerStrength.TARGET if words & set(target.nouns) else AnswerStrength.NONE
+
+
 def _subject_strength(
     subject: str, target: QuestionTarget, *, math_only: bool = False
 ) -> AnswerStrength:
@@ -403,6 +437,8 @@ def _subject_strength(
     asked single symbol is the left side of an equation or a word of the subject ("the annual
     rate r"), or (prose subjects only) when it contains the asked noun's head word.
     """
+    if not math_only and _someone_else(subject, target):
+        return AnswerStrength.EXPRESSION
     if math_only:
         split = _split_equation(subject, first=True)
         subject = split[0] if split is not None else subject
@@ -533,7 +569,8 @@ class IntermediateAnswerExtractor:
         if copulas:
             # "the perimeter is 6 times 7, which is 42": subject first, value after the last verb.
             last = copulas[-1]
-            value = _leading_value(_ADVERB_START.sub("", prose[last.end() :]), spans)
+            after = _ADVERB_START.sub("", prose[last.end() :])
+            value = _leading_value(after, spans)
             if value is not None:
                 # "10% is the minimal rate because at 10%, the future value is 66,200": the
                 # subject of the last verb is its own clause ("the future value").
@@ -570,6 +607,20 @@ class IntermediateAnswerExtractor:
             value = _leading_value(there.group("rest"), spans)
             strength = _subject_strength(_restore(there.group("rest"), spans), target)
             made = self._make(value, strength, "there-are", sentence)
+            if made is not None:
+                return made
+        ends = _ENDS_ON_VALUE.search(prose)
+        if (
+            ends is not None
+            and not copulas
+            and not equals
+            and not _ARITHMETIC.search(prose[: ends.start()])
+        ):
+            subject = _restore(prose[: ends.start()], spans)
+            strength = _subject_strength(subject, target)
+            if not _someone_else(subject, target):
+                strength = max(strength, _unit_strength(prose[ends.start() :], target))
+            made = self._make(ends.group("v"), strength, "verb-value", sentence)
             if made is not None:
                 return made
         # "... so \\( a = 3 \\)": the last equation in the sentence, subject on its left side.

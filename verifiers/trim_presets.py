@@ -84,6 +84,8 @@ _RECHECK_MARKERS = frozenset(
         "To double-check",
         "Double-checking",
         "Just to",
+        "But",
+        "Hmm",
     }
 )
 _STATED_OR_TARGET_AT_THOUGHT_END = _STATED.model_copy(

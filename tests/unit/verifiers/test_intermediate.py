@@ -39,6 +39,11 @@ P_CUBE = (
     "What is the smallest positive perfect cube that can be written as the sum of three "
     "consecutive integers?"
 )
+P_RONNIE = (
+    "Ronnie was given $5 while Rissa was given thrice as much. After each of them had given an "
+    "equal amount of money to their little sister, Rissa is left with 4/5 of her money. How much "
+    "is left in Ronnie's money?"
+)
 P_BITS = (
     "When the base-16 number $66666_{16}$ is written in base 2, how many base-2 digits (bits) "
     "does it have?"
@@ -161,6 +166,10 @@ E, T, S, B = (
         pytest.param(
             P_BITS, "So, 66666₁₆ would be 20 bits in binary.", "20", E, id="subject-not-asked"
         ),
+        # A conclusion through a verb other than "is" (real: R1, GSM8K 286): the asked person and
+        # the asked noun make it TARGET; another person's amount is a step.
+        pytest.param(P_RONNIE, "So, Ronnie has $2 left.", "$2", T, id="verb-value"),
+        pytest.param(P_RONNIE, "So Rissa has $12 left.", "$12", E, id="verb-value-someone-else"),
         pytest.param(
             P_HEXAGON,
             "So, for six triangles, there are 6 times 2 = 12 internal sides.",
@@ -224,6 +233,10 @@ def test_grades(problem: str, sentence: str, answer: str, strength: AnswerStreng
             id="negated-property",
         ),
         pytest.param("", "Let me compute 6 times 7 first.", id="plan"),
+        # The last number is an operand (real: R1, MATH-500 10, whose answer is 35 x 6 = 210).
+        pytest.param(
+            "", "So, 35 ways for the boys times 6 ways for the girls.", id="verb-value-operand"
+        ),
         # Cut mid-expression (real: Sky-T1, math500/143, "... = (1/2) * |...|").
         pytest.param("", "Thus, the area is (1/2) *", id="dangling-operator"),
         pytest.param("", r"So, the area is \(\frac{1}{2} \cdot\)", id="dangling-latex-operator"),
@@ -473,3 +486,8 @@ def test_the_subject_is_the_last_clause(
     )
     assert found is not None
     assert (found.answer, found.strength) == (answer, strength)
+
+
+def test_question_target_names_the_asked_person() -> None:
+    assert QuestionTarget.from_problem(P_RONNIE).names == ("Ronnie",)
+    assert QuestionTarget.from_problem(P_BITS).names == ()

@@ -90,6 +90,12 @@ def test_every_trace_family_has_its_own_preset() -> None:
         pytest.param("deepseek_r1", "gsm8k/4:r1-distill-qwen-32b", 32, "6", id="r1-concludes"),
         # "... her overtime earnings are 5 hours multiplied by $12, totaling $60." (460)
         pytest.param("deepseek_r1", "gsm8k/1:r1-distill-qwen-32b", 1, None, id="r1-intermediate"),
+        # Ronnie's money: "So, Ronnie has $2 left." before "Wait" (a verb, not "is", carries it);
+        # "So Rissa has $12 left." before "But" is the other person's amount.
+        pytest.param(
+            "deepseek_r1", "gsm8k/286:r1-distill-qwen-32b", 11, "$2", id="r1-verb-concludes"
+        ),
+        pytest.param("deepseek_r1", "gsm8k/286:r1-distill-qwen-32b", 5, None, id="r1-someone-else"),
         # "So, 27 is the smallest perfect cube that is a multiple of 3." (last sentence)
         pytest.param(
             "sky_t1", "math500/6:test/number_theory/515.json", 1, "27", id="sky-concludes"
@@ -287,6 +293,7 @@ PROBLEM_16 = _rows(FILES["deepseek_r1"])["gsm8k/16:r1-distill-qwen-32b"]["proble
         # answer does.
         pytest.param(PENSION, "Wait", "$2,500", id="before-wait"),
         pytest.param(PENSION, None, None, id="mid-thought"),
+        pytest.param(PENSION, "But", "$2,500", id="before-but"),
         pytest.param(PENSION, "Okay, so", None, id="before-a-new-attempt"),
         # In terms of an unknown ("D^2" in R1 on MATH-500 40), even before "Wait": a step.
         pytest.param(
