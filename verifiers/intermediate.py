@@ -100,6 +100,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\(])")
 _CONCLUSION_CUE = re.compile(
     r"^(?:and\s+)?(?:so|thus|therefore|hence|consequently|in conclusion|in summary|overall"
     r"|finally|that means|this means|which means|this gives|that gives|putting it all together"
+    r"|rounding|rounded"
     r"|in (?:either|both|any|all) cases?)\b|\b(?:therefore|thus|hence|so)\b"
     r"|\b(?:which|this|that|it) (?:matches|confirms|agrees|checks out|is consistent)",
     re.IGNORECASE,
@@ -215,6 +216,10 @@ _NOT_A_COUNT = frozenset({"of", "more", "way", "another", "thing", "step", "by"}
 _ADVERB_START = re.compile(
     r"^\s*(?:indeed|still|also|just|exactly|clearly|definitely|actually|again)\s+", re.IGNORECASE
 )
+# "Rounding to one decimal place, the energy gap is approximately 1.3 eV.": a rounded value is
+# the one the model reports (an unrounded "approximately 41.81" is often rounded again later).
+_ROUNDED = re.compile(r"\bround(?:ed|ing)\b", re.IGNORECASE)
+_APPROXIMATELY = re.compile(r"^\s*(?:approximately|about|roughly|≈)\s*", re.IGNORECASE)
 # "... is 68 square feet in total": the words after a plain number are its unit, and a unit the
 # question asks for ("how many square feet") names the target as well as a subject does.
 _VALUE_THEN_WORDS = re.compile(
@@ -570,6 +575,8 @@ class IntermediateAnswerExtractor:
             # "the perimeter is 6 times 7, which is 42": subject first, value after the last verb.
             last = copulas[-1]
             after = _ADVERB_START.sub("", prose[last.end() :])
+            if _ROUNDED.search(prose):
+                after = _APPROXIMATELY.sub("", after)
             value = _leading_value(after, spans)
             if value is not None:
                 # "10% is the minimal rate because at 10%, the future value is 66,200": the

@@ -39,6 +39,10 @@ P_CUBE = (
     "What is the smallest positive perfect cube that can be written as the sum of three "
     "consecutive integers?"
 )
+P_GAP = (
+    "What is the energy gap (in eV) between the n=3 and n=8 states? Give your answer to one "
+    "decimal place."
+)
 P_RONNIE = (
     "Ronnie was given $5 while Rissa was given thrice as much. After each of them had given an "
     "equal amount of money to their little sister, Rissa is left with 4/5 of her money. How much "
@@ -168,6 +172,14 @@ E, T, S, B = (
         ),
         # A conclusion through a verb other than "is" (real: R1, GSM8K 286): the asked person and
         # the asked noun make it TARGET; another person's amount is a step.
+        # A rounded value is the reported one (real: Sky-T1, minerva_math 1.3 eV).
+        pytest.param(
+            P_GAP,
+            "Rounding to one decimal place, the energy gap is approximately 1.3 eV.",
+            "1.3",
+            T,
+            id="rounded-approximately",
+        ),
         pytest.param(P_RONNIE, "So, Ronnie has $2 left.", "$2", T, id="verb-value"),
         pytest.param(P_RONNIE, "So Rissa has $12 left.", "$12", E, id="verb-value-someone-else"),
         pytest.param(
@@ -232,6 +244,8 @@ def test_grades(problem: str, sentence: str, answer: str, strength: AnswerStreng
             r"\(x = -3\).",
             id="negated-property",
         ),
+        # Unrounded (real: Sky-T1, minerva_math 2, which reports 41.8 after "approximately 41.81").
+        pytest.param(P_GAP, "So, the energy gap is approximately 1.2985 eV.", id="approximately"),
         pytest.param("", "Let me compute 6 times 7 first.", id="plan"),
         # The last number is an operand (real: R1, MATH-500 10, whose answer is 35 x 6 = 210).
         pytest.param(
