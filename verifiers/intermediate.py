@@ -216,6 +216,7 @@ _NOT_A_COUNT = frozenset({"of", "more", "way", "another", "thing", "step", "by"}
 _ADVERB_START = re.compile(
     r"^\s*(?:indeed|still|also|just|exactly|clearly|definitely|actually|again)\s+", re.IGNORECASE
 )
+_UNIT_BEFORE = re.compile(r"(?<=\d)(?:\s+[a-z][a-z'-]*){1,2}\s*$")
 # "Rounding to one decimal place, the energy gap is approximately 1.3 eV.": a rounded value is
 # the one the model reports (an unrounded "approximately 41.81" is often rounded again later).
 _ROUNDED = re.compile(r"\bround(?:ed|ing)\b", re.IGNORECASE)
@@ -552,7 +553,10 @@ class IntermediateAnswerExtractor:
                 return made
         stated = _STATED_BEFORE_P.search(prose)
         if stated is not None:
-            value = _trailing_value(prose[: stated.start()], spans)
+            before = prose[: stated.start()]
+            # "I think 68 square feet is the correct answer.": the value before its unit words.
+            unit = _UNIT_BEFORE.search(before)
+            value = _trailing_value(before if unit is None else before[: unit.start()], spans)
             made = self._make(value, AnswerStrength.STATED, "stated-before", sentence)
             if made is not None:
                 return made

@@ -172,6 +172,10 @@ E, T, S, B = (
         ),
         # A conclusion through a verb other than "is" (real: R1, GSM8K 286): the asked person and
         # the asked noun make it TARGET; another person's amount is a step.
+        # Unit words between the value and "is the correct answer" (real: R1, GSM8K comforter).
+        pytest.param(
+            "", "So, yeah, I think 68 square feet is the correct answer.", "68", S, id="unit-answer"
+        ),
         # A rounded value is the reported one (real: Sky-T1, minerva_math 1.3 eV).
         pytest.param(
             P_GAP,
