@@ -233,7 +233,11 @@ _ENDS_ON_VALUE = re.compile(
     r"(?P<w>(?:\s+[A-Za-z][A-Za-z'-]*){0,4})\s*[.!]?\s*$"
 )
 # "So, 35 ways for the boys times 6 ways for the girls.": the sentence computes; its last number
-# is an operand.
+# is an operand. "Mikka can order 28 different pizzas ... from the 8 available.": with a second
+# number the last one may sit in a modifier, so a verb conclusion carries exactly one number.
+# "So, that adds up to 18 representatives in total.": parts checked against a given total.
+_ADDS_UP = re.compile(r"\b(?:adds? up|sums? (?:up )?to|totals?)\b", re.IGNORECASE)
+_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?|\x00\d+\x00")
 _ARITHMETIC = re.compile(
     r"\b(?:times|plus|minus|divided|multiplied|over|per|each|of)\b|[-+*/×÷·=^]", re.IGNORECASE
 )
@@ -626,6 +630,8 @@ class IntermediateAnswerExtractor:
             and not copulas
             and not equals
             and not _ARITHMETIC.search(prose[: ends.start()])
+            and len(_NUMBER.findall(prose)) == 1
+            and not _ADDS_UP.search(prose)
         ):
             subject = _restore(prose[: ends.start()], spans)
             strength = _subject_strength(subject, target)

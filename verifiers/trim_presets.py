@@ -84,7 +84,6 @@ _RECHECK_MARKERS = frozenset(
         "To double-check",
         "Double-checking",
         "Just to",
-        "But",
         "Hmm",
     }
 )

@@ -39,6 +39,15 @@ P_CUBE = (
     "What is the smallest positive perfect cube that can be written as the sum of three "
     "consecutive integers?"
 )
+P_COUNCIL = (
+    "The 7th and 8th grades have enrollments of 520 and 650 respectively. The two grades have a "
+    "total of 18 representatives on the Student Council. How many representatives should the 8th "
+    "grade have if there is to be a fair representation of the two grades?"
+)
+P_PIZZA = (
+    "Mikka wants to order a pizza with two different toppings. He has 8 different toppings to "
+    "choose from. How many different pizzas could he order?"
+)
 P_GAP = (
     "What is the energy gap (in eV) between the n=3 and n=8 states? Give your answer to one "
     "decimal place."
@@ -247,6 +256,16 @@ def test_grades(problem: str, sentence: str, answer: str, strength: AnswerStreng
             r"Therefore, the expression is undefined at two values of \(x\): \(x = 3\) and "
             r"\(x = -3\).",
             id="negated-property",
+        ),
+        # Parts checked against the given total (real: R1, MATH-500 48, whose answer is 10).
+        pytest.param(
+            P_COUNCIL, "So, that adds up to 18 representatives in total.", id="verb-value-adds-up"
+        ),
+        pytest.param(
+            P_PIZZA,
+            "Therefore, Mikka can order 28 different pizzas with two different toppings from the "
+            "8 available.",
+            id="verb-value-two-numbers",
         ),
         # Unrounded (real: Sky-T1, minerva_math 2, which reports 41.8 after "approximately 41.81").
         pytest.param(P_GAP, "So, the energy gap is approximately 1.2985 eV.", id="approximately"),

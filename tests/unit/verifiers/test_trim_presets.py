@@ -293,7 +293,10 @@ PROBLEM_16 = _rows(FILES["deepseek_r1"])["gsm8k/16:r1-distill-qwen-32b"]["proble
         # answer does.
         pytest.param(PENSION, "Wait", "$2,500", id="before-wait"),
         pytest.param(PENSION, None, None, id="mid-thought"),
-        pytest.param(PENSION, "But", "$2,500", id="before-but"),
+        pytest.param(PENSION, "Hmm", "$2,500", id="before-hmm"),
+        # "But" often doubts what came before (held-out R1 MATH-2189 "... = 8!." then "But"):
+        # not a re-check marker.
+        pytest.param(PENSION, "But", None, id="before-but"),
         pytest.param(PENSION, "Okay, so", None, id="before-a-new-attempt"),
         # In terms of an unknown ("D^2" in R1 on MATH-500 40), even before "Wait": a step.
         pytest.param(
