@@ -19,7 +19,9 @@ What the measurements say (rule judge, docs/benchmarks.md):
 * R1-distill states its answer only at the very end, so a stated bar saves little (2%). Its
   conclusions before a re-check ("... So, the average time is 25 minutes." then "Wait, ...")
   are answers more often than mid-thought ones (63% vs 31% on GSM8K/MATH): at a thought's end
-  a number-valued TARGET candidate counts, and two agreeing ones stop it (12% saved).
+  a number-valued TARGET candidate counts, and two agreeing ones stop it (12% saved). A
+  paragraph before "Hmm" ends a thought too; one before "But" does not (R1's "But" doubts: on
+  the train half it added 1.4% saved for no loss, on the held-out half it lost 2 traces).
 * Underthinking by raw thought count fires on converged QwQ traces (it writes many short
   thoughts). It counts answer-bearing thoughts instead (K stated answers that never agree) and
   the budget share; a quarter of the budget costs 6-25 pt on QwQ / R1-distill MATH, whose long
