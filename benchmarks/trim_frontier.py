@@ -18,6 +18,7 @@ from benchmarks.common import write_section
 from tts_orchestrator.trim.cli import DEFAULT_TRACES
 from verifiers.equivalence import EquivalenceChecker
 from verifiers.judges import RuleJudge
+from verifiers.traces import QWEN25_TOKENIZER, TokenCounter
 from verifiers.trim_replay import ReplayConfig, ReplayTotals, load_replay_traces, replay
 from verifiers.trimr import TrimRConfig, TrimRule
 
@@ -29,6 +30,8 @@ Row = tuple[int, int | None, bool, ReplayTotals]
 
 async def sweep(ms: list[int], ns: list[int | None], weak: list[bool]) -> list[Row]:
     traces = load_replay_traces(DEFAULT_TRACES, datasets=DATASETS, complete_only=True)
+    counter = TokenCounter.qwen25()
+    counter.count_many([t.thinking for t in traces])
     rows = []
     async with EquivalenceChecker(timeout_s=5.0) as checker:
         for m, n, w in itertools.product(ms, ns, weak):
@@ -45,6 +48,7 @@ async def sweep(ms: list[int], ns: list[int | None], weak: list[bool]) -> list[R
                 judge=RuleJudge(checker),
                 checker=checker,
                 config=ReplayConfig(trimr=config, paragraphs=False),
+                count_tokens=counter.count,
             )
             rows.append((m, n, w, report.totals))
             t = report.totals
@@ -91,17 +95,20 @@ def table(rows: list[Row]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--m", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--m", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--n", type=int, nargs="+", default=[6, 8, 10, 14, 20])
     ap.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
     args = ap.parse_args()
     rows = asyncio.run(sweep(args.m, [None, *args.n], [False, True]))
     body = (
-        "Rule judge, complete traces of math500 and math_hendrycks (Sky-T1, R1-distill), "
-        "verdicts without delay; all three rules on, underthinking at R = 0.5 of the recorded "
-        "budget or after N thoughts without convergence (N off: underthinking off). In the "
-        "replay an underthinking trim answers with the last answer that counted (none: wrong), "
-        "which is harsher than live, where the forced final answer is generated.\n\n" + table(rows)
+        "Rule judge with its generic settings (TARGET bar, whole thoughts; not the per-family "
+        "presets of issue 16), complete traces of math500 and math_hendrycks (Sky-T1, "
+        "R1-distill, QwQ, LIMO), verdicts without delay; all three rules on, underthinking at "
+        "R = 0.5 of the recorded budget or after N thoughts without convergence (N off: "
+        "underthinking off). M = 0 stops at the first answer over the bar. Thinking tokens are "
+        f"{QWEN25_TOKENIZER} tokens. A forced stop answers with the candidate that had the most "
+        "support so far (none, counted wrong, only without any candidate); the replay assumes "
+        "the answer written after a trim is the one the branch had reached.\n\n" + table(rows)
     )
     print(body)
     if not args.no_write:

@@ -40,6 +40,7 @@ from verifiers.question_target import (
     _protect_math,
     _squash,
     _stem,
+    proper_names,
 )
 
 __all__ = [
@@ -48,6 +49,9 @@ __all__ = [
     "IntermediateAnswer",
     "IntermediateAnswerExtractor",
     "QuestionTarget",
+    "answer_value",
+    "is_value",
+    "names_foreign_unknown",
     "split_sentences",
 ]
 
@@ -96,6 +100,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\\(])")
 _CONCLUSION_CUE = re.compile(
     r"^(?:and\s+)?(?:so|thus|therefore|hence|consequently|in conclusion|in summary|overall"
     r"|finally|that means|this means|which means|this gives|that gives|putting it all together"
+    r"|rounding|rounded"
     r"|in (?:either|both|any|all) cases?)\b|\b(?:therefore|thus|hence|so)\b"
     r"|\b(?:which|this|that|it) (?:matches|confirms|agrees|checks out|is consistent)",
     re.IGNORECASE,
@@ -185,8 +190,56 @@ _NUMBER_WORDS = {
     "eleven": "11",
     "twelve": "12",
 }
+# "the answer is 5, because missing 5 would ...", "answer: 4 teachers, 2 lessons each, ...": the
+# sentence goes on computing after the value, so the value is one item of a list or a premise.
+_CONTINUATION = re.compile(r",\s|\s(?:because|since|so|and|then)\s")
+_APPROXIMATION = re.compile(r"\bor\b|approximately|about|roughly|≈|~")
+
+
+def _goes_on(stated: str) -> bool:
+    """Does the text after a stated value go on with more numbers and prose (not a list)?"""
+    cut = _CONTINUATION.search(stated)
+    if cut is None:
+        return False
+    rest = stated[cut.start() :]
+    if _APPROXIMATION.search(rest) or not re.search(r"[\d\x00]", rest):
+        return False
+    words = {w.lower() for w in re.findall(r"[A-Za-z]{3,}", rest)} - {"and", "then"}
+    return bool(words)
+
+
+_RELATIVE = re.compile(r"(?:which|that|this|it)(?:\s+\w+)?", re.IGNORECASE)
+_CLAUSE_BREAK = re.compile(r",\s|;\s|\s(?:because|since|while|whereas|when)\s", re.IGNORECASE)
+# "But if the question asks for distinct books, then the answer would be three.": hypothetical.
+_CONDITION = re.compile(r"\b(?:if|unless|suppose|supposing|assuming)\b", re.IGNORECASE)
+_NOT_A_COUNT = frozenset({"of", "more", "way", "another", "thing", "step", "by"})
 _ADVERB_START = re.compile(
     r"^\s*(?:indeed|still|also|just|exactly|clearly|definitely|actually|again)\s+", re.IGNORECASE
+)
+_UNIT_BEFORE = re.compile(r"(?<=\d)(?:\s+[a-z][a-z'-]*){1,2}\s*$")
+# "Rounding to one decimal place, the energy gap is approximately 1.3 eV.": a rounded value is
+# the one the model reports (an unrounded "approximately 41.81" is often rounded again later).
+_ROUNDED = re.compile(r"\bround(?:ed|ing)\b", re.IGNORECASE)
+_APPROXIMATELY = re.compile(r"^\s*(?:approximately|about|roughly|≈)\s*", re.IGNORECASE)
+# "... is 68 square feet in total": the words after a plain number are its unit, and a unit the
+# question asks for ("how many square feet") names the target as well as a subject does.
+_VALUE_THEN_WORDS = re.compile(
+    r"^(?P<v>[-+]?\\?\$?\s?\d[\d,]*(?:\.\d+)?%?)\s+(?P<w>[A-Za-z][A-Za-z'-]*(?:\s+[A-Za-z][A-Za-z'-]*){0,2})"
+)
+# "So, Kelsie made 18 cookies." / "So, it should take him 5 hours to get back.": a conclusion
+# that ends on a number and its unit through a verb other than "is" (R1 and Sky-T1 write these).
+_ENDS_ON_VALUE = re.compile(
+    r"(?<![\w.,/^*+-])(?P<v>[-+]?\\?\$?\d[\d,]*(?:\.\d+)?%?)"
+    r"(?P<w>(?:\s+[A-Za-z][A-Za-z'-]*){0,4})\s*[.!]?\s*$"
+)
+# "So, 35 ways for the boys times 6 ways for the girls.": the sentence computes; its last number
+# is an operand. "Mikka can order 28 different pizzas ... from the 8 available.": with a second
+# number the last one may sit in a modifier, so a verb conclusion carries exactly one number.
+# "So, that adds up to 18 representatives in total.": parts checked against a given total.
+_ADDS_UP = re.compile(r"\b(?:adds? up|sums? (?:up )?to|totals?)\b", re.IGNORECASE)
+_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?|\x00\d+\x00")
+_ARITHMETIC = re.compile(
+    r"\b(?:times|plus|minus|divided|multiplied|over|per|each|of)\b|[-+*/×÷·=^]", re.IGNORECASE
 )
 # "So, n = 8 is correct.": a value the sentence itself declares right.
 _DECLARED_RIGHT = re.compile(
@@ -204,6 +257,52 @@ _ARTICLE_START = re.compile(
     r"^(?:indeed\s+|definitely\s+|also\s+|still\s+|clearly\s+)?(?:the|a|an|my|our)\s",
     re.IGNORECASE,
 )
+
+
+_UNIT_TAIL = re.compile(
+    r"^(?P<v>[-+]?\\?\$?\s?[\d.,/]*\d%?)\s+(?P<w>[A-Za-z][A-Za-z'-]*(?:\s+[A-Za-z][A-Za-z'-]*){0,3})$"
+)
+_SQRT_WORD = re.compile(r"(?:√|\bsqrt)\s*(?:\((?P<p>[^()]+)\)|(?P<n>\d+(?:\.\d+)?|[a-z]))")
+
+
+def answer_value(answer: str) -> str:
+    """A candidate as a value an equivalence checker can read: "5 times" -> "5", "$36" -> "36",
+    "6√2" -> "6\\sqrt{2}", "20000 over pi" -> "20000/\\pi". Unit words are dropped only after a
+    plain number, so "2x + 1" or "x = 3 or x = 5" keep their letters."""
+    value = answer.strip()
+    unit = _UNIT_TAIL.match(value)
+    if unit is not None and not set(unit.group("w").lower().split()) & {"pi", "i", "e"}:
+        value = unit.group("v")
+    value = re.sub(r"^\\?\$\s?(?=\d)", "", value)
+    value = _SQRT_WORD.sub(lambda m: "\\sqrt{" + (m.group("p") or m.group("n")) + "}", value)
+    value = re.sub(r"\s+over\s+", "/", value)
+    return re.sub(r"(?<![\\A-Za-z])pi\b", r"\\pi", value)
+
+
+_LATEX_WORDS = re.compile(r"\\[A-Za-z]+|sqrt|pi|infty|cdot|times|(?<![A-Za-z])i\b")
+
+
+def is_value(answer: str) -> bool:
+    """A number-valued candidate: digits, and no letters besides LaTeX / function names.
+
+    "D^2", "10E + 5B + 30T - 25" or "(6y^2 - 7xy)/x" name quantities in terms of unknowns
+    (a definition or a step), where "6\\sqrt{2}" or "400/11" is a result."""
+    value = answer_value(answer)
+    return bool(re.search(r"\d", value)) and not re.search(r"[A-Za-z]", _LATEX_WORDS.sub("", value))
+
+
+_SYMBOL = r"(?<![A-Za-z\\]){}(?![A-Za-z])"
+
+
+def names_foreign_unknown(answer: str, problem: str) -> bool:
+    """Is the candidate written in terms of a symbol the problem never uses?
+
+    "[(N + (N/2))/5] * (N - 12)" for a problem that says "the number": the model named an
+    unknown to set up an equation, so the expression is a step, not an answer."""
+    letters = set(
+        re.findall(_SYMBOL.format("[A-Za-z]"), _LATEX_WORDS.sub(" ", answer_value(answer)))
+    )
+    return any(not re.search(_SYMBOL.format(letter), problem) for letter in letters)
 
 
 def _restore(text: str, spans: list[str]) -> str:
@@ -228,8 +327,12 @@ def _leading_value(text: str, spans: list[str]) -> str | None:
         bare = re.sub(r"(?<![\d)])!+$", "", word.rstrip(".,;:"))  # keep factorials: "8!"
         lowered = bare.lower()
         prose_word = bool(_PROSE_RUN.search(_FUNCTION_NAMES.sub("", bare)))
+        following = words[position + 1].lower() if position + 1 < len(words) else ""
+        if lowered in _NUMBER_WORDS and following in _NOT_A_COUNT:
+            break  # "one of A-E", "one more check": a word, not a value
         mathy = (
             (bool(re.search(r"[\d+\-*/^()\[\]{}=√π∞°×·÷−\\]", bare)) and not prose_word)
+            or (lowered in {"pi", "π"} and bool(out))
             or lowered in _NUMBER_WORDS
             or (lowered in _OPERATOR_WORDS and bool(out))
             or (len(bare) == 1 and bare.isalpha() and lowered not in {"a", "i"})
@@ -249,10 +352,12 @@ def _leading_value(text: str, spans: list[str]) -> str | None:
         if depth == 0 and not out and lowered in _NUMBER_WORDS:
             word = word.replace(bare, _NUMBER_WORDS[lowered])
         out.append(word)
-        depth += word.count("(") + word.count("[") - word.count(")") - word.count("]")
+        depth += sum(word.count(c) for c in "([{") - sum(word.count(c) for c in ")]}")
         depth = max(depth, 0)
         if depth == 0 and ends_clause:
             break
+    while out and out[-1].rstrip(".,;:").lower() in _OPERATOR_WORDS:
+        out.pop()  # "20000 over" (then prose): the expression is not complete
     value = " ".join(out).strip().rstrip(".,;:")
     if not value or not re.search(r"[\dA-Za-z]", value):
         return None
@@ -271,7 +376,7 @@ def _trailing_value(text: str, spans: list[str]) -> str | None:
         if placeholder is not None:
             out.insert(0, _math_body(spans[int(placeholder.group(1))]))
             break
-        if re.fullmatch(r"[-+]?[\d.,/]+|[\d+\-*/^()]+", word):
+        if re.fullmatch(r"[-+]?[\d.,/]+%?|[\d+\-*/^()]+", word):
             out.insert(0, word)
             continue
         break
@@ -316,6 +421,23 @@ def _top_level_rhs(body: str) -> str:
     return body if split is None else split[1]
 
 
+def _someone_else(subject: str, target: QuestionTarget) -> bool:
+    """A subject naming someone the question does not ask about ("So Rissa has $12 left." for
+    "How much is left in Ronnie's money?"): someone else's amount."""
+    named = set(proper_names(re.sub(r"\x00\d+\x00", " ", subject)))
+    return bool(target.names and named and not named & set(target.names))
+
+
+def _unit_strength(text: str, target: QuestionTarget) -> AnswerStrength:
+    """TARGET when the words after a leading plain number name an asked noun ("68 square
+    feet" for "how many square feet"), else NONE."""
+    unit = _VALUE_THEN_WORDS.match(text.strip())
+    if unit is None or _someone_else(text, target):
+        return AnswerStrength.NONE
+    words = {_stem(w) for w in re.findall(r"[a-z][a-z'-]+", unit.group("w").lower())}
+    return AnswerStrength.TARGET if words & set(target.nouns) else AnswerStrength.NONE
+
+
 def _subject_strength(
     subject: str, target: QuestionTarget, *, math_only: bool = False
 ) -> AnswerStrength:
@@ -325,6 +447,8 @@ def _subject_strength(
     asked single symbol is the left side of an equation or a word of the subject ("the annual
     rate r"), or (prose subjects only) when it contains the asked noun's head word.
     """
+    if not math_only and _someone_else(subject, target):
+        return AnswerStrength.EXPRESSION
     if math_only:
         split = _split_equation(subject, first=True)
         subject = split[0] if split is not None else subject
@@ -389,6 +513,12 @@ class IntermediateAnswerExtractor:
             found = self._conclusion(prose, spans, target, previous)
         if found is None:
             return None
+        prose, spans = _protect_math(previous)
+        equals = list(_PLAIN_EQUALS.finditer(prose))
+        last = _leading_value(prose[equals[-1].end() :], spans) if equals else None
+        if last is not None:
+            # "Which is 30*6=180 per day, 180*7=1,260. So that's the answer.": the last result.
+            found = found.model_copy(update={"answer": _clean_answer(last)})
         strength = max(found.strength, AnswerStrength.STATED) if names_answer else found.strength
         return found.model_copy(update={"strength": strength, "cue": f"pointer+{found.cue}"})
 
@@ -416,14 +546,21 @@ class IntermediateAnswerExtractor:
             return None
         prose = head
         stated = _STATED_AFTER.search(prose)
-        if stated is not None:
+        if (
+            stated is not None
+            and not _goes_on(stated.group("a"))
+            and not _CONDITION.search(prose[: stated.start()])
+        ):
             value = _leading_value(stated.group("a"), spans)
             made = self._make(value, AnswerStrength.STATED, "stated", sentence)
             if made is not None:
                 return made
         stated = _STATED_BEFORE_P.search(prose)
         if stated is not None:
-            value = _trailing_value(prose[: stated.start()], spans)
+            before = prose[: stated.start()]
+            # "I think 68 square feet is the correct answer.": the value before its unit words.
+            unit = _UNIT_BEFORE.search(before)
+            value = _trailing_value(before if unit is None else before[: unit.start()], spans)
             made = self._make(value, AnswerStrength.STATED, "stated-before", sentence)
             if made is not None:
                 return made
@@ -445,9 +582,18 @@ class IntermediateAnswerExtractor:
         if copulas:
             # "the perimeter is 6 times 7, which is 42": subject first, value after the last verb.
             last = copulas[-1]
-            value = _leading_value(_ADVERB_START.sub("", prose[last.end() :]), spans)
+            after = _ADVERB_START.sub("", prose[last.end() :])
+            if _ROUNDED.search(prose):
+                after = _APPROXIMATELY.sub("", after)
+            value = _leading_value(after, spans)
             if value is not None:
-                subject = _restore(prose[: last.start()], spans)
+                # "10% is the minimal rate because at 10%, the future value is 66,200": the
+                # subject of the last verb is its own clause ("the future value").
+                # "..., which is 42" restates the earlier clause: it keeps the whole subject.
+                clause = _CLAUSE_BREAK.split(prose[: last.start()])[-1]
+                if _RELATIVE.fullmatch(clause.strip()):
+                    clause = prose[: last.start()]
+                subject = _restore(clause, spans)
                 strength = _subject_strength(subject, target)
                 return self._make(value, strength, "subject-is", sentence)
         equals = list(_PLAIN_EQUALS.finditer(prose))
@@ -476,6 +622,22 @@ class IntermediateAnswerExtractor:
             value = _leading_value(there.group("rest"), spans)
             strength = _subject_strength(_restore(there.group("rest"), spans), target)
             made = self._make(value, strength, "there-are", sentence)
+            if made is not None:
+                return made
+        ends = _ENDS_ON_VALUE.search(prose)
+        if (
+            ends is not None
+            and not copulas
+            and not equals
+            and not _ARITHMETIC.search(prose[: ends.start()])
+            and len(_NUMBER.findall(prose)) == 1
+            and not _ADDS_UP.search(prose)
+        ):
+            subject = _restore(prose[: ends.start()], spans)
+            strength = _subject_strength(subject, target)
+            if not _someone_else(subject, target):
+                strength = max(strength, _unit_strength(prose[ends.start() :], target))
+            made = self._make(ends.group("v"), strength, "verb-value", sentence)
             if made is not None:
                 return made
         # "... so \\( a = 3 \\)": the last equation in the sentence, subject on its left side.

@@ -31,8 +31,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from verifiers.intermediate import (
     AnswerExtractorConfig,
     AnswerStrength,
+    IntermediateAnswer,
     IntermediateAnswerExtractor,
     QuestionTarget,
+    answer_value,
+    is_value,
+    names_foreign_unknown,
     split_sentences,
 )
 from verifiers.segmentation import Thought
@@ -138,6 +142,32 @@ class RuleJudgeConfig(BaseModel):
         default=True,
         description='A bare confirmation ("Yes, that checks out.") agrees with the last answer.',
     )
+    thought_end_strength: AnswerStrength | None = Field(
+        default=None,
+        description="Weaker bar for a paragraph that ends a thought: the next paragraph opens "
+        "with one of `thought_end_markers` (the model turns to re-check what it concluded). "
+        "None: one bar everywhere.",
+    )
+    thought_end_markers: frozenset[str] = Field(
+        default=frozenset(),
+        description="Reflection markers after which the closing paragraph's candidate meets "
+        "`thought_end_strength`.",
+    )
+
+    def reaches(self, thought: Thought, found: IntermediateAnswer | None) -> bool:
+        """Does the candidate clear the bar: `min_strength`, or at a thought's end (the next
+        paragraph opens with one of `thought_end_markers`) `thought_end_strength` for a
+        number-valued candidate ("D^2" there is a definition being re-checked)."""
+        if found is None:
+            return False
+        if found.strength >= self.min_strength:
+            return True
+        return (
+            self.thought_end_strength is not None
+            and found.strength >= self.thought_end_strength
+            and thought.next_marker in self.thought_end_markers
+            and is_value(found.answer)
+        )
 
 
 @lru_cache(maxsize=256)
@@ -178,8 +208,18 @@ class RuleJudge(ThoughtJudge):
         config = self.config_for(context.family)
         extractor = self._extractors[config]
         found = extractor.extract(thought.text, target=_target_of(context.problem))
-        positive = found is not None and found.strength >= config.min_strength
-        if not positive and config.count_confirmations and extractor.confirms(thought.text):
+        positive = config.reaches(thought, found) and not (
+            found is not None and names_foreign_unknown(found.answer, context.problem)
+        )
+        # "So, 10% is correct." after "... less than 66,200": the thought vouches for a value
+        # of its own, which may not be the previous answer - a candidate, not a confirmation.
+        own_value = found is not None and found.cue.startswith("declared-right")
+        if (
+            not positive
+            and not own_value
+            and config.count_confirmations
+            and extractor.confirms(thought.text)
+        ):
             return Verdict(
                 positive=True, score=0.5, confirms=True, reason="confirms the previous answer"
             )
@@ -192,10 +232,14 @@ class RuleJudge(ThoughtJudge):
             reason=f"{found.strength.name.lower()} via {found.cue}: {found.answer!r}",
         )
 
+    def gradeable_answer(self, answer: str) -> str | None:
+        """Unit words and currency signs dropped ("5 times" -> "5"): math-verify reads values."""
+        return answer_value(answer)
+
     async def consistent(
         self, prev_answer: str, answer: str, context: JudgeContext | None = None
     ) -> Verdict:
-        same = await self._checker.equivalent(prev_answer, answer)
+        same = await self._checker.equivalent(answer_value(prev_answer), answer_value(answer))
         return Verdict(
             positive=same,
             score=1.0 if same else 0.0,

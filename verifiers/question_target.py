@@ -133,6 +133,14 @@ def _content_words(text: str) -> list[str]:
     ]
 
 
+_NAME = re.compile(r"(?<=[a-z,;:]\s)[A-Z][a-z]{2,}(?:'s)?\b")
+
+
+def proper_names(text: str) -> list[str]:
+    """Capitalised words inside a sentence ("how much is left in Ronnie's money" -> Ronnie)."""
+    return [m.group(0).removesuffix("'s") for m in _NAME.finditer(text)]
+
+
 class QuestionTarget(BaseModel):
     """What the question asks for, read from the problem text."""
 
@@ -144,11 +152,15 @@ class QuestionTarget(BaseModel):
     nouns: tuple[str, ...] = Field(
         default=(), description="Content words of the asked noun phrase (lower case)."
     )
+    names: tuple[str, ...] = Field(
+        default=(), description='Capitalised names in the asked clause ("Ronnie").'
+    )
 
     @classmethod
     def from_problem(cls, problem: str) -> QuestionTarget:
         symbols: list[str] = []
         nouns: list[str] = []
+        names: list[str] = []
 
         def add(bucket: list[str], item: str) -> None:
             if item and item not in bucket:
@@ -163,6 +175,8 @@ class QuestionTarget(BaseModel):
                 relation = "=" in symbol or _INEQUALITY.search(symbol) is not None
                 if len(symbol) <= 40 and not (counting or relation or _NUMERIC.fullmatch(symbol)):
                     add(symbols, symbol)
+            for name in proper_names(clause):
+                add(names, name)
             for word in _asked_nouns(clause):
                 add(nouns, word)
             for word in _VERB_NOUNS.get(verb.lower(), ()):
@@ -172,4 +186,4 @@ class QuestionTarget(BaseModel):
         # "the product $CD$ of the integers $C$ and $D$" asks for CD, not for C or D.
         compound = [s for s in symbols if len(s) > 1]
         symbols = [s for s in symbols if len(s) > 1 or not any(s in c for c in compound)]
-        return cls(symbols=tuple(symbols), nouns=tuple(nouns))
+        return cls(symbols=tuple(symbols), nouns=tuple(nouns), names=tuple(names))

@@ -115,6 +115,11 @@ class Thought(BaseModel):
     marker: str | None = Field(
         default=None, description="The reflection marker that opened it (None for the first)."
     )
+    next_marker: str | None = Field(
+        default=None,
+        description="The reflection marker that opens the next thought or paragraph, when one "
+        "does (known when this one closes): a paragraph followed by one ends a thought.",
+    )
 
 
 # A paragraph break: a newline, optional horizontal space, another newline, then any whitespace.
@@ -196,6 +201,7 @@ class ThoughtSegmenter:
             end=self._buffer_start + cut,
             text=text,
             marker=self._open_marker,
+            next_marker=next_marker,
         )
         self._index += 1
         self._buffer = self._buffer[cut:]

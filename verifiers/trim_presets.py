@@ -2,9 +2,10 @@
 
 A preset is what a user who turns trimming on gets for a model family: the live trimmer picks it
 from the pool's model family, `trim-replay` from each trace's `model` field (unless `--family`
-is given). The values were chosen from replays of all the development traces; the table in
-docs/benchmarks.md "TrimR replay (issue 16)" also shows each half of the problems
-(`trim-replay --split train|heldout`): the same presets hold on both halves.
+is given). The Sky-T1 and LIMO values and the STATED bar were chosen from replays of all the
+development traces; the QwQ M = 0 and the R1 thought-end bar were picked on the train half of
+the problems (`trim-replay --split train`) and checked on the held-out half (docs/benchmarks.md
+"TrimR replay (issue 16)" shows both halves).
 
 What the measurements say (rule judge, docs/benchmarks.md):
 
@@ -12,13 +13,20 @@ What the measurements say (rule judge, docs/benchmarks.md):
   answer") is the only cue precise enough on every family: a concluding sentence about what
   the question asks for ("so the total length is 280 feet", `TARGET`) is an intermediate
   result too often - agreeing on it costs 4-10 pt on R1-distill MATH-500 and QwQ GSM8K.
-* QwQ restates its answer in short paragraphs between checks: cutting at the paragraph that
-  repeats a stated answer (M = 1) saves 15-22% at no accuracy cost, where waiting for the end
-  of the reflection thought saves less.
+* QwQ states "the answer is X" only once it has it (94% of its stated candidates are its final
+  answer) and then re-checks at length: stopping at the first stated answer (M = 0) saves
+  about 26% of its thinking for -0.5 pt, where waiting for a second one (M = 1) saves 18%.
+* R1-distill states its answer only at the very end, so a stated bar saves little (2%). Its
+  conclusions before a re-check ("... So, the average time is 25 minutes." then "Wait, ...")
+  are answers more often than mid-thought ones (63% vs 31% on GSM8K/MATH): at a thought's end
+  a number-valued TARGET candidate counts, and two agreeing ones stop it (12% saved). A
+  paragraph before "Hmm" ends a thought too; one before "But" does not (R1's "But" doubts: on
+  the train half it added 1.4% saved for no loss, on the held-out half it lost 2 traces).
 * Underthinking by raw thought count fires on converged QwQ traces (it writes many short
   thoughts). It counts answer-bearing thoughts instead (K stated answers that never agree) and
   the budget share; a quarter of the budget costs 6-25 pt on QwQ / R1-distill MATH, whose long
-  traces are mostly right, so only LIMO (long = looping) stops that early.
+  traces are mostly right, so only LIMO (long = looping) stops that early (on the train half,
+  a quarter of the budget on QwQ and R1 adds 1-2.5% saved for 3 more lost traces).
 """
 
 from __future__ import annotations
@@ -60,6 +68,33 @@ _CONVERGENCE = TrimRConfig(
 )
 
 _NO_BUDGET_STOP = _CONVERGENCE.model_copy(update={"underthink_ratio": 1.0})
+# R1 re-checks what it concluded with "Wait" / "Alternatively" / "Let me check": the sentence
+# before such a paragraph is a conclusion about what the question asks (TARGET suffices there);
+# elsewhere only a stated answer counts.
+_RECHECK_MARKERS = frozenset(
+    {
+        "Wait",
+        "Alternatively",
+        "Let me check",
+        "Let me verify",
+        "Let me double-check",
+        "Let me double check",
+        "Let me confirm",
+        "Let me re-examine",
+        "To verify",
+        "To confirm",
+        "To double-check",
+        "Double-checking",
+        "Just to",
+        "Hmm",
+    }
+)
+_STATED_OR_TARGET_AT_THOUGHT_END = _STATED.model_copy(
+    update={
+        "thought_end_strength": AnswerStrength.TARGET,
+        "thought_end_markers": _RECHECK_MARKERS,
+    }
+)
 
 PRESETS: Mapping[str, TrimPreset] = MappingProxyType(
     {
@@ -68,8 +103,18 @@ PRESETS: Mapping[str, TrimPreset] = MappingProxyType(
             TrimPreset(family=DEFAULT_FAMILY, judge=_STATED, trimr=_CONVERGENCE),
             # QwQ and R1-distill: long traces are mostly right (they converge late), so the
             # budget share never stops them; non-convergence means K answers that disagree.
-            TrimPreset(family="qwq", paragraphs=True, judge=_STATED, trimr=_NO_BUDGET_STOP),
-            TrimPreset(family="deepseek_r1", paragraphs=True, judge=_STATED, trimr=_NO_BUDGET_STOP),
+            TrimPreset(
+                family="qwq",
+                paragraphs=True,
+                judge=_STATED,
+                trimr=_NO_BUDGET_STOP.model_copy(update={"overthink_m": 0}),
+            ),
+            TrimPreset(
+                family="deepseek_r1",
+                paragraphs=True,
+                judge=_STATED_OR_TARGET_AT_THOUGHT_END,
+                trimr=_NO_BUDGET_STOP,
+            ),
             # Sky-T1 rarely says "the answer is": it concludes "So, the median is 81." as the
             # last sentence of a thought; read only that sentence (earlier ones are steps).
             TrimPreset(family="sky_t1", judge=_TARGET_LAST_SENTENCE, trimr=_CONVERGENCE),

@@ -6,8 +6,9 @@ closes and delivered to the controller after `verdict_delay_tokens` more streame
 models an asynchronous verifier (0: verdicts land before the next chunk). When a rule fires, the
 branch would be aborted at that point and continued with the intervention, so:
 
-* thinking tokens at the trim point = word pieces (see `verifiers.repetition`) of the thinking
-  up to where the rule fired, including the text streamed while verdicts were in flight;
+* thinking tokens at the trim point = tokens (`count_tokens`: word pieces of
+  `verifiers.repetition` by default; `trim-replay` counts Qwen2.5 tokens) of the thinking up to
+  where the rule fired, including the text streamed while verdicts were in flight;
 * the answer at the trim point = the controller's answer (overthinking: the agreed answer;
   underthinking / repetition: the forced answer, proxied by the candidate with the most support
   so far - none, counted wrong, only when the branch had no candidate), in the judge's
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,10 @@ _MODEL_FAMILIES: tuple[tuple[str, str], ...] = (
     ("pangu", "openpangu"),
     ("limo", "limo"),
 )
+
+
+CountTokens = Callable[[str], int]
+"""text -> thinking tokens it holds (`count_word_pieces`, or `TokenCounter.count` for real ones)."""
 
 
 def family_for_model(model: str) -> str:
@@ -304,10 +309,11 @@ async def replay_trace(
     judge: ThoughtJudge,
     checker: AnswerComparer,
     config: ReplayConfig | None = None,
+    count_tokens: CountTokens = count_word_pieces,
 ) -> TraceOutcome:
     cfg = config or ReplayConfig()
     decision, thoughts = await _drive(trace, judge=judge, config=cfg)
-    total = count_word_pieces(trace.thinking)
+    total = count_tokens(trace.thinking)
     outcome = TraceOutcome(
         id=trace.id,
         model=trace.model,
@@ -337,7 +343,7 @@ async def replay_trace(
         update={
             "rule": decision.rule,
             "reason": decision.reason,
-            "tokens_at_trim": count_word_pieces(trace.thinking[: decision.at_char]),
+            "tokens_at_trim": count_tokens(trace.thinking[: decision.at_char]),
             "chars_at_trim": decision.at_char,
             "answer_at_trim": answer,
             "trim_matches_final": matches_final,
@@ -382,11 +388,15 @@ async def replay(
     judge: ThoughtJudge,
     checker: AnswerComparer,
     config: ReplayConfig | None = None,
+    count_tokens: CountTokens = count_word_pieces,
 ) -> ReplayReport:
     """Replay every trace (sequentially: one branch at a time, deterministic)."""
     cfg = config or ReplayConfig()
     outcomes = [
-        await replay_trace(trace, judge=judge, checker=checker, config=cfg) for trace in traces
+        await replay_trace(
+            trace, judge=judge, checker=checker, config=cfg, count_tokens=count_tokens
+        )
+        for trace in traces
     ]
     return ReplayReport(judge=judge.name, config=cfg, traces=outcomes, totals=_totals(outcomes))
 
@@ -428,6 +438,7 @@ def headroom(
     mentions: int,
     family: str | None = None,
     paragraphs: bool = False,
+    count_tokens: CountTokens = count_word_pieces,
 ) -> Headroom:
     """Tokens saved if every trace stopped right after the `mentions`-th thought (paragraph,
     with `paragraphs`) whose text contains its own final answer (normalised substring match;
@@ -436,7 +447,7 @@ def headroom(
     trace's final answer, which no live decision may."""
     before = after = 0
     for trace in traces:
-        total = count_word_pieces(trace.thinking)
+        total = count_tokens(trace.thinking)
         before += total
         cut = total
         answer = _squashed(trace.final_answer or "")
@@ -447,7 +458,7 @@ def headroom(
                 if answer in _squashed(thought.text):
                     seen += 1
                     if seen == mentions:
-                        cut = count_word_pieces(trace.thinking[: thought.end])
+                        cut = count_tokens(trace.thinking[: thought.end])
                         break
         after += cut
     saved = 100.0 * (before - after) / before if before else 0.0
@@ -513,7 +524,9 @@ def _row(outcomes: Sequence[TraceOutcome], oracle: float | None) -> RowSummary:
     )
 
 
-def _oracle(traces: Sequence[ReplayTrace], config: ReplayConfig) -> float:
+def _oracle(
+    traces: Sequence[ReplayTrace], config: ReplayConfig, count_tokens: CountTokens
+) -> float:
     """The preset-matched oracle bound over traces of any mix of families."""
     before = after = 0
     for trace in traces:
@@ -524,6 +537,7 @@ def _oracle(traces: Sequence[ReplayTrace], config: ReplayConfig) -> float:
             mentions=trimr.overthink_m + 1,
             family=preset.family,
             paragraphs=segmenter_config(preset, config).paragraphs,
+            count_tokens=count_tokens,
         )
         before += bound.tokens_before
         after += bound.tokens_after
@@ -531,14 +545,18 @@ def _oracle(traces: Sequence[ReplayTrace], config: ReplayConfig) -> float:
 
 
 def summarize(
-    report: ReplayReport, traces: Sequence[ReplayTrace], *, oracle: bool = True
+    report: ReplayReport,
+    traces: Sequence[ReplayTrace],
+    *,
+    oracle: bool = True,
+    count_tokens: CountTokens = count_word_pieces,
 ) -> ReplaySummary:
     """The acceptance fields, pooled, by preset family and by model / dataset."""
     by_id = {t.id: t for t in traces}
     config = report.config
 
     def row(outcomes: Sequence[TraceOutcome]) -> RowSummary:
-        bound = _oracle([by_id[o.id] for o in outcomes], config) if oracle else None
+        bound = _oracle([by_id[o.id] for o in outcomes], config, count_tokens) if oracle else None
         return _row(outcomes, bound)
 
     families: dict[str, list[TraceOutcome]] = {}

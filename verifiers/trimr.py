@@ -14,10 +14,11 @@ Rules (every threshold in `TrimRConfig`; every trigger is logged with its reason
   answer-bearing thoughts; thoughts without an answer neither count nor reset, and a thought the
   judge marks as a bare confirmation of the previous answer counts as agreeing with it). A
   mismatch resets the count, unless `tolerate_one_outlier` lets one disagreeing answer inside a
-  run be skipped. With `weak_agreement`, a thought whose only candidate is weaker than the
-  judge's bar (e.g. "= 12" about an unnamed quantity) counts as agreeing when it is equivalent
-  to the run's answer (a re-derivation that lands on it), and is ignored otherwise: a weak
-  candidate can extend a run, never start or break one.
+  run be skipped. M = 0: the first answer that clears the judge's bar stops the branch (for
+  families that state an answer only when they mean it). With `weak_agreement`, a thought
+  whose only candidate is weaker than the judge's bar (e.g. "= 12" about an unnamed quantity)
+  counts as agreeing when it is equivalent to the run's answer (a re-derivation that lands on
+  it), and is ignored otherwise: a weak candidate can extend a run, never start or break one.
 * underthinking - no convergence (the current run of agreeing answers is empty, and no
   comparison that could extend it is pending) once the branch has used `underthink_ratio` of its
   token budget, or closed `underthink_max_thoughts` thoughts (`underthink_mode`: either or both).
@@ -79,7 +80,10 @@ class TrimRConfig(BaseModel):
         default=frozenset(TrimRule), description="Rules that may fire."
     )
     overthink_m: int = Field(
-        default=2, ge=1, description="Consecutive equivalent answers that mean overthinking."
+        default=2,
+        ge=0,
+        description="Consecutive equivalent answers that mean overthinking (0: the first "
+        "answer that clears the judge's bar stops the branch).",
     )
     tolerate_one_outlier: bool = Field(
         default=False, description="Skip one disagreeing answer inside a run instead of resetting."
@@ -322,6 +326,8 @@ class TrimController:
             j = self._cursor
             if j == 0:
                 self._anchor, self._streak, self._cursor = 0, 0, 1
+                if self._overthinking():
+                    return self._fire_overthinking(0)
                 continue
             anchor = self._anchor
             key = (self._chain[anchor].thought, self._chain[j].thought)
@@ -368,10 +374,15 @@ class TrimController:
         """`last`: the chain position that completed the run (the anchor holds its answer)."""
         link, closing = self._chain[self._anchor], self._chain[last]
         outlier = " (one outlier skipped)" if self._outlier_used else ""
+        reason = (
+            f"{self._streak} consecutive equivalent answers {link.answer!r}{outlier}, "
+            f"the last in thought {closing.thought}"
+            if self._streak
+            else f"concluding answer {link.answer!r} in thought {closing.thought} (M = 0)"
+        )
         return self._fire(
             TrimRule.OVERTHINKING,
-            f"{self._streak} consecutive equivalent answers {link.answer!r}{outlier}, "
-            f"the last in thought {closing.thought}",
+            reason,
             answer=link.answer,
             thought_index=closing.thought,
         )

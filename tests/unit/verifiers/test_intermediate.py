@@ -16,6 +16,9 @@ from verifiers.intermediate import (
     AnswerStrength,
     IntermediateAnswerExtractor,
     QuestionTarget,
+    answer_value,
+    is_value,
+    names_foreign_unknown,
     split_sentences,
 )
 from verifiers.segmentation import SegmenterConfig, segment
@@ -35,6 +38,24 @@ P_FUNCTIONAL = (
 P_CUBE = (
     "What is the smallest positive perfect cube that can be written as the sum of three "
     "consecutive integers?"
+)
+P_COUNCIL = (
+    "The 7th and 8th grades have enrollments of 520 and 650 respectively. The two grades have a "
+    "total of 18 representatives on the Student Council. How many representatives should the 8th "
+    "grade have if there is to be a fair representation of the two grades?"
+)
+P_PIZZA = (
+    "Mikka wants to order a pizza with two different toppings. He has 8 different toppings to "
+    "choose from. How many different pizzas could he order?"
+)
+P_GAP = (
+    "What is the energy gap (in eV) between the n=3 and n=8 states? Give your answer to one "
+    "decimal place."
+)
+P_RONNIE = (
+    "Ronnie was given $5 while Rissa was given thrice as much. After each of them had given an "
+    "equal amount of money to their little sister, Rissa is left with 4/5 of her money. How much "
+    "is left in Ronnie's money?"
 )
 P_BITS = (
     "When the base-16 number $66666_{16}$ is written in base 2, how many base-2 digits (bits) "
@@ -158,6 +179,22 @@ E, T, S, B = (
         pytest.param(
             P_BITS, "So, 66666₁₆ would be 20 bits in binary.", "20", E, id="subject-not-asked"
         ),
+        # A conclusion through a verb other than "is" (real: R1, GSM8K 286): the asked person and
+        # the asked noun make it TARGET; another person's amount is a step.
+        # Unit words between the value and "is the correct answer" (real: R1, GSM8K comforter).
+        pytest.param(
+            "", "So, yeah, I think 68 square feet is the correct answer.", "68", S, id="unit-answer"
+        ),
+        # A rounded value is the reported one (real: Sky-T1, minerva_math 1.3 eV).
+        pytest.param(
+            P_GAP,
+            "Rounding to one decimal place, the energy gap is approximately 1.3 eV.",
+            "1.3",
+            T,
+            id="rounded-approximately",
+        ),
+        pytest.param(P_RONNIE, "So, Ronnie has $2 left.", "$2", T, id="verb-value"),
+        pytest.param(P_RONNIE, "So Rissa has $12 left.", "$12", E, id="verb-value-someone-else"),
         pytest.param(
             P_HEXAGON,
             "So, for six triangles, there are 6 times 2 = 12 internal sides.",
@@ -220,7 +257,23 @@ def test_grades(problem: str, sentence: str, answer: str, strength: AnswerStreng
             r"\(x = -3\).",
             id="negated-property",
         ),
+        # Parts checked against the given total (real: R1, MATH-500 48, whose answer is 10).
+        pytest.param(
+            P_COUNCIL, "So, that adds up to 18 representatives in total.", id="verb-value-adds-up"
+        ),
+        pytest.param(
+            P_PIZZA,
+            "Therefore, Mikka can order 28 different pizzas with two different toppings from the "
+            "8 available.",
+            id="verb-value-two-numbers",
+        ),
+        # Unrounded (real: Sky-T1, minerva_math 2, which reports 41.8 after "approximately 41.81").
+        pytest.param(P_GAP, "So, the energy gap is approximately 1.2985 eV.", id="approximately"),
         pytest.param("", "Let me compute 6 times 7 first.", id="plan"),
+        # The last number is an operand (real: R1, MATH-500 10, whose answer is 35 x 6 = 210).
+        pytest.param(
+            "", "So, 35 ways for the boys times 6 ways for the girls.", id="verb-value-operand"
+        ),
         # Cut mid-expression (real: Sky-T1, math500/143, "... = (1/2) * |...|").
         pytest.param("", "Thus, the area is (1/2) *", id="dangling-operator"),
         pytest.param("", r"So, the area is \(\frac{1}{2} \cdot\)", id="dangling-latex-operator"),
@@ -355,3 +408,123 @@ def test_grades_separate_conclusions_from_intermediates_on_real_traces() -> None
     assert agree[False][1] > 100
     assert strong > 0.6
     assert strong > 2 * weak
+
+
+@pytest.mark.parametrize(
+    ("sentence", "answer"),
+    [
+        # QwQ, GSM8K: the value is a premise of what follows, not the answer (which is 4).
+        ("But then the answer would be 5, because missing 5 would make it over.", None),
+        # QwQ, GSM8K 25: "answer:" heads a list of the problem's quantities (the answer is 24).
+        ("Therefore, sticking with the original answer: 4 teachers, 2 lessons each, so 8.", None),
+        # QwQ, GSM8K 54: an answer under a condition is a hypothesis (the answer is 6).
+        ("But if the question asks for distinct books, then the answer would be three.", None),
+        # QwQ, MATH-500 36: "one" is a word here, not the number 1.
+        ("Since the answer is one of A-E, one of them is always the largest.", None),
+        ("So, the answer is 36.36 seconds, which is approximately 36 and 4/11.", "36.36"),
+        ("The answer is 20000 over pi.", "20000 over pi"),
+        ("Therefore, the unordered set is {-2, 1 + sqrt(5), 1 - sqrt(5)}.", None),
+        # QwQ, GSM8K 205: the pointer takes the previous sentence's last result, not its first.
+        ("Which is 30*6=180 per day, 180*7=1,260. So that's the answer.", "1,260"),
+    ],
+)
+def test_stated_answers_that_are_not_the_answer(sentence: str, answer: str | None) -> None:
+    found = IntermediateAnswerExtractor().extract(sentence)
+    stated = found is not None and found.strength >= AnswerStrength.STATED
+    assert (found.answer if stated and found else None) == answer
+
+
+def test_a_set_is_read_whole() -> None:
+    sentence = "Therefore, the unordered set is {-2, 1 + sqrt(5), 1 - sqrt(5)}."
+    found = IntermediateAnswerExtractor().extract(sentence)
+    assert found is not None
+    assert found.answer == "{-2, 1 + sqrt(5), 1 - sqrt(5)}"
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        ("5 times", "5"),
+        ("$36", "36"),
+        ("\\$9,360", "9,360"),
+        ("6√2", "6\\sqrt{2}"),
+        ("20000 over pi", "20000/\\pi"),
+        ("-5/12 cm", "-5/12"),
+        ("2x + 1", "2x + 1"),
+        ("x = 3", "x = 3"),
+    ],
+)
+def test_answer_value(raw: str, value: str) -> None:
+    assert answer_value(raw) == value
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("400/11", True),
+        ("6\\sqrt{2}", True),
+        ("3\\pi", True),
+        ("$25,000", True),
+        ("D^2", False),
+        ("10E + 5B + 30T - 25", False),
+        ("x", False),
+        ("\\pi", False),
+    ],
+)
+def test_is_value(answer: str, expected: bool) -> None:
+    assert is_value(answer) is expected
+
+
+def test_a_complex_number_is_a_value() -> None:
+    # R1, MATH-500 1: "6 - 5i" is the result; the imaginary unit is no unknown.
+    assert is_value("6 - 5i")
+    assert not is_value("5x - i")
+
+
+@pytest.mark.parametrize(
+    ("answer", "problem", "foreign"),
+    [
+        # QwQ, GSM8K 139: "the final value is [(N + (N/2))/5] * (N - 12)" - N is the model's own
+        # name for "the number"; the answer is 48.
+        ("[(N + (N/2))/5] * (N - 12)", "Then the number train has a starting value of 20.", True),
+        ("2x + 1", "Find $f(x)$ in terms of $x$.", False),
+        ("6 - 5i", "Compute $(1 + 2i)(a - i)$.", False),
+        ("48", "How many hours did she sleep?", False),
+    ],
+)
+def test_an_answer_in_the_models_own_unknowns(answer: str, problem: str, foreign: bool) -> None:
+    assert names_foreign_unknown(answer, problem) is foreign
+
+
+RATE = "What is the minimal compound interest rate that the savings account must provide?"
+
+
+@pytest.mark.parametrize(
+    ("sentence", "answer", "strength"),
+    [
+        # R1, MATH-500 3 (answer 10): the last verb's subject is its own clause, "the future
+        # value", not the asked rate named in the first clause.
+        (
+            "Therefore, 10% is indeed the minimal rate required because at 10%, the future value "
+            "is exactly 66,200, and any lower rate would result in less than that.",
+            "66,200",
+            AnswerStrength.EXPRESSION,
+        ),
+        ("So, the minimal rate is 10%.", "10%", AnswerStrength.TARGET),
+        # A percentage declared right is the thought's own value, not a bare confirmation.
+        ("So, 10% is correct.", "10%", AnswerStrength.EXPRESSION),
+    ],
+)
+def test_the_subject_is_the_last_clause(
+    sentence: str, answer: str, strength: AnswerStrength
+) -> None:
+    found = IntermediateAnswerExtractor().extract(
+        sentence, target=QuestionTarget.from_problem(RATE)
+    )
+    assert found is not None
+    assert (found.answer, found.strength) == (answer, strength)
+
+
+def test_question_target_names_the_asked_person() -> None:
+    assert QuestionTarget.from_problem(P_RONNIE).names == ("Ronnie",)
+    assert QuestionTarget.from_problem(P_BITS).names == ()

@@ -173,3 +173,13 @@ def test_paragraph_units_cut_at_every_paragraph_and_stream_like_batch() -> None:
     pieces = [t for c in chunks for t in streamed.feed(c)] + streamed.finish()
     assert pieces == units
     assert len(segment(text, SegmenterConfig(family="qwq"))) == 2  # only "Wait" by default
+
+
+def test_a_paragraph_knows_the_marker_that_opens_the_next_one() -> None:
+    text = "So the total is 48.\n\nWait, let me check.\n\nYes, 48.\n\nThe answer is 48."
+    units = segment(text, SegmenterConfig(paragraphs=True))
+    assert [u.next_marker for u in units] == ["Wait", None, None, None]
+    streamed = ThoughtSegmenter(SegmenterConfig(paragraphs=True))
+    chunks = [text[i : i + 3] for i in range(0, len(text), 3)]
+    closed = [t for c in chunks for t in streamed.feed(c)] + streamed.finish()
+    assert closed == units

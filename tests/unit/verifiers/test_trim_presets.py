@@ -13,7 +13,7 @@ import pytest
 from verifiers.equivalence import EquivalenceChecker
 from verifiers.judges import JudgeContext, RuleJudge, Verdict
 from verifiers.repetition import count_word_pieces
-from verifiers.segmentation import SegmenterConfig, segment
+from verifiers.segmentation import SegmenterConfig, Thought, segment
 from verifiers.trim_presets import PRESETS, judge_configs, preset_for
 from verifiers.trim_replay import (
     ReplayConfig,
@@ -90,6 +90,12 @@ def test_every_trace_family_has_its_own_preset() -> None:
         pytest.param("deepseek_r1", "gsm8k/4:r1-distill-qwen-32b", 32, "6", id="r1-concludes"),
         # "... her overtime earnings are 5 hours multiplied by $12, totaling $60." (460)
         pytest.param("deepseek_r1", "gsm8k/1:r1-distill-qwen-32b", 1, None, id="r1-intermediate"),
+        # Ronnie's money: "So, Ronnie has $2 left." before "Wait" (a verb, not "is", carries it);
+        # "So Rissa has $12 left." before "But" is the other person's amount.
+        pytest.param(
+            "deepseek_r1", "gsm8k/286:r1-distill-qwen-32b", 11, "$2", id="r1-verb-concludes"
+        ),
+        pytest.param("deepseek_r1", "gsm8k/286:r1-distill-qwen-32b", 5, None, id="r1-someone-else"),
         # "So, 27 is the smallest perfect cube that is a multiple of 3." (last sentence)
         pytest.param(
             "sky_t1", "math500/6:test/number_theory/515.json", 1, "27", id="sky-concludes"
@@ -261,3 +267,78 @@ async def test_summary_rows_carry_the_acceptance_fields(checker: EquivalenceChec
     assert set(summary.groups) == {"QwQ-32B / gsm8k"}
     assert summary.pooled.oracle_saved_pct is not None
     assert summary.pooled.oracle_saved_pct > 0
+
+
+async def test_qwq_preset_stops_at_its_first_stated_answer(checker: EquivalenceChecker) -> None:
+    # QwQ, GSM8K 0: "Alright, I'm confident. The answer is 540 meters per week." ends the
+    # paragraph the preset (M = 0) stops at; the verification that follows is what it saves.
+    subject = real("qwq", "gsm8k/0:qwq-32b")
+    judge = RuleJudge(checker, by_family=judge_configs())
+    outcome = await replay_trace(subject, judge=judge, checker=checker)
+    assert outcome.rule is TrimRule.OVERTHINKING
+    assert "M = 0" in outcome.reason
+    assert (outcome.answer_at_trim, outcome.correct_after) == ("540", True)
+    assert outcome.tokens_at_trim < outcome.thinking_tokens
+
+
+PENSION = "This means her annual pension will be $2,500.\n\n"
+PROBLEM_16 = _rows(FILES["deepseek_r1"])["gsm8k/16:r1-distill-qwen-32b"]["problem"]
+
+
+@pytest.mark.parametrize(
+    ("text", "next_marker", "answer"),
+    [
+        # R1, GSM8K 16 (what will her annual pension be?): a conclusion about the asked
+        # quantity right before R1 turns to re-check it counts; mid-thought only a stated
+        # answer does.
+        pytest.param(PENSION, "Wait", "$2,500", id="before-wait"),
+        pytest.param(PENSION, None, None, id="mid-thought"),
+        pytest.param(PENSION, "Hmm", "$2,500", id="before-hmm"),
+        # "But" often doubts what came before (held-out R1 MATH-2189 "... = 8!." then "But"):
+        # not a re-check marker.
+        pytest.param(PENSION, "But", None, id="before-but"),
+        pytest.param(PENSION, "Okay, so", None, id="before-a-new-attempt"),
+        # In terms of an unknown ("D^2" in R1 on MATH-500 40), even before "Wait": a step.
+        pytest.param(
+            "This means her annual pension will be 0.5P.\n\n", "Wait", None, id="in-unknowns"
+        ),
+    ],
+)
+async def test_r1_thought_end_bar(
+    text: str, next_marker: str | None, answer: str | None, checker: EquivalenceChecker
+) -> None:
+    judge = RuleJudge(checker, by_family=judge_configs())
+    unit = Thought(index=0, start=0, end=len(text), text=text, next_marker=next_marker)
+    context = JudgeContext(problem=PROBLEM_16, family="deepseek_r1")
+    verdict = await judge.reaches_answer(unit, context)
+    assert verdict.positive is (answer is not None)
+    if answer is not None:
+        assert verdict.answer == answer
+
+
+async def test_unit_words_do_not_break_agreement(checker: EquivalenceChecker) -> None:
+    judge = RuleJudge(checker)
+    assert (await judge.consistent("5 times", "5")).positive
+    assert judge.gradeable_answer("$36") == "36"
+
+
+async def test_qwq_judge_ignores_an_answer_in_its_own_unknowns(checker: EquivalenceChecker) -> None:
+    # QwQ, GSM8K 139 (answer 48): the expression it set up in its own N is not a stated answer.
+    problem = _rows(FILES["qwq"])["gsm8k/139:qwq-32b"]["problem"]
+    text = "So putting it all together, the final value is [(N + (N/2))/5] * (N - 12).\n\n"
+    unit = Thought(index=0, start=0, end=len(text), text=text)
+    judge = RuleJudge(checker, by_family=judge_configs())
+    verdict = await judge.reaches_answer(unit, JudgeContext(problem=problem, family="qwq"))
+    assert not verdict.positive
+
+
+async def test_a_thought_that_vouches_for_its_own_value_confirms_nothing(
+    checker: EquivalenceChecker,
+) -> None:
+    # R1, MATH-500 3: "So, 10% is correct." came after "... the future value is exactly
+    # 66,200"; read as a bare confirmation it agreed with 66,200 and stopped the trace on it.
+    text = "Alternatively, the quadratic gives the exact solution. So, 10% is correct.\n\n"
+    unit = Thought(index=0, start=0, end=len(text), text=text)
+    judge = RuleJudge(checker, by_family=judge_configs())
+    verdict = await judge.reaches_answer(unit, JudgeContext(problem="", family="deepseek_r1"))
+    assert not verdict.confirms

@@ -377,7 +377,7 @@ def test_tag_less_models_get_no_close_marker() -> None:
 @pytest.mark.parametrize(
     "update",
     [
-        {"overthink_m": 0},
+        {"overthink_m": -1},
         {"underthink_ratio": 0.0},
         {"underthink_ratio": 1.5},
         {"underthink_max_thoughts": 0},
@@ -387,3 +387,21 @@ def test_tag_less_models_get_no_close_marker() -> None:
 def test_config_bounds(update: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         TrimRConfig(**update)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("answers", "fires_at"),
+    [
+        pytest.param([None, "weak:3", "5", "5"], 2, id="first-answer-over-the-bar"),
+        pytest.param([CONFIRM, None], None, id="a-confirmation-alone-is-no-answer"),
+        pytest.param(["weak:3", None], None, id="a-weak-candidate-never-stops"),
+    ],
+)
+def test_m_zero_stops_at_the_first_answer(answers: list[str | None], fires_at: int | None) -> None:
+    decision = run(answers, OVERTHINKING_ONLY.model_copy(update={"overthink_m": 0}))
+    if fires_at is None:
+        assert decision is None
+        return
+    assert decision is not None
+    assert (decision.thought_index, decision.answer) == (fires_at, answers[fires_at])
+    assert "M = 0" in decision.reason
