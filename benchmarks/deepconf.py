@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 from pathlib import Path
 
 from evals.confidence_replay import (
@@ -23,6 +24,7 @@ from evals.confidence_replay import (
 )
 from evals.docs import write_section
 from tts_orchestrator.config.pools import LaunchSpec
+from tts_orchestrator.protocol import TtsOptions
 from verifiers.confidence import ConfidenceConfig, ConfidenceMeasure
 from verifiers.equivalence import EquivalenceChecker
 
@@ -70,46 +72,92 @@ def verdicts(rows: list[Summary], *, label: str) -> list[str]:
     return out
 
 
-def scaled_config(bank: dict[str, list[BankSample]], **overrides: object) -> ConfidenceConfig:
+Bank = dict[str, list[BankSample]]
+#: The settings the held-out selection tries: the window (and tail) as a fraction of the median
+#: sample length, warm-up branches, η and τ (DeepConf's own values among them).
+GRID: dict[str, tuple[float, ...]] = {
+    "span": (1 / 16, 1 / 8, 1 / 4),
+    "warmup": (2, 3, 4),
+    "keep": (0.9, 0.5, 0.1),
+    "tau": (0.8, 0.9, 0.95),
+}
+
+
+def scaled_config(bank: Bank, *, span: float = 1 / 8, **overrides: object) -> ConfidenceConfig:
     """DeepConf's settings scaled to the bank's answers. DeepConf's 2048-token window (and
-    tail) is about an eighth of its traces; the same eighth of this bank's median sample length
-    keeps its meaning here. Only lengths are read (never an answer or its grade)."""
+    tail) is about an eighth of its traces; the same ``span`` of this bank's median sample
+    length keeps its meaning here. Only lengths are read (never an answer or its grade)."""
     lengths = sorted(s.tokens for samples in bank.values() for s in samples)
     median = lengths[len(lengths) // 2] if lengths else 256
-    span = max(8, round(median / 8))
-    return ConfidenceConfig.model_validate({"window": span, "tail": span, **overrides})
+    window = max(8, round(median * span))
+    return ConfidenceConfig.model_validate({"window": window, "tail": window, **overrides})
 
 
-async def measure(
-    bank: dict[str, list[BankSample]], config: ConfidenceConfig, n: int, slots: int | None
-) -> list[Summary]:
+def halves(bank: Bank) -> tuple[Bank, Bank]:
+    """Problems split by position in id order: even ones select settings, odd ones report."""
+    keys = sorted(bank)
+    return {k: bank[k] for k in keys[0::2]}, {k: bank[k] for k in keys[1::2]}
+
+
+async def select(bank: Bank, lengths_from: Bank, n: int, slots: int | None) -> ConfidenceConfig:
+    """The grid's setting with the most tokens saved at accuracy ≥ majority@N − the slack on
+    ``bank`` (the selection half; ties: the earlier grid point), else the service defaults."""
+    grid = [dict(zip(GRID, values, strict=True)) for values in itertools.product(*GRID.values())]
+    configs = [scaled_config(lengths_from, **point) for point in grid]
+    stop = TtsOptions(n_branches=n, aggregation="confidence", early_stop="confidence")
+    methods = [deepconf_methods(configs[0], n=n)[0]] + [
+        Method(str(i), stop, confidence=c) for i, c in enumerate(configs)
+    ]
+    with EquivalenceChecker() as checker:
+        base, *rows = await evaluate(bank, methods, equivalent=checker.equivalent, slots=slots)
+    floor = base.accuracy - ACCURACY_SLACK_PT / 100 - 1e-9
+    fit = [(r.tokens, i) for i, r in enumerate(rows) if r.accuracy >= floor]
+    return configs[min(fit)[1]] if fit else scaled_config(lengths_from)
+
+
+async def measure(bank: Bank, config: ConfidenceConfig, n: int, slots: int | None) -> list[Summary]:
     low = config.model_copy(update={"keep": 0.1})
     methods = [
         *deepconf_methods(config, n=n),
         *(
             Method(f"{m.name} (DeepConf-low, η=0.1)", m.tts, confidence=low)
             for m in deepconf_methods(low, n=n)
-            if m.confidence is not None
+            if m.confidence is not None and config.keep != low.keep
         ),
     ]
     with EquivalenceChecker() as checker:
         return await evaluate(bank, methods, equivalent=checker.equivalent, slots=slots)
 
 
-def render(
-    runs: list[tuple[str, list[Summary]]], config: ConfidenceConfig, bank: Path, n: int
-) -> str:
+def _settings(config: ConfidenceConfig) -> str:
     used = config.model_dump(mode="json", exclude={"top_logprobs"})  # k is the bank's
-    settings = ", ".join(f"{k}={v}" for k, v in used.items())
+    return ", ".join(f"{k}={v}" for k, v in used.items())
+
+
+Run = tuple[str, ConfidenceConfig, list[Summary]]
+
+
+def render(runs: list[Run], bank: Path, n: int) -> str:
     parts = [
         f"Bank: `{bank}` (N = {n} samples per problem; see `evals/data/deepconf/README.md`).",
-        f"DeepConf settings: {settings} (window and tail: an eighth of the bank's median "
-        "sample length, as DeepConf's 2048 is of its traces; the rest are the service's "
-        "defaults).",
+        "Window and tail are a fraction of the bank's median sample length (DeepConf's 2048 is "
+        "about an eighth of its traces); the other settings are the service's defaults unless "
+        "selected. *Selected* settings: the grid point with the most tokens saved at accuracy "
+        f"≥ majority@N − {ACCURACY_SLACK_PT:.0f} pt on the even-numbered problems (ids sorted), "
+        "reported on the odd-numbered ones only; grid: "
+        + "; ".join(f"{k} ∈ {{{', '.join(f'{v:g}' for v in vs)}}}" for k, vs in GRID.items())
+        + ".",
     ]
-    for label, rows in runs:
+    for label, config, rows in runs:
         base = next(r for r in rows if r.name == "majority@N")
-        parts += ["", f"**{label}**", "", _table(rows, base), "", *verdicts(rows, label=label)]
+        parts += [
+            "",
+            f"**{label}** ({_settings(config)})",
+            "",
+            _table(rows, base),
+            "",
+            *verdicts(rows, label=label),
+        ]
     parts += [
         "",
         "Each problem is one request replayed through the service's own `VotingPresenter`, "
@@ -117,8 +165,8 @@ def render(
         "confidences (running branches decode one token per step: equal rates). Tokens are "
         "those generated before a branch finished, was pruned or was stopped; a branch still "
         "queued for a slot when the request stops generated none. The DeepConf-low rows are "
-        "the paper's other setting, shown, not chosen. Correctness only grades; it never "
-        "steers a decision.",
+        "the paper's other setting, shown, not chosen. Correctness only grades and selects "
+        "on the selection half; it never steers a request.",
     ]
     return "\n".join(parts)
 
@@ -132,6 +180,12 @@ def main() -> None:
     ap.add_argument("--keep", type=float, default=None)
     ap.add_argument("--tau", type=float, default=None)
     ap.add_argument("--measure", type=ConfidenceMeasure, default=None)
+    ap.add_argument(
+        "--select",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Also select settings on half the problems and report them on the other half.",
+    )
     ap.add_argument("--docs", action=argparse.BooleanOptionalAction, default=True)
     args = ap.parse_args()
     names = ("window", "tail", "warmup", "keep", "tau", "measure")
@@ -140,17 +194,27 @@ def main() -> None:
     n = max((len(s) for s in bank.values()), default=0)
     bank = {k: v for k, v in bank.items() if len(v) == n}  # complete problems only
     config = scaled_config(bank, **overrides)
-    runs = [
+    pool = f"a pool of {POOL_SLOTS} slots (the default llama.cpp pool; the bank's server)"
+    every = f"all {n} branches at once"
+    runs: list[Run] = [
         (
-            f"A pool of {POOL_SLOTS} slots (the default llama.cpp pool; the bank's server)",
+            f"All {len(bank)} problems, {pool}",
+            config,
             asyncio.run(measure(bank, config, n, POOL_SLOTS)),
         ),
-        (f"All {n} branches at once", asyncio.run(measure(bank, config, n, None))),
+        (f"All {len(bank)} problems, {every}", config, asyncio.run(measure(bank, config, n, None))),
     ]
-    body = render(runs, config, args.bank, n)
+    if args.select:
+        selection, held_out = halves(bank)
+        chosen = asyncio.run(select(selection, bank, n, POOL_SLOTS))
+        for label, slots in ((pool, POOL_SLOTS), (every, None)):
+            rows = asyncio.run(measure(held_out, chosen, n, slots))
+            runs.append((f"Selected, {len(held_out)} held-out problems, {label}", chosen, rows))
+    body = render(runs, args.bank, n)
     print(body)
     if args.docs:
         flags = "".join(f" --{k} {v}" for k, v in overrides.items())
+        flags += "" if args.select else " --no-select"
         write_section(SECTION, body, f"python -m benchmarks.deepconf --bank {args.bank}{flags}")
 
 
