@@ -74,12 +74,13 @@ def verdicts(rows: list[Summary], *, label: str) -> list[str]:
 
 Bank = dict[str, list[BankSample]]
 #: The settings the held-out selection tries: the window (and tail) as a fraction of the median
-#: sample length, warm-up branches, η and τ (DeepConf's own values among them).
-GRID: dict[str, tuple[float, ...]] = {
+#: sample length, warm-up branches, η, τ and the voting measure (DeepConf's own among them).
+GRID: dict[str, tuple[float | str, ...]] = {
     "span": (1 / 16, 1 / 8, 1 / 4),
     "warmup": (2, 3, 4),
     "keep": (0.9, 0.5, 0.1),
     "tau": (0.8, 0.9, 0.95),
+    "measure": (ConfidenceMeasure.LOWEST_GROUP.value, ConfidenceMeasure.TAIL.value),
 }
 
 
@@ -103,7 +104,7 @@ async def select(bank: Bank, lengths_from: Bank, n: int, slots: int | None) -> C
     """The grid's setting with the most tokens saved at accuracy ≥ majority@N − the slack on
     ``bank`` (the selection half; ties: the earlier grid point), else the service defaults."""
     grid = [dict(zip(GRID, values, strict=True)) for values in itertools.product(*GRID.values())]
-    configs = [scaled_config(lengths_from, **point) for point in grid]
+    configs = [scaled_config(lengths_from, span=float(p.pop("span")), **p) for p in grid]
     stop = TtsOptions(n_branches=n, aggregation="confidence", early_stop="confidence")
     methods = [deepconf_methods(configs[0], n=n)[0]] + [
         Method(str(i), stop, confidence=c) for i, c in enumerate(configs)
@@ -145,7 +146,10 @@ def render(runs: list[Run], bank: Path, n: int) -> str:
         "selected. *Selected* settings: the grid point with the most tokens saved at accuracy "
         f"≥ majority@N − {ACCURACY_SLACK_PT:.0f} pt on the even-numbered problems (ids sorted), "
         "reported on the odd-numbered ones only; grid: "
-        + "; ".join(f"{k} ∈ {{{', '.join(f'{v:g}' for v in vs)}}}" for k, vs in GRID.items())
+        + "; ".join(
+            f"{k} ∈ {{{', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in vs)}}}"
+            for k, vs in GRID.items()
+        )
         + ".",
     ]
     for label, config, rows in runs:
