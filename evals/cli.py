@@ -32,13 +32,13 @@ from evals.sweep import load_sweep_spec, run_live_sweep, run_simulated_sweep, wr
 
 __all__ = ["eval_app", "sweep_app"]
 
-eval_app = typer.Typer(help="Evaluate the service on MATH-500 / AIME or a JSONL file.")
+eval_app = typer.Typer(help="Evaluate the service on MATH-500 / AIME / GSM8K or a JSONL file.")
 sweep_app = typer.Typer(help="Sweep `tts` configs and report the accuracy / cost Pareto front.")
 
 
 @eval_app.callback()
 def _eval_group() -> None:
-    """Evaluate the service on MATH-500 / AIME or a JSONL file."""
+    """Evaluate the service on MATH-500 / AIME / GSM8K or a JSONL file."""
 
 
 @sweep_app.callback()
@@ -121,7 +121,9 @@ def _read_meta(run_path: Path) -> dict[str, Any]:
 
 @eval_app.command("run")
 def run_eval(
-    dataset: Annotated[str, typer.Argument(help="math500, aime24, aime25 or a .jsonl path.")],
+    dataset: Annotated[
+        str, typer.Argument(help="math500, aime24, aime25, gsm8k or a .jsonl path.")
+    ],
     limit: Annotated[int | None, typer.Option(help="First N problems after filters.")] = None,
     slice_: Annotated[
         str | None, typer.Option("--slice", help="start:stop after filters, e.g. 0:20.")

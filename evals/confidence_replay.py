@@ -1,20 +1,22 @@
-"""DeepConf offline: replay a sample bank with per-token confidence through the service's code.
+"""DeepConf offline: replay a sample bank through the live service's request code.
 
 A bank is an eval run recorded with logprobs (``SampleRecord.token_confidence``): N samples per
-problem. For each problem this replays
+problem. Each problem is replayed as one request of N parallel branches through the service's
+own :class:`~tts_orchestrator.request.branches.VotingPresenter` and
+:class:`~tts_orchestrator.request.confidence.BranchConfidence` (the objects the orchestrator
+builds for a live request): every recorded token becomes one stream chunk carrying its
+confidence (its sampled logprob, for a bank without top logprobs), the last one the sample's
+text and finish reason. The presenter extracts each answer, clusters it (with the service's
+equivalence check), warms DeepConf's gate up, prunes and stops exactly as it does live; a
+branch it prunes or aborts gets no further chunk, as the orchestrator aborts its stream.
 
-* **majority@N**: every sample runs to its end; a majority vote;
-* **confidence@N**: every sample runs to its end; the confidence vote (top-η, weighted);
-* **confidence early stop**: the N samples run as parallel branches that each decode one token
-  per step (equal decode rates: a simplification; a real pool's rates differ a little), fed
-  token by token into the service's :class:`ConfidenceTracker`; branches that finish warm up
-  the :class:`ConfidenceGate`, which then prunes running branches below its threshold; the
-  :class:`ConfidenceConsensus` rule stops the rest once the weighted leader holds τ.
-
-Only what a live service could know steers a decision (token confidences, answers as they
-finish); ``correct`` (the grader's verdict of the winning cluster's first answer) only grades.
-Clustering is by normalised answer text (the service also asks math-verify; on these short
-final answers normalisation is what decides almost every pair).
+Timing is the one simplification: running branches decode in lockstep, one token per step
+(equal decode rates; a real pool's rates differ a little). A pool has ``slots`` sequences at once
+(llama.cpp's ``n_parallel``): branches past them wait in the engine's queue, in index order, and
+start as slots free up, so the branches that finish first are the ones the gate warms up on, and
+a branch still queued when the request stops costs nothing. Only what a live service could know
+steers a decision (token confidences, answers as they finish); ``correct`` (the grader's verdict
+of the winning branch's sample) only grades.
 """
 
 from __future__ import annotations
@@ -24,26 +26,51 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evals.records import RunStore
-from verifiers.confidence import (
-    ConfidenceConfig,
-    ConfidenceConsensus,
-    ConfidenceGate,
-    ConfidenceSource,
-    ConfidenceTracker,
-)
-from verifiers.voting import Aggregation, AnswerClusterer, BranchAnswer
+from tts_orchestrator.actors.jobs import BranchChunk
+from tts_orchestrator.backends.base import CompletionChunk
+from tts_orchestrator.protocol import TtsOptions
+from tts_orchestrator.request.branches import VotingPresenter
+from tts_orchestrator.request.confidence import BranchConfidence
+from verifiers.confidence import ConfidenceConfig, ConfidenceSource
+from verifiers.families import ModelFamily, get_family
+from verifiers.voting import EquivalenceFn
+
+__all__ = [
+    "BankSample",
+    "Method",
+    "Outcome",
+    "Summary",
+    "deepconf_methods",
+    "evaluate",
+    "load_bank",
+    "replay",
+]
 
 
 @dataclass(frozen=True)
 class BankSample:
-    answer: str | None
+    """One recorded sample: its text, per-token confidence and the grader's verdict."""
+
+    text: str
     correct: bool
     confidence: tuple[float, ...]
     source: ConfidenceSource
+    finish_reason: str = "stop"
 
     @property
     def tokens(self) -> int:
         return len(self.confidence)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A request shape to replay: the ``tts`` options and the DeepConf settings."""
+
+    name: str
+    tts: TtsOptions
+    confidence: ConfidenceConfig | None = None
+    #: The service's majority also stops once the vote is decided; False hears every branch.
+    safe_lead: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,99 +89,76 @@ def load_bank(path: Path) -> dict[str, list[BankSample]]:
             continue
         bank.setdefault(r.problem_id, []).append(
             BankSample(
-                answer=r.answer,
+                text=(r.reasoning_content or "") + (r.content or ""),
                 correct=r.correct,
                 confidence=tuple(r.token_confidence),
                 source=ConfidenceSource(r.confidence_source),
+                finish_reason=r.finish_reason or "stop",
             )
         )
     return bank
 
 
-async def _never(a: str, b: str) -> bool:
-    return False
+def _chunk(s: BankSample, step: int) -> CompletionChunk:
+    last = step == s.tokens - 1
+    value = s.confidence[step : step + 1]
+    top_k = s.source is ConfidenceSource.TOP_K
+    return CompletionChunk(
+        text=s.text if last else "",
+        n_tokens=1,
+        token_confidence=value if top_k else None,
+        token_logprobs=None if top_k else value,
+        finish_reason=s.finish_reason if last else None,
+    )
 
 
-def _tracker(s: BankSample, config: ConfidenceConfig) -> ConfidenceTracker:
-    return ConfidenceTracker(window=config.window, tail=config.tail, source=s.source)
-
-
-async def _vote(
-    clusterer: AnswerClusterer,
+async def replay(
     samples: Sequence[BankSample],
-    aggregation: Aggregation,
-    keep: float,
-) -> bool:
-    result = clusterer.vote(aggregation, keep=keep)
-    if result.winner_index is None:
-        return False
-    return samples[int(result.clusters[result.winner_index].branch_ids[0])].correct
-
-
-async def full_vote(
-    samples: Sequence[BankSample], config: ConfidenceConfig, aggregation: Aggregation
+    method: Method,
+    *,
+    equivalent: EquivalenceFn,
+    family: ModelFamily,
+    slots: int | None = None,
 ) -> Outcome:
-    """Every sample to its end, then one vote (finish order: shortest first)."""
-    clusterer = AnswerClusterer(_never)
-    for i in sorted(range(len(samples)), key=lambda i: (samples[i].tokens, i)):
-        s = samples[i]
-        tracker = _tracker(s, config)
-        tracker.extend(s.confidence)
-        summary = tracker.summary()
-        weight = summary.weight(config.measure) if summary is not None else None
-        await clusterer.add(
-            BranchAnswer(
-                branch_id=str(i), answer=s.answer, finished_at=float(s.tokens), confidence=weight
-            )
-        )
-    correct = await _vote(clusterer, samples, aggregation, config.keep)
-    return Outcome(correct=correct, tokens=sum(s.tokens for s in samples))
-
-
-async def early_stop(
-    samples: Sequence[BankSample], config: ConfidenceConfig, aggregation: Aggregation
-) -> Outcome:
-    """DeepConf-online over parallel branches in lockstep (see the module docstring)."""
+    """One request of ``len(samples)`` branches through the live presenter on a pool of
+    ``slots`` sequences (None: every branch at once); see the module docstring."""
     n = len(samples)
-    trackers = [_tracker(s, config) for s in samples]
-    gate = ConfidenceGate(config)
-    rule = ConfidenceConsensus(warmup=config.warmup, tau=config.tau)
-    clusterer = AnswerClusterer(_never)
-    running = set(range(n))
-    spent = [0] * n
-    pruned, voters, stopped = 0, n, False
-    step = 0
-    while running and not stopped:
-        step += 1
-        for i in sorted(running):
-            trackers[i].extend(samples[i].confidence[step - 1 : step])
-            spent[i] = step
-        for i in sorted(i for i in running if samples[i].tokens == step):
-            running.discard(i)
-            summary = trackers[i].summary()
-            gate.finished(summary)
-            weight = summary.weight(config.measure) if summary is not None else None
-            await clusterer.add(
-                BranchAnswer(
-                    branch_id=str(i),
-                    answer=samples[i].answer,
-                    finished_at=float(step),
-                    confidence=weight,
-                )
-            )
-            state = clusterer.state(voters)
-            if state.remaining and rule.should_stop(state).stop:
-                stopped = True
-                break
-        if stopped:
-            break
-        for i in sorted(running):
-            if gate.prune(trackers[i]) is not None:
-                running.discard(i)
-                pruned += 1
-                voters -= 1
-    correct = await _vote(clusterer, samples, aggregation, config.keep)
-    return Outcome(correct=correct, tokens=sum(spent), pruned=pruned, stopped=stopped)
+    c = method.confidence
+    confidence = (
+        BranchConfidence(c, n, prune=method.tts.early_stop == "confidence")
+        if c is not None
+        else None
+    )
+    presenter = VotingPresenter(
+        [None] * n,
+        family=family,
+        tts=method.tts,
+        equivalent=equivalent,
+        confidence=confidence,
+        safe_lead=method.safe_lead,
+    )
+    branches = presenter.branches
+    pruned = 0
+    spent = [0] * n  # tokens streamed per branch
+    while not presenter.all_done:
+        # The engine serves its queue in order: the first `slots` unfinished branches run.
+        running = [i for i in range(n) if not branches[i].done][: slots or n]
+        for i in running:
+            if branches[i].done:  # stopped by an earlier branch of this step
+                continue
+            await presenter.observe(BranchChunk(branch=i, chunk=_chunk(samples[i], spent[i])))
+            spent[i] += 1
+            pruned += len(presenter.take_prunes())  # the orchestrator aborts these streams
+            presenter.take_aborts()  # ... and these (an early stop): they get no more chunks
+    await presenter.finish()
+    vote = presenter.vote_detail() or {}
+    winner = vote.get("winner_branch")
+    return Outcome(
+        correct=winner is not None and samples[winner].correct,
+        tokens=presenter.tokens_detail()["generated"],
+        pruned=pruned,
+        stopped=presenter.consensus.decision is not None,
+    )
 
 
 @dataclass(frozen=True)
@@ -169,28 +173,47 @@ class Summary:
 
 async def evaluate(
     bank: dict[str, list[BankSample]],
-    config: ConfidenceConfig,
+    methods: Sequence[Method],
     *,
-    variants: Sequence[tuple[str, ConfidenceConfig]] = (),
+    equivalent: EquivalenceFn,
+    family: ModelFamily | None = None,
+    slots: int | None = None,
 ) -> list[Summary]:
-    """majority@N, confidence@N and confidence early stop (confidence vote) over the bank, then
-    the last two again for each named variant of the settings."""
-    runs = {"majority@N": [await full_vote(s, config, Aggregation.MAJORITY) for s in bank.values()]}
-    for suffix, c in [("", config), *((f" ({name})", v) for name, v in variants)]:
-        runs[f"confidence-weighted@N{suffix}"] = [
-            await full_vote(s, c, Aggregation.CONFIDENCE) for s in bank.values()
+    """Every method over every problem of the bank, one summary per method."""
+    family = family or get_family("generic")
+    out = []
+    for m in methods:
+        outcomes = [
+            await replay(s, m, equivalent=equivalent, family=family, slots=slots)
+            for s in bank.values()
         ]
-        runs[f"confidence early stop{suffix}"] = [
-            await early_stop(s, c, Aggregation.CONFIDENCE) for s in bank.values()
-        ]
-    return [
-        Summary(
-            name=name,
-            problems=len(outcomes),
-            accuracy=sum(o.correct for o in outcomes) / max(1, len(outcomes)),
-            tokens=sum(o.tokens for o in outcomes),
-            pruned=sum(o.pruned for o in outcomes),
-            stopped=sum(o.stopped for o in outcomes),
+        out.append(
+            Summary(
+                name=m.name,
+                problems=len(outcomes),
+                accuracy=sum(o.correct for o in outcomes) / max(1, len(outcomes)),
+                tokens=sum(o.tokens for o in outcomes),
+                pruned=sum(o.pruned for o in outcomes),
+                stopped=sum(o.stopped for o in outcomes),
+            )
         )
-        for name, outcomes in runs.items()
+    return out
+
+
+def deepconf_methods(config: ConfidenceConfig, *, n: int) -> list[Method]:
+    """The benchmark's rows: majority@N (every branch to its end), the service's majority with
+    its decided-vote stop, the confidence vote over every branch, and DeepConf online."""
+    return [
+        Method("majority@N", TtsOptions(n_branches=n)),
+        Method("majority, stop once decided", TtsOptions(n_branches=n), safe_lead=True),
+        Method(
+            "confidence-weighted@N",
+            TtsOptions(n_branches=n, aggregation="confidence"),
+            confidence=config,
+        ),
+        Method(
+            "confidence early stop",
+            TtsOptions(n_branches=n, aggregation="confidence", early_stop="confidence"),
+            confidence=config,
+        ),
     ]

@@ -1,4 +1,5 @@
-"""Benchmark problems as typed records: the packaged MATH-500 / AIME sets and user JSONL files.
+"""Benchmark problems as typed records: the packaged MATH-500 / AIME / GSM8K sets and user JSONL
+files.
 
 The packaged files live in ``evals/data`` (attribution and checksums in its README) and are read
 through :mod:`importlib.resources`, so they work from an installed wheel as well as a checkout.
@@ -56,6 +57,7 @@ class BuiltinDataset(enum.StrEnum):
     MATH500 = "math500"
     AIME24 = "aime24"
     AIME25 = "aime25"
+    GSM8K = "gsm8k"
 
     @property
     def filename(self) -> str:

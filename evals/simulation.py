@@ -216,6 +216,11 @@ class SimulationResult(BaseModel):
 def _check_supported(tts: TtsOptions) -> None:
     if tts.aggregation == "weighted":
         raise ValueError("weighted votes need logprobs, which the recorded traces do not carry")
+    if tts.uses_confidence:
+        raise ValueError(
+            "confidence options need per-token logprobs, which the recorded traces do not carry; "
+            "replay a bank recorded with logprobs: `python -m benchmarks.deepconf --bank ...`"
+        )
     if tts.mode is not None and tts.mode.value != "slow":
         raise ValueError(
             f"mode={tts.mode.value} cannot be replayed from slow-thinking traces; "

@@ -1,19 +1,47 @@
-"""DeepConf's offline replay on a hand-made bank: what prunes, what stops, what it costs."""
+"""DeepConf's offline replay on a hand-made bank, through the service's presenter: what prunes,
+what stops, what it costs, and that grades steer nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
-from evals.confidence_replay import BankSample, early_stop, evaluate, full_vote, load_bank
+import pytest
+
+from evals.confidence_replay import (
+    BankSample,
+    Method,
+    Outcome,
+    deepconf_methods,
+    evaluate,
+    load_bank,
+    replay,
+)
+from tts_orchestrator.protocol import TtsOptions
 from verifiers.confidence import ConfidenceConfig, ConfidenceSource
-from verifiers.voting import Aggregation
+from verifiers.families import get_family
 
 CONFIG = ConfidenceConfig(window=2, tail=2, warmup=2, keep=0.5, tau=0.95)
+GENERIC = get_family("generic")
+EARLY_STOP = Method(
+    "es", TtsOptions(aggregation="confidence", early_stop="confidence"), confidence=CONFIG
+)
+MAJORITY = Method("maj", TtsOptions())
+
+
+async def _same(a: str, b: str) -> bool:
+    return a == b
 
 
 def _s(answer: str, correct: bool, conf: list[float]) -> BankSample:
-    return BankSample(answer, correct, tuple(conf), ConfidenceSource.TOP_K)
+    return BankSample(
+        f"So the answer is \\boxed{{{answer}}}.", correct, tuple(conf), ConfidenceSource.TOP_K
+    )
+
+
+async def _replay(bank: list[BankSample], method: Method, slots: int | None = None) -> Outcome:
+    return await replay(bank, method, equivalent=_same, family=GENERIC, slots=slots)
 
 
 # Two short sure branches disagree (threshold 5); a long unsure one is pruned at its first full
@@ -24,47 +52,69 @@ BANK = [
     _s("7", False, [1] * 10),
     _s("5", True, [5] * 6),
 ]
+# The first two agree: the request stops before the third ends.
+AGREE = [_s("5", True, [5, 5]), _s("5", True, [5, 5, 5]), _s("7", False, [5] * 10)]
 
 
 async def test_the_unsure_branch_is_pruned_and_costs_only_what_it_generated() -> None:
-    out = await early_stop(BANK, CONFIG, Aggregation.CONFIDENCE)
-    # Branch 2 is pruned at step 3 (threshold set at step 3 when branch 1 finished).
+    out = await _replay(BANK, EARLY_STOP)
+    # Branch 2 is pruned at its third token (the threshold was set when branch 1 finished).
     assert (out.pruned, out.stopped) == (1, False)
     assert out.tokens == 2 + 3 + 3 + 6
     assert out.correct
 
 
-async def test_full_votes_spend_every_token() -> None:
-    majority = await full_vote(BANK, CONFIG, Aggregation.MAJORITY)
-    assert majority.tokens == 21
-    assert majority.correct  # 2 vs 2: the tie goes to the first finisher ("5")
+async def test_full_majority_spends_every_token() -> None:
+    out = await _replay(BANK, MAJORITY)
+    assert out.tokens == 21
+    assert out.correct  # 2 vs 2: the tie goes to the first finisher ("5")
 
 
 async def test_agreeing_warmup_stops_the_rest() -> None:
-    bank = [_s("5", True, [5, 5]), _s("5", True, [5, 5, 5]), _s("7", False, [5] * 10)]
-    out = await early_stop(bank, CONFIG, Aggregation.CONFIDENCE)
+    out = await _replay(AGREE, EARLY_STOP)
     assert out.stopped
-    assert out.tokens == 2 + 3 + 3
+    assert out.tokens == 2 + 3 + 2  # branch 2 is aborted when branch 1 ends, mid-step
     assert out.correct
 
 
-async def test_the_bank_loads_from_an_eval_run(tmp_path: Path) -> None:
+async def test_a_branch_queued_for_a_slot_costs_nothing_once_the_request_stops() -> None:
+    out = await _replay(AGREE, EARLY_STOP, slots=2)
+    assert out.stopped
+    assert out.tokens == 2 + 3
+
+
+async def test_grades_steer_nothing() -> None:
+    flipped = [dataclasses.replace(s, correct=not s.correct) for s in BANK]
+    a, b = await _replay(BANK, EARLY_STOP), await _replay(flipped, EARLY_STOP)
+    assert (a.tokens, a.pruned, a.stopped) == (b.tokens, b.pruned, b.stopped)
+    assert a.correct != b.correct
+
+
+@pytest.mark.parametrize("source", list(ConfidenceSource), ids=str)
+async def test_the_bank_loads_from_an_eval_run(tmp_path: Path, source: ConfidenceSource) -> None:
     path = tmp_path / "bank.jsonl"
+    bank = [dataclasses.replace(s, source=source) for s in BANK]
     rows = [
         {
             "problem_id": "p",
             "sample_index": i,
             "gold": "5",
-            "answer": s.answer,
+            "answer": None,
+            "content": s.text,
             "correct": s.correct,
             "token_confidence": list(s.confidence),
-            "confidence_source": "top_k",
+            "confidence_source": source.value,
+            "finish_reason": "stop",
         }
-        for i, s in enumerate(BANK)
+        for i, s in enumerate(bank)
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    bank = load_bank(path)
-    assert bank == {"p": BANK}
-    rows_out = {r.name: r for r in await evaluate(bank, CONFIG)}
+    loaded = load_bank(path)
+    assert loaded == {"p": bank}
+    rows_out = {
+        r.name: r for r in await evaluate(loaded, deepconf_methods(CONFIG, n=4), equivalent=_same)
+    }
+    # A sampled-logprob bank is fed as logprobs: exp() weights, the same pruning order here.
     assert rows_out["confidence early stop"].tokens == 14
+    assert rows_out["confidence early stop"].pruned == 1
     assert rows_out["majority@N"].tokens == 21

@@ -1,7 +1,11 @@
 import hashlib
+import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from importlib import resources
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +26,7 @@ from evals.presets import (
 )
 
 DATA = resources.files("evals.data")
+WriteJsonl = Callable[[str, list[dict[str, Any]]], Path]
 
 
 def _readme_checksums() -> dict[str, str]:
@@ -46,6 +51,7 @@ def test_packaged_file_matches_readme_sha256(dataset: BuiltinDataset) -> None:
         (BuiltinDataset.MATH500, 500, "test/precalculus/807.json"),
         (BuiltinDataset.AIME24, 30, "2024-I-1"),
         (BuiltinDataset.AIME25, 30, "2025-I-1"),
+        (BuiltinDataset.GSM8K, 388, "gsm8k/0"),
     ],
     ids=str,
 )
@@ -60,6 +66,17 @@ def test_math500_levels_and_subjects_match_readme() -> None:
     problems = load_builtin(BuiltinDataset.MATH500)
     assert Counter(p.level for p in problems) == {1: 43, 2: 90, 3: 105, 4: 128, 5: 134}
     assert Counter(p.subject for p in problems)["Intermediate Algebra"] == 97
+
+
+def test_gsm8k_agrees_with_the_traces_it_was_taken_from() -> None:
+    traces = DATA.joinpath("traces", "mip_qwq-32b_gsm8k.jsonl").read_text(encoding="utf-8")
+    rows = {r["problem_id"]: r for r in map(json.loads, traces.splitlines())}
+    problems = load_builtin(BuiltinDataset.GSM8K)
+    assert {p.id for p in problems} == set(rows)
+    assert all(
+        (p.problem, p.answer) == (rows[p.id]["problem"], rows[p.id]["ground_truth"])
+        for p in problems
+    )
 
 
 def test_aime_answers_are_integers_without_level() -> None:
@@ -83,7 +100,7 @@ def test_aime_answers_are_integers_without_level() -> None:
     ids=["limit", "start", "level", "subject", "level+subject", "ids", "slice", "open", "kw"],
 )
 def test_filter_selects(
-    write_jsonl, problem_filter: ProblemFilter, expected_ids: list[str]
+    write_jsonl: WriteJsonl, problem_filter: ProblemFilter, expected_ids: list[str]
 ) -> None:
     path = write_jsonl(
         "user.jsonl",
@@ -97,7 +114,7 @@ def test_filter_selects(
     assert [p.id for p in problem_filter.apply(load_jsonl(path))] == expected_ids
 
 
-def test_user_jsonl_coerces_numbers_and_ignores_extra_fields(write_jsonl) -> None:
+def test_user_jsonl_coerces_numbers_and_ignores_extra_fields(write_jsonl: WriteJsonl) -> None:
     path = write_jsonl("mine.jsonl", [{"id": 7, "problem": "x?", "answer": 42, "source": "me"}])
     (problem,) = load_dataset(str(path))
     assert (problem.id, problem.answer, problem.level) == ("7", "42", None)
@@ -114,14 +131,16 @@ def test_user_jsonl_coerces_numbers_and_ignores_extra_fields(write_jsonl) -> Non
     ],
     ids=["duplicate", "missing-answer", "empty-problem", "empty-file"],
 )
-def test_bad_user_jsonl_is_rejected(write_jsonl, rows, message: str) -> None:
+def test_bad_user_jsonl_is_rejected(
+    write_jsonl: WriteJsonl, rows: list[dict[str, Any]], message: str
+) -> None:
     with pytest.raises(DatasetError, match=message):
         load_jsonl(write_jsonl("bad.jsonl", rows))
 
 
 def test_unknown_dataset_lists_valid_names() -> None:
-    with pytest.raises(DatasetError, match="math500, aime24, aime25"):
-        load_dataset("gsm8k")
+    with pytest.raises(DatasetError, match="math500, aime24, aime25, gsm8k"):
+        load_dataset("gsm9k")
 
 
 @pytest.mark.parametrize("text", ["20", "5:2", "a:b", "-1:3"], ids=str)
@@ -153,7 +172,7 @@ def test_boxed_prompt_puts_instruction_after_problem() -> None:
     ],
     ids=str,
 )
-def test_sampling_presets(name: SamplingPresetName, index: int, expected: dict) -> None:
+def test_sampling_presets(name: SamplingPresetName, index: int, expected: dict[str, float]) -> None:
     assert SAMPLING_PRESETS[name].body(sample_index=index) == expected
 
 

@@ -163,9 +163,11 @@ async def test_simulate_trim_saves_what_trim_replay_saves() -> None:
     ("tts", "message"),
     [
         (TtsOptions(aggregation="weighted"), "logprobs"),
+        (TtsOptions(aggregation="confidence"), "benchmarks.deepconf"),
+        (TtsOptions(early_stop="confidence"), "benchmarks.deepconf"),
         (TtsOptions(mode="fast"), "cannot be replayed"),
     ],
-    ids=["weighted", "fast-mode"],
+    ids=["weighted", "confidence-vote", "confidence-stop", "fast-mode"],
 )
 async def test_unsupported_options_are_refused(
     bank_lab: SimulationLab, tts: TtsOptions, message: str
