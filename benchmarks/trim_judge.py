@@ -28,13 +28,13 @@ import httpx
 
 from benchmarks.common import write_section
 from tts_orchestrator.trim.cli import DEFAULT_TRACES
+from verifiers.answer_text import split_sentences
 from verifiers.answers import normalize_answer
 from verifiers.equivalence import EquivalenceChecker
 from verifiers.intermediate import (
     AnswerStrength,
     IntermediateAnswerExtractor,
     QuestionTarget,
-    split_sentences,
 )
 from verifiers.judges import JudgeContext, LlmJudge, RuleJudge, ScoreFn, ThoughtJudge
 from verifiers.segmentation import SegmenterConfig, Thought, segment

@@ -28,16 +28,13 @@ from typing import ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from verifiers.answer_text import answer_value, is_value, names_foreign_unknown, split_sentences
 from verifiers.intermediate import (
     AnswerExtractorConfig,
     AnswerStrength,
     IntermediateAnswer,
     IntermediateAnswerExtractor,
     QuestionTarget,
-    answer_value,
-    is_value,
-    names_foreign_unknown,
-    split_sentences,
 )
 from verifiers.segmentation import Thought
 

@@ -10,16 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from verifiers.answer_text import answer_value, is_value, names_foreign_unknown, split_sentences
 from verifiers.answers import normalize_answer
 from verifiers.intermediate import (
     AnswerExtractorConfig,
     AnswerStrength,
     IntermediateAnswerExtractor,
     QuestionTarget,
-    answer_value,
-    is_value,
-    names_foreign_unknown,
-    split_sentences,
 )
 from verifiers.segmentation import SegmenterConfig, segment
 from verifiers.trim_replay import load_replay_traces
