@@ -30,13 +30,27 @@ def _problem(trace_id: str) -> str:
     raise KeyError(trace_id)
 
 
-@pytest.fixture(scope="module")
-def r1_replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    pool = {**replay_pool(traces=R1_TRACES, tokens_per_s=1500), "model_family": "deepseek_r1"}
-    config = {"server": {"default_max_tokens": 16384}, "pools": [pool], "ray": {"num_cpus": 2}}
-    service = start_service(config, tmp_path_factory.mktemp("trim-replay"))
+def _replay_service(
+    tmp: pytest.TempPathFactory,
+    traces: list[str],
+    *,
+    family: str,
+    tokens_per_s: float,
+    max_tokens: int,
+) -> Iterator[RunningService]:
+    """A service over one replay pool of recorded traces, under the given family's preset."""
+    pool = {**replay_pool(traces=traces, tokens_per_s=tokens_per_s), "model_family": family}
+    config = {"server": {"default_max_tokens": max_tokens}, "pools": [pool], "ray": {"num_cpus": 2}}
+    service = start_service(config, tmp.mktemp(f"trim-{family}"))
     yield service
     service.stop()
+
+
+@pytest.fixture(scope="module")
+def r1_replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
+    yield from _replay_service(
+        tmp_path_factory, R1_TRACES, family="deepseek_r1", tokens_per_s=1500, max_tokens=16384
+    )
 
 
 def _chat(service: RunningService, content: str, model: str, **tts: Any) -> dict[str, Any]:
@@ -106,11 +120,9 @@ QWQ_TRACES = [str(REPO / "evals/data/traces/mip_qwq-32b_gsm8k.jsonl")]
 
 @pytest.fixture(scope="module")
 def qwq_replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
-    pool = {**replay_pool(traces=QWQ_TRACES, tokens_per_s=200), "model_family": "qwq"}
-    config = {"server": {"default_max_tokens": 8192}, "pools": [pool], "ray": {"num_cpus": 2}}
-    service = start_service(config, tmp_path_factory.mktemp("trim-qwq"))
-    yield service
-    service.stop()
+    yield from _replay_service(
+        tmp_path_factory, QWQ_TRACES, family="qwq", tokens_per_s=200, max_tokens=8192
+    )
 
 
 def test_the_qwq_preset_trims_a_recorded_qwq_trace(qwq_replay: RunningService) -> None:
