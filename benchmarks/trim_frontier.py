@@ -52,7 +52,7 @@ async def sweep(ms: list[int], ns: list[int | None], weak: list[bool]) -> list[R
             )
             rows.append((m, n, w, report.totals))
             t = report.totals
-            print(f"M={m} N={n} weak={w}: {t.tokens_saved_pct:.1f}% {t.accuracy_change_pt:+.1f} pt")
+            print(f"M={m} N={n} weak={w}: {t.saved_pct:.1f}% {t.accuracy_change_pt:+.1f} pt")
     return rows
 
 
@@ -63,26 +63,26 @@ def table(rows: list[Row]) -> str:
         "|---:|---:|---|---:|---:|---:|---|",
     ]
     for m, n, w, t in rows:
-        meets = t.tokens_saved_pct >= 30.0 and abs(t.accuracy_change_pt) <= 1.0
+        meets = t.saved_pct >= 30.0 and abs(t.accuracy_change_pt) <= 1.0
         lines.append(
             f"| {m} | {'off' if n is None else n} | {'on' if w else 'off'} | {t.trimmed} | "
-            f"{t.tokens_saved_pct:.1f}% | {t.accuracy_change_pt:+.1f} pt | "
+            f"{t.saved_pct:.1f}% | {t.accuracy_change_pt:+.1f} pt | "
             f"{'yes' if meets else 'no'} |"
         )
     best = max(
         (r for r in rows if abs(r[3].accuracy_change_pt) <= 1.0),
-        key=lambda r: r[3].tokens_saved_pct,
+        key=lambda r: r[3].saved_pct,
         default=None,
     )
     costliest = min(
-        (r for r in rows if r[3].tokens_saved_pct >= 30.0),
+        (r for r in rows if r[3].saved_pct >= 30.0),
         key=lambda r: abs(r[3].accuracy_change_pt),
         default=None,
     )
     summary = []
     if best is not None:
         summary.append(
-            f"most saved within 1 pt: {best[3].tokens_saved_pct:.1f}% (M = {best[0]}, "
+            f"most saved within 1 pt: {best[3].saved_pct:.1f}% (M = {best[0]}, "
             f"N = {best[1] or 'off'})"
         )
     if costliest is not None:

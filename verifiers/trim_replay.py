@@ -29,7 +29,6 @@ ground truth are read only to grade the outcome (and by the labelled `headroom` 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,8 +50,6 @@ __all__ = [
     "ReplaySummary",
     "ReplayTotals",
     "ReplayTrace",
-    "RowSummary",
-    "RuleSummary",
     "RuleTotals",
     "TraceOutcome",
     "family_for_model",
@@ -197,25 +194,34 @@ class TraceOutcome(BaseModel):
 
 
 class RuleTotals(BaseModel):
-    rule: TrimRule
+    """What one rule's trims did over a set of traces."""
+
     trims: int = 0
-    tokens_saved: int = 0
+    thinking_tokens_saved: int = 0
     lost: int = Field(default=0, description="Correct before, wrong after.")
     gained: int = Field(default=0, description="Wrong before, correct after.")
 
 
 class ReplayTotals(BaseModel):
+    """A set of replayed traces before and after trimming: a report's totals, and one row of
+    the acceptance table (`trim-replay --json`)."""
+
     traces: int
     trimmed: int
-    tokens_before: int
-    tokens_after: int
-    tokens_saved_pct: float
-    accuracy_before: float
-    accuracy_after: float
+    thinking_tokens_before: int
+    thinking_tokens_after: int
+    saved_pct: float
+    accuracy_before: float = Field(description="Percent correct, recorded labels.")
+    accuracy_after: float = Field(description="Percent correct after trimming.")
     accuracy_change_pt: float
     lost: int
     gained: int
-    by_rule: list[RuleTotals]
+    per_rule: dict[str, RuleTotals] = Field(description="By rule, every rule listed.")
+    oracle_saved_pct: float | None = Field(
+        default=None,
+        description="Labelled bound: stop after the (M+1)-th thought naming the trace's own "
+        "final answer, M and cut granularity of the row's preset (not a live number).",
+    )
 
 
 class ReplayReport(BaseModel):
@@ -358,27 +364,27 @@ def _totals(outcomes: Sequence[TraceOutcome]) -> ReplayTotals:
     after = sum(o.tokens_at_trim for o in outcomes)
     acc_before = sum(o.correct_before for o in outcomes) / n if n else 0.0
     acc_after = sum(o.correct_after for o in outcomes) / n if n else 0.0
-    by_rule = {rule: RuleTotals(rule=rule) for rule in TrimRule}
+    per_rule = {rule.value: RuleTotals() for rule in TrimRule}
     for o in outcomes:
         if o.rule is None:
             continue
-        entry = by_rule[o.rule]
+        entry = per_rule[o.rule.value]
         entry.trims += 1
-        entry.tokens_saved += o.tokens_saved
+        entry.thinking_tokens_saved += o.tokens_saved
         entry.lost += o.correct_before and not o.correct_after
         entry.gained += o.correct_after and not o.correct_before
     return ReplayTotals(
         traces=n,
         trimmed=sum(o.rule is not None for o in outcomes),
-        tokens_before=before,
-        tokens_after=after,
-        tokens_saved_pct=100.0 * (before - after) / before if before else 0.0,
+        thinking_tokens_before=before,
+        thinking_tokens_after=after,
+        saved_pct=100.0 * (before - after) / before if before else 0.0,
         accuracy_before=100.0 * acc_before,
         accuracy_after=100.0 * acc_after,
         accuracy_change_pt=100.0 * (acc_after - acc_before),
         lost=sum(o.correct_before and not o.correct_after for o in outcomes),
         gained=sum(o.correct_after and not o.correct_before for o in outcomes),
-        by_rule=list(by_rule.values()),
+        per_rule=per_rule,
     )
 
 
@@ -406,15 +412,15 @@ def format_totals(report: ReplayReport) -> str:
     t = report.totals
     lines = [
         f"judge={report.judge} traces={t.traces} trimmed={t.trimmed}",
-        f"thinking tokens {t.tokens_before} -> {t.tokens_after} (saved {t.tokens_saved_pct:.1f}%)",
+        f"thinking tokens {t.thinking_tokens_before} -> {t.thinking_tokens_after} "
+        f"(saved {t.saved_pct:.1f}%)",
         f"accuracy {t.accuracy_before:.1f}% -> {t.accuracy_after:.1f}% "
         f"({t.accuracy_change_pt:+.1f} pt; lost {t.lost}, gained {t.gained})",
     ]
-    counts = Counter({r.rule.value: r.trims for r in t.by_rule})
     lines += [
-        f"  {r.rule.value:13s} trims={counts[r.rule.value]:4d} "
-        f"tokens_saved={r.tokens_saved:7d} lost={r.lost} gained={r.gained}"
-        for r in t.by_rule
+        f"  {rule:13s} trims={r.trims:4d} tokens_saved={r.thinking_tokens_saved:7d} "
+        f"lost={r.lost} gained={r.gained}"
+        for rule, r in t.per_rule.items()
     ]
     return "\n".join(lines)
 
@@ -468,59 +474,23 @@ def headroom(
 # -- the acceptance summary (`trim-replay --json`) ------------------------------------------
 
 
-class RuleSummary(BaseModel):
-    trims: int
-    thinking_tokens_saved: int
-    lost: int
-    gained: int
-
-
-class RowSummary(BaseModel):
-    """One row of the acceptance table: a set of traces, before and after trimming."""
-
-    traces: int
-    thinking_tokens_before: int
-    thinking_tokens_after: int
-    saved_pct: float
-    accuracy_before: float = Field(description="Percent correct, recorded labels.")
-    accuracy_after: float = Field(description="Percent correct after trimming.")
-    accuracy_change_pt: float
-    lost: int
-    gained: int
-    per_rule: dict[str, RuleSummary]
-    oracle_saved_pct: float | None = Field(
-        default=None,
-        description="Labelled bound: stop after the (M+1)-th thought naming the trace's own "
-        "final answer, M and cut granularity of the row's preset (not a live number).",
-    )
-
-
 class ReplaySummary(BaseModel):
     judge: str
-    pooled: RowSummary
-    families: dict[str, RowSummary] = Field(description="By preset family.")
-    groups: dict[str, RowSummary] = Field(description='By "model / dataset".')
+    pooled: ReplayTotals
+    families: dict[str, ReplayTotals] = Field(description="By preset family.")
+    groups: dict[str, ReplayTotals] = Field(description='By "model / dataset".')
 
 
-def _row(outcomes: Sequence[TraceOutcome], oracle: float | None) -> RowSummary:
+def _row(outcomes: Sequence[TraceOutcome], oracle: float | None) -> ReplayTotals:
     t = _totals(outcomes)
-    return RowSummary(
-        traces=t.traces,
-        thinking_tokens_before=t.tokens_before,
-        thinking_tokens_after=t.tokens_after,
-        saved_pct=round(t.tokens_saved_pct, 2),
-        accuracy_before=round(t.accuracy_before, 2),
-        accuracy_after=round(t.accuracy_after, 2),
-        accuracy_change_pt=round(t.accuracy_change_pt, 2),
-        lost=t.lost,
-        gained=t.gained,
-        per_rule={
-            r.rule.value: RuleSummary(
-                trims=r.trims, thinking_tokens_saved=r.tokens_saved, lost=r.lost, gained=r.gained
-            )
-            for r in t.by_rule
-        },
-        oracle_saved_pct=None if oracle is None else round(oracle, 2),
+    return t.model_copy(
+        update={
+            "saved_pct": round(t.saved_pct, 2),
+            "accuracy_before": round(t.accuracy_before, 2),
+            "accuracy_after": round(t.accuracy_after, 2),
+            "accuracy_change_pt": round(t.accuracy_change_pt, 2),
+            "oracle_saved_pct": None if oracle is None else round(oracle, 2),
+        }
     )
 
 
@@ -555,7 +525,7 @@ def summarize(
     by_id = {t.id: t for t in traces}
     config = report.config
 
-    def row(outcomes: Sequence[TraceOutcome]) -> RowSummary:
+    def row(outcomes: Sequence[TraceOutcome]) -> ReplayTotals:
         bound = _oracle([by_id[o.id] for o in outcomes], config, count_tokens) if oracle else None
         return _row(outcomes, bound)
 

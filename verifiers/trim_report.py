@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from verifiers.trim_replay import ReplaySummary, RowSummary
+from verifiers.trim_replay import ReplaySummary, ReplayTotals
 
 __all__ = ["TARGET_FAMILY_PT", "TARGET_POOLED_PT", "TARGET_SAVED_PCT", "markdown", "verdict"]
 
@@ -27,7 +27,7 @@ def verdict(summary: ReplaySummary) -> tuple[bool, list[str]]:
     return not failed, failed
 
 
-def _line(name: str, row: RowSummary) -> str:
+def _line(name: str, row: ReplayTotals) -> str:
     rules = ", ".join(f"{k} {v.trims}" for k, v in row.per_rule.items() if v.trims)
     oracle = "" if row.oracle_saved_pct is None else f"{row.oracle_saved_pct:.1f}%"
     return (

@@ -138,9 +138,9 @@ def trim_replay(
         table.add_column(col)
     table.add_row(
         str(t.trimmed),
-        str(t.tokens_before),
-        str(t.tokens_after),
-        f"{t.tokens_saved_pct:.1f}%",
+        str(t.thinking_tokens_before),
+        str(t.thinking_tokens_after),
+        f"{t.saved_pct:.1f}%",
         f"{t.accuracy_before:.1f}%",
         f"{t.accuracy_after:.1f}%",
         f"{t.accuracy_change_pt:+.1f}",

@@ -10,15 +10,15 @@ def _totals(saved: float, change: float) -> ReplayTotals:
     return ReplayTotals(
         traces=10,
         trimmed=3,
-        tokens_before=1000,
-        tokens_after=int(1000 * (1 - saved / 100)),
-        tokens_saved_pct=saved,
+        thinking_tokens_before=1000,
+        thinking_tokens_after=int(1000 * (1 - saved / 100)),
+        saved_pct=saved,
         accuracy_before=80.0,
         accuracy_after=80.0 + change,
         accuracy_change_pt=change,
         lost=0,
         gained=0,
-        by_rule=[],
+        per_rule={},
     )
 
 

@@ -204,14 +204,14 @@ async def test_report_totals_add_up(checker: EquivalenceChecker) -> None:
     totals = report.totals
     assert report.judge == "rule"
     assert totals.traces == 3
-    assert totals.tokens_before == sum(o.thinking_tokens for o in report.traces)
-    assert totals.tokens_after == sum(o.tokens_at_trim for o in report.traces)
-    saved = 100 * (totals.tokens_before - totals.tokens_after) / totals.tokens_before
-    assert totals.tokens_saved_pct == pytest.approx(saved)
-    by_rule = {r.rule: r for r in totals.by_rule}
-    assert sum(r.trims for r in totals.by_rule) == totals.trimmed == 2
-    assert by_rule[TrimRule.OVERTHINKING].trims == 1
-    assert by_rule[TrimRule.UNDERTHINKING].trims == 1
+    assert totals.thinking_tokens_before == sum(o.thinking_tokens for o in report.traces)
+    assert totals.thinking_tokens_after == sum(o.tokens_at_trim for o in report.traces)
+    before, after = totals.thinking_tokens_before, totals.thinking_tokens_after
+    assert totals.saved_pct == pytest.approx(100 * (before - after) / before)
+    per_rule = totals.per_rule
+    assert sum(r.trims for r in per_rule.values()) == totals.trimmed == 2
+    assert per_rule[TrimRule.OVERTHINKING.value].trims == 1
+    assert per_rule[TrimRule.UNDERTHINKING.value].trims == 1
     assert totals.accuracy_before == pytest.approx(100 * 2 / 3)
     assert "judge=rule traces=3 trimmed=2" in format_totals(report)
 

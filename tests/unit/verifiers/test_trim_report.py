@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from verifiers.trim_replay import ReplaySummary, RowSummary
+from verifiers.trim_replay import ReplaySummary, ReplayTotals
 from verifiers.trim_report import markdown, verdict
 
 
-def row(traces: int, saved: float, change: float) -> RowSummary:
-    return RowSummary(
+def row(traces: int, saved: float, change: float) -> ReplayTotals:
+    return ReplayTotals(
         traces=traces,
+        trimmed=0,
         thinking_tokens_before=1000,
         thinking_tokens_after=int(1000 * (1 - saved / 100)),
         saved_pct=saved,
@@ -24,7 +25,7 @@ def row(traces: int, saved: float, change: float) -> RowSummary:
     )
 
 
-def summary(pooled: RowSummary, family: RowSummary) -> ReplaySummary:
+def summary(pooled: ReplayTotals, family: ReplayTotals) -> ReplaySummary:
     return ReplaySummary(judge="rule", pooled=pooled, families={"qwq": family}, groups={})
 
 
@@ -39,7 +40,7 @@ def summary(pooled: RowSummary, family: RowSummary) -> ReplaySummary:
     ],
 )
 def test_verdict_checks_every_clause(
-    pooled: RowSummary, family: RowSummary, met: bool, clause: str
+    pooled: ReplayTotals, family: ReplayTotals, met: bool, clause: str
 ) -> None:
     ok, failed = verdict(summary(pooled, family))
     assert ok is met
