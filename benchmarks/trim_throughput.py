@@ -11,12 +11,14 @@ The work must not change between the arms, so the TrimR rules are configured to 
 cut: only the overthinking rule is enabled and its M is unreachable. Every closed thought is still
 segmented, published to the Redis Stream, judged by a verifier actor and answered (and agreeing
 answers still trigger consistency checks); the repetition detector still hashes the stream. The
-thinking budget is set far above `max_tokens`, so no intervention of any kind fires.
+request's thinking budget is set far above `max_tokens`; what closes thinking is the answer reserve
+of `max_tokens` (`tts.answer_budget`, small here so nearly all of a stream is checked thinking),
+at the same token in both arms.
 
 Decode tokens/s per stream = (completion tokens − 1) ÷ (last token − first token), client-timed.
 Evidence that trimming ran: the verifier actors' processed-check counters (`GET /v1/pools`) move
 during the "on" rounds and not during the "off" rounds; each request record says `mode: slow`
-and lists no interventions.
+and lists no TrimR intervention, and both arms count the same answer-reserve closes.
 
 Run: `.venv/bin/python -m benchmarks.trim_throughput` (`--quick` for a 2-round smoke).
 """
@@ -42,6 +44,10 @@ MODEL = "smollm2-135m-instruct"
 TARGET = 0.98
 #: Checks run, trims cannot fire: only overthinking is enabled, with an unreachable M.
 RULES: dict[str, Any] = {"rules": ["overthinking"], "overthink_m": 1_000_000}
+#: Answer tokens max_tokens keeps after thinking (`tts.answer_budget`): thinking is closed at
+#: max_tokens - ANSWER_BUDGET in both arms alike, so nearly all of each stream is thinking that
+#: the verifier checks (the default, 512, would close it at half of a 256-token stream).
+ANSWER_BUDGET = 16
 # Thoughts only form at paragraphs that open with a reflection marker; a small model copies a
 # shown format far more readily than it follows a described one.
 FORMAT = (
@@ -67,7 +73,8 @@ def body(*, trim: bool, seed: int, question: str, max_tokens: int) -> dict[str, 
         "max_tokens": max_tokens,
         "temperature": 0.8,
         "seed": seed,
-        # The budget can never be reached: no forced close changes the work of either arm.
+        # The request's own budget is never reached; what closes thinking is the answer reserve
+        # of max_tokens (ANSWER_BUDGET), at the same token in both arms.
         "tts": {"mode": "slow", "trim": trim, "thinking_budget": 4 * max_tokens},
     }
 
@@ -80,7 +87,8 @@ class ArmResult:
     round_tps: list[float] = field(default_factory=list)  # aggregate tokens ÷ round wall
     checks: int = 0  # verifier checks processed while this arm ran (and settled)
     slow: int = 0  # records whose mode decision was slow (prompted thinking)
-    interventions: int = 0  # trims or forced closes: must stay 0 for a like-for-like load
+    trims: int = 0  # interventions by a TrimR rule: must stay 0 for a like-for-like load
+    closes: int = 0  # the answer reserve's forced closes: the same in both arms
 
     @property
     def decode_p50(self) -> float:
@@ -102,11 +110,13 @@ def verifier_processed(pools: Mapping[str, Any]) -> int:
     )
 
 
-def record_evidence(record: Mapping[str, Any]) -> tuple[bool, int]:
-    """(ran in slow mode, interventions) from a request record (`GET /v1/requests/{id}`)."""
+def record_evidence(record: Mapping[str, Any]) -> tuple[bool, int, int]:
+    """(ran in slow mode, TrimR interventions, thinking-budget closes) from a request record
+    (`GET /v1/requests/{id}`)."""
     slow = (record.get("mode") or {}).get("mode") == "slow"
     interventions = (record.get("trims") or {}).get("interventions") or []
-    return slow, len(interventions)
+    closes = sum(1 for iv in interventions if iv.get("rule") == "thinking_budget")
+    return slow, len(interventions) - closes, closes
 
 
 def round_throughput(timings: list[StreamTiming], wall_s: float) -> float:
@@ -119,26 +129,28 @@ def ratio(on: float, off: float) -> float:
 
 
 def engaged(off: ArmResult, on: ArmResult) -> bool:
-    """Trimming really ran in "on" (checks judged, all slow) and only there; no arm intervened."""
+    """Trimming really ran in "on" (checks judged, all slow) and only there; no rule cut, and
+    the answer reserve closed thinking as often in both arms."""
     requests = len(on.timings) + len(off.timings)
     return (
         on.checks > 0
         and off.checks == 0
         and on.slow + off.slow == requests > 0
-        and on.interventions == off.interventions == 0
+        and on.trims == off.trims == 0
+        and on.closes == off.closes
     )
 
 
 def table(off: ArmResult, on: ArmResult) -> str:
     rows = [
         f"| {name} | {len(a.timings)} | {a.tokens} | {a.decode_p50:.2f} | {a.aggregate_p50:.2f} "
-        f"| {a.slow}/{len(a.timings)} | {a.checks} | {a.interventions} |"
+        f"| {a.slow}/{len(a.timings)} | {a.checks} | {a.trims} | {a.closes} |"
         for name, a in (("off", off), ("on", on))
     ]
     header = (
         "| trim | streams | completion tokens | decode tok/s p50 (per stream) | aggregate tok/s "
-        "p50 (per round) | slow-mode records | verifier checks judged | interventions |\n"
-        "|---|---|---|---|---|---|---|---|"
+        "p50 (per round) | slow-mode records | verifier checks judged | trims | answer-reserve "
+        "closes |\n|---|---|---|---|---|---|---|---|---|"
     )
     return header + "\n" + "\n".join(rows)
 
@@ -204,9 +216,10 @@ async def _arm(
     arm.round_tps.append(round_throughput(timings, wall))
     for t in timings:
         record = (await client.get(f"{url}/v1/requests/{t.response_id}", timeout=30)).json()
-        slow, interventions = record_evidence(record)
+        slow, trims, closes = record_evidence(record)
         arm.slow += slow
-        arm.interventions += interventions
+        arm.trims += trims
+        arm.closes += closes
 
 
 async def measure(
@@ -263,6 +276,7 @@ def main() -> None:
         "pools": [cpu_pool()],
         "ray": {"num_cpus": 2},
         "trim": {"verifier_workers": max(1, args.verifiers), "rules": RULES},
+        "tts": {"answer_budget": ANSWER_BUDGET},
     }
     with tempfile.TemporaryDirectory() as tmp:
         service = start_service(config, Path(tmp))
@@ -285,7 +299,9 @@ def main() -> None:
         "+ GBNF `<think>…</think>` grammar, so trimmers attach). The arms send the same prompts "
         "and seeds and alternate which goes first each round. To keep the work identical, the "
         "TrimR rules check but cannot cut (`trim.rules`: only overthinking, M = 1,000,000; the "
-        "thinking budget is 4 × max tokens): every closed thought is still segmented, queued on "
+        "request's thinking budget is 4 × max tokens; the answer reserve of max tokens, "
+        f"`tts.answer_budget: {ANSWER_BUDGET}`, closes thinking at the same token in both arms): "
+        "every closed thought is still segmented, queued on "
         "the Redis Stream, judged by a verifier actor and answered. Decode tok/s per stream = "
         "(completion tokens − 1) ÷ (last − first token time), client-timed; aggregate = all "
         "tokens of a round ÷ its wall time. Evidence of trimming: the verifier actors' judged-"

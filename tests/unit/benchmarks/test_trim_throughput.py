@@ -29,7 +29,7 @@ def _timing(tokens: int, ttft: float, total: float) -> StreamTiming:
 
 
 def _arm(
-    *tps: float, checks: int = 0, slow: int | None = None, interventions: int = 0
+    *tps: float, checks: int = 0, slow: int | None = None, trims: int = 0, closes: int = 0
 ) -> ArmResult:
     # 101 tokens over (1 + 100 / tps) - 1 seconds of decode: exactly `tps` tokens/s each.
     timings = [_timing(101, 1.0, 1.0 + 100 / t) for t in tps]
@@ -38,7 +38,8 @@ def _arm(
         round_tps=[sum(tps)],
         checks=checks,
         slow=len(tps) if slow is None else slow,
-        interventions=interventions,
+        trims=trims,
+        closes=closes,
     )
 
 
@@ -58,17 +59,22 @@ def test_verifier_processed_sums_the_live_actors(pools: dict[str, Any], expected
 @pytest.mark.parametrize(
     ("record", "expected"),
     [
-        pytest.param({"mode": {"mode": "slow"}, "trims": None}, (True, 0), id="slow-untrimmed"),
+        pytest.param({"mode": {"mode": "slow"}, "trims": None}, (True, 0, 0), id="slow-untrimmed"),
         pytest.param(
             {"mode": {"mode": "slow"}, "trims": {"interventions": [{"rule": "overthinking"}]}},
-            (True, 1),
+            (True, 1, 0),
             id="slow-trimmed",
         ),
-        pytest.param({"mode": {"mode": "fast"}}, (False, 0), id="fast"),
-        pytest.param({"mode": None, "trims": None}, (False, 0), id="no-mode"),
+        pytest.param(
+            {"mode": {"mode": "slow"}, "trims": {"interventions": [{"rule": "thinking_budget"}]}},
+            (True, 0, 1),
+            id="answer-reserve-close",
+        ),
+        pytest.param({"mode": {"mode": "fast"}}, (False, 0, 0), id="fast"),
+        pytest.param({"mode": None, "trims": None}, (False, 0, 0), id="no-mode"),
     ],
 )
-def test_record_evidence(record: dict[str, Any], expected: tuple[bool, int]) -> None:
+def test_record_evidence(record: dict[str, Any], expected: tuple[bool, int, int]) -> None:
     assert record_evidence(record) == expected
 
 
@@ -103,8 +109,10 @@ def test_ratio(on: float, off: float, expected: float) -> None:
         pytest.param(_arm(20.0), _arm(20.0), False, id="no-checks"),
         pytest.param(_arm(20.0, checks=1), _arm(20.0, checks=5), False, id="checks-leak-into-off"),
         pytest.param(_arm(20.0), _arm(20.0, checks=5, slow=0), False, id="not-slow"),
+        pytest.param(_arm(20.0), _arm(20.0, checks=5, trims=1), False, id="a-trim"),
+        pytest.param(_arm(20.0, closes=2), _arm(20.0, checks=5, closes=2), True, id="same-closes"),
         pytest.param(
-            _arm(20.0), _arm(20.0, checks=5, interventions=1), False, id="an-intervention"
+            _arm(20.0, closes=2), _arm(20.0, checks=5, closes=1), False, id="closes-differ"
         ),
         pytest.param(ArmResult(), ArmResult(checks=5), False, id="no-requests"),
     ],
@@ -117,8 +125,8 @@ def test_table_and_summary() -> None:
     off, on = _arm(20.0, 22.0), _arm(19.9, 21.9, checks=12)
     rows = table(off, on).splitlines()
     assert len(rows) == 4
-    assert rows[2].startswith("| off | 2 | 202 | 21.00 | 42.00 | 2/2 | 0 | 0 |")
-    assert rows[3].startswith("| on | 2 | 202 | 20.90 | 41.80 | 2/2 | 12 | 0 |")
+    assert rows[2].startswith("| off | 2 | 202 | 21.00 | 42.00 | 2/2 | 0 | 0 | 0 |")
+    assert rows[3].startswith("| on | 2 | 202 | 20.90 | 41.80 | 2/2 | 12 | 0 | 0 |")
     text = summary(off, on)
     assert "**0.995**" in text
     assert ": met" in text
