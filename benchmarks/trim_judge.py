@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
+import hashlib
+import json
 import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -144,9 +146,18 @@ class Item:
     rule_strength: AnswerStrength | None
 
 
-async def sample_units(
-    traces: Sequence[ReplayTrace], rule: RuleJudge, *, size: int, seed: int = 16
-) -> list[Item]:
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _stable_pick(items: Sequence[Item], k: int) -> list[Item]:
+    """The `k` distinct units whose text hashes lowest: a fixed pseudo-random draw that a change
+    elsewhere in the traces (or in the rule judge) does not reshuffle."""
+    unique = {_digest(item.thought.text): item for item in items}
+    return [unique[d] for d in sorted(unique)[:k]]
+
+
+async def sample_units(traces: Sequence[ReplayTrace], rule: RuleJudge, *, size: int) -> list[Item]:
     """`size` labelled units, half concluding and half not, drawn over every family."""
     positives: list[Item] = []
     negatives: list[Item] = []
@@ -171,8 +182,41 @@ async def sample_units(
                 rule_strength=found.strength if found is not None else None,
             )
             (positives if item.gold else negatives).append(item)
-    rng = random.Random(seed)
-    return rng.sample(positives, size // 2) + rng.sample(negatives, size - size // 2)
+    return _stable_pick(positives, size // 2) + _stable_pick(negatives, size - size // 2)
+
+
+class CachedScore:
+    """A judge's score function with its answers kept on disk (JSONL, keyed by model and
+    prompt): a rerun asks the LLM only for prompts it has not seen. A cached answer brings the
+    wall time its call took when it was made, so the cost column stays a measured cost."""
+
+    def __init__(self, score: ScoreFn, path: Path, model: str) -> None:
+        self._score = score
+        self._path = path
+        self._model = model
+        self._known: dict[str, tuple[dict[str, float], float]] = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                row = json.loads(line)
+                self._known[row["key"]] = (row["top"], row["seconds"])
+        self.hits = 0
+        self.recorded_s = 0.0  # wall time the cached answers took when they were made
+
+    async def __call__(self, prompt: str) -> Mapping[str, float]:
+        key = _digest(self._model + "\n" + prompt)
+        if key in self._known:
+            top, seconds = self._known[key]
+            self.hits += 1
+            self.recorded_s += seconds
+            return top
+        start = time.perf_counter()
+        top = dict(await self._score(prompt))
+        seconds = time.perf_counter() - start
+        self._known[key] = (top, seconds)
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        with self._path.open("a") as f:
+            f.write(json.dumps({"key": key, "top": top, "seconds": seconds}) + "\n")
+        return top
 
 
 def http_score(client: httpx.AsyncClient, url: str) -> ScoreFn:
@@ -191,15 +235,20 @@ def http_score(client: httpx.AsyncClient, url: str) -> ScoreFn:
     return score
 
 
-async def measure_llm(items: Sequence[Item], judge: LlmJudge) -> dict[str, Counts]:
+async def measure_llm(
+    items: Sequence[Item], judge: LlmJudge, cache: CachedScore | None = None
+) -> dict[str, Counts]:
     """Existence on the sample: the rule judge, the LLM judge, and the hybrid (the rule decides
     a stated / boxed answer and a unit with no candidate; the LLM decides the rest)."""
     out = {name: Counts() for name in ("rule", "llm", "hybrid")}
     for item in items:
         out["rule"].add(item.rule_positive, item.gold)
+        recorded = cache.recorded_s if cache is not None else 0.0
         start = time.perf_counter()
         verdict = await judge.reaches_answer(item.thought, item.context)
         elapsed = time.perf_counter() - start
+        if cache is not None:  # an answer from the cache costs what its call cost then
+            elapsed += cache.recorded_s - recorded
         out["llm"].add(verdict.positive, item.gold)
         out["llm"].seconds += elapsed
         out["llm"].calls += 1
@@ -211,12 +260,19 @@ async def measure_llm(items: Sequence[Item], judge: LlmJudge) -> dict[str, Count
     return out
 
 
-def llm_table(results: dict[str, Counts], model: str, size: int) -> str:
+def llm_table(results: dict[str, Counts], model: str, size: int, *, cached: int = 0) -> str:
+    reused = (
+        f" {cached} of the LLM's answers came from the run's on-disk cache (`--llm-cache`, "
+        "keyed by model and prompt); each counts the wall time its call took when it was made."
+        if cached
+        else ""
+    )
     lines = [
-        f"Existence on a balanced sample of {size} labelled units (half concluding), all "
+        f"Existence on a balanced sample of {size} labelled units (half concluding, the units "
+        "whose text hashes lowest, so a change elsewhere does not redraw the sample), all "
         f"families; LLM judge: `{model}` on llama.cpp (xllamacpp), 2 CPU threads, raw "
         "completion prompt `verifiers/prompts/reaches_answer.txt`, one token, Yes vs No "
-        "log-probabilities, the few-shot prefix served from the prompt cache.",
+        "log-probabilities, the few-shot prefix served from the prompt cache." + reused,
         "",
         "| judge | checks | precision | recall | LLM calls | cost per check |",
         "|---|---:|---:|---:|---:|---:|",
@@ -262,9 +318,12 @@ async def _run(args: argparse.Namespace) -> None:
     )
     if args.llm_url:
         async with httpx.AsyncClient(timeout=300.0) as client:
-            judge = LlmJudge(http_score(client, args.llm_url))
-            llm = await measure_llm(items, judge)
-        llm_note = llm_table(llm, args.llm_model, len(items))
+            score: ScoreFn = http_score(client, args.llm_url)
+            cache = None
+            if args.llm_cache is not None:
+                score = cache = CachedScore(score, args.llm_cache, args.llm_model)
+            llm = await measure_llm(items, LlmJudge(score), cache)
+        llm_note = llm_table(llm, args.llm_model, len(items), cached=cache.hits if cache else 0)
     print(body + "\n\n" + llm_note)
     if args.write_docs:
         note = (
@@ -290,6 +349,12 @@ def main() -> None:
     parser.add_argument("--llm-url", default=None, help="OpenAI-compatible server of the judge")
     parser.add_argument("--llm-model", default="qwen2.5-coder-0.5b-instruct")
     parser.add_argument("--llm-sample", type=int, default=300)
+    parser.add_argument(
+        "--llm-cache",
+        type=Path,
+        default=None,
+        help="JSONL of the LLM's answers by model and prompt: a rerun asks only for new prompts",
+    )
     asyncio.run(_run(parser.parse_args()))
 
 

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 
 import httpx
 import pytest
 
-from benchmarks.trim_judge import Counts, Item, concludes, http_score, measure_llm
+from benchmarks.trim_judge import (
+    CachedScore,
+    Counts,
+    Item,
+    _stable_pick,
+    concludes,
+    http_score,
+    measure_llm,
+)
 from verifiers.intermediate import AnswerStrength
 from verifiers.judges import JudgeContext, LlmJudge
 from verifiers.segmentation import Thought
@@ -82,3 +91,53 @@ async def test_hybrid_asks_the_llm_only_when_the_rule_is_unsure() -> None:
 
 def test_gold_label_keeps_word_answers_in_text() -> None:
     assert concludes(unit("So he walks \\text{east}."), "\\text{east}")
+
+
+async def test_cached_score_asks_once_and_replays_the_recorded_cost(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    async def score(prompt: str) -> Mapping[str, float]:
+        asked.append(prompt)
+        return {"Yes": -0.2, "No": -1.9}
+
+    path = tmp_path / "llm.jsonl"
+    first = CachedScore(score, path, "m")
+    assert await first("p") == {"Yes": -0.2, "No": -1.9}
+    recorded = json.loads(path.read_text())["seconds"]
+    # A new run reads the file: the same prompt costs no call, and brings its measured seconds.
+    again = CachedScore(score, path, "m")
+    assert await again("p") == {"Yes": -0.2, "No": -1.9}
+    assert asked == ["p"]
+    assert (again.hits, again.recorded_s) == (1, recorded)
+    # Another model or prompt is a miss.
+    await CachedScore(score, path, "other")("p")
+    await again("q")
+    assert asked == ["p", "p", "q"]
+
+
+async def test_cached_answers_count_their_recorded_cost(tmp_path: Path) -> None:
+    async def score(prompt: str) -> Mapping[str, float]:
+        return {"Yes": -0.1, "No": -3.0}
+
+    path = tmp_path / "llm.jsonl"
+    item = Item(unit("So the total is 4."), JudgeContext(problem="How many?"), True, False, None)
+    await measure_llm([item], LlmJudge(CachedScore(score, path, "m")))
+    row = json.loads(path.read_text())
+    row["seconds"] = 7.0  # as if the call had taken 7 s when it was made
+    path.write_text(json.dumps(row) + "\n")
+    cache = CachedScore(score, path, "m")
+    results = await measure_llm([item], LlmJudge(cache), cache)
+    assert cache.hits == 1
+    assert results["llm"].seconds >= 7.0
+
+
+def test_stable_pick_does_not_redraw_when_an_item_goes() -> None:
+    context = JudgeContext(problem="How many?")
+    items = [Item(unit(f"Step {i}."), context, True, False, None) for i in range(40)]
+    picked = {i.thought.text for i in _stable_pick(items, 10)}
+    assert len(picked) == 10
+    dropped = next(i for i in items if i.thought.text not in picked)
+    rest = [i for i in items if i is not dropped]
+    assert {i.thought.text for i in _stable_pick(rest, 10)} == picked
+    twice = _stable_pick(items + items, 40)
+    assert len(twice) == 40  # duplicates of a text count once
