@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -40,9 +41,14 @@ from benchmarks.common import write_section
 from benchmarks.trim_judge import _key
 from policies.router import fit_logistic
 from tts_orchestrator.trim.cli import DEFAULT_TRACES, Split
-from verifiers.answer_text import answer_value, is_value, names_foreign_unknown
+from verifiers.answer_text import answer_value, is_value, names_foreign_unknown, split_sentences
 from verifiers.equivalence import EquivalenceChecker
-from verifiers.intermediate import IntermediateAnswerExtractor, QuestionTarget
+from verifiers.intermediate import (
+    AnswerStrength,
+    IntermediateAnswer,
+    IntermediateAnswerExtractor,
+    QuestionTarget,
+)
 from verifiers.judges import AnswerComparer, JudgeContext, RuleJudge
 from verifiers.segmentation import SegmenterConfig, segment
 from verifiers.trim_presets import judge_configs, preset_for
@@ -62,6 +68,7 @@ _CUES = (
     "there-are",
     "verb-value",
     "equation",
+    "last-number",
 )
 _NEXT_MARKERS = ("Wait", "Alternatively", "Hmm", "But", "Let me check", "Let me verify", "Okay, so")
 _WIDTH = 4 + len(_CUES) + 4 + 1 + len(_NEXT_MARKERS) + 3 + 1
@@ -101,6 +108,24 @@ class Unit:
         return row
 
 
+_LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?!.*\d)")
+
+
+def last_number(text: str) -> IntermediateAnswer | None:
+    """The last number of a unit's last sentence, ungraded: the looser candidate the extractor
+    does not propose ("\\[ 500 + 440 = 940 \\]", "That's 12 apples.")."""
+    sentences = split_sentences(text)
+    found = _LAST_NUMBER.search(sentences[-1]) if sentences else None
+    if found is None:
+        return None
+    return IntermediateAnswer(
+        answer=found.group(0).rstrip(","),
+        strength=AnswerStrength.NONE,
+        cue="last-number",
+        sentence=sentences[-1],
+    )
+
+
 async def trace_units(trace: ReplayTrace, judge: RuleJudge, checker: AnswerComparer) -> list[Unit]:
     """The judged units of one trace (the last one closes with the thinking: never judged)."""
     preset = preset_for(trace.family)
@@ -113,7 +138,7 @@ async def trace_units(trace: ReplayTrace, judge: RuleJudge, checker: AnswerCompa
     out: list[Unit] = []
     for unit in segment(trace.thinking, config)[:-1]:
         verdict = await judge.reaches_answer(unit, context)
-        found = wide.extract(unit.text, target=target)
+        found = wide.extract(unit.text, target=target) or last_number(unit.text)
         confirmation = Unit(
             trace=trace.id, index=unit.index, end=unit.end, confirms=True, rule_positive=True
         )
@@ -252,7 +277,14 @@ def judges_of(family: str, p: Probability, p_plain: Probability) -> list[Candida
         Candidate("any number-valued candidate", lambda u: is_value(u.answer), loose_m)
         for loose_m in (2, 3)
     )
+    # Labelled bounds (they read the final answer): a perfect judge over these candidates.
+    out.append(Candidate("bound: extractor candidate = final answer", _extracted_label, 0))
+    out.append(Candidate("bound: + a unit's last number", lambda u: u.label, 0))
     return out
+
+
+def _extracted_label(unit: Unit) -> bool:
+    return unit.label and unit.cue != "last-number"
 
 
 def report(traces: Sequence[ReplayTrace], units: dict[str, list[Unit]]) -> str:

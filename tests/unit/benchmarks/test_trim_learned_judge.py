@@ -9,6 +9,7 @@ from benchmarks.trim_learned_judge import (
     _WIDTH,
     Unit,
     fit_probabilities,
+    last_number,
     simulate,
     trace_units,
 )
@@ -96,7 +97,8 @@ def numeric(u: Unit) -> bool:
 
 async def test_units_label_the_intermediate_and_the_answer() -> None:
     units = await units_of(QWQ)
-    june, total, *rest = units
+    may, june, total, *rest = units
+    assert (may.answer, may.cue, may.strength) == ("500", "last-number", 0)  # "May: $500"
     assert (june.answer, june.label, june.right) == ("$440", False, False)  # June's amount
     assert (total.answer, total.label, total.right) == ("$940", True, True)
     assert total.next_marker == "Wait"
@@ -107,14 +109,14 @@ async def test_units_label_the_intermediate_and_the_answer() -> None:
 async def test_simulation_stops_on_agreement_and_grades_the_stop() -> None:
     units = await units_of(QWQ)
     traces, by_trace = [QWQ], {QWQ.id: units}
-    # M = 0 on any number: stops at June's $440, an intermediate value - a lost trace.
+    # M = 0 on any number: stops at "May: $500", a given - a lost trace.
     first = simulate(traces, by_trace, numeric, m=0)
     assert (first.lost, first.gained) == (1, 0)
     assert first.saved_chars == len(_QWQ) - units[0].end
-    # M = 1: 440 and 940 disagree; the re-check confirms 940 - it stops there, still right.
+    # M = 1: 500, 440 and 940 disagree; the re-check confirms 940 - it stops there, right.
     agreed = simulate(traces, by_trace, numeric, m=1)
     assert (agreed.lost, agreed.gained) == (0, 0)
-    assert agreed.saved_chars == len(_QWQ) - units[2].end
+    assert agreed.saved_chars == len(_QWQ) - units[3].end
     none = simulate(traces, by_trace, lambda u: False, m=0)
     assert none.saved_chars == 0
     assert none.total_chars == len(_QWQ)
@@ -130,6 +132,19 @@ async def test_a_repeated_intermediate_value_is_seen_and_costs_the_trace() -> No
     # Failure mode (2): two agreeing "answers" that are a sub-result - stopping loses the trace.
     outcome = simulate([R1], {R1.id: units}, numeric, m=1)
     assert (outcome.lost, outcome.saved_chars) == (1, len(R1.thinking) - forty[1].end)
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [
+        pytest.param("So that's \\[ 500 + 440 = 940 \\]\n\n", "940", id="display-math"),
+        pytest.param("First step. Then 1,260 apples, so 12 boxes.", "12", id="last-of-sentence"),
+        pytest.param("Total: 5. Let me check.", None, id="not-in-the-last-sentence"),
+    ],
+)
+def test_last_number_is_the_loose_candidate(text: str, number: str | None) -> None:
+    found = last_number(text)
+    assert (found.answer if found is not None else None) == number
 
 
 def test_features_and_history_columns() -> None:
