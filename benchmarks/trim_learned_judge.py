@@ -324,9 +324,17 @@ async def _run(args: argparse.Namespace) -> None:
         note = (
             "Offline estimate (see the module docstring of `benchmarks/trim_learned_judge.py`): "
             "savings in characters of thinking, agreement by a labelled proxy, no underthinking; "
-            "`trim-replay` is the number of record. The learned judge is fitted on the train "
-            "half only; bars are listed, not chosen. Precision / recall are over held-out units "
-            "that carry a candidate (label: the candidate equals the trace's own final answer).\n\n"
+            "`trim-replay` (the preset rows there) is the number of record, and this estimate "
+            "tracks it within about 1.5 points per family. The learned judge is a logistic "
+            "regression per family fitted on the train half only; its bars are listed, not "
+            "chosen. `no history` drops the features that count how often the branch proposed "
+            "the value before. `any number-valued candidate` is the looser candidate rule with "
+            "M = 2 or 3 agreeing units (failure mode 2 of the issue: intermediate values do "
+            "repeat). The `bound` rows read the trace's final answer (labelled bounds, not live "
+            "numbers): a perfect existence judge over the extractor's candidates, then also over "
+            "each unit's last number. Precision / recall are over held-out units that carry a "
+            "candidate (a unit's last number counts as a candidate; label: the candidate equals "
+            "the trace's own final answer).\n\n"
         )
         write_section(SECTION, note + body, "python -m benchmarks.trim_learned_judge --write-docs")
 
