@@ -11,7 +11,9 @@ for measurement only: the judge never sees the final answer.
   them the same answer? Gold, where it is known: both candidates normalise to the final answer
   (same), or exactly one does (different); pairs where neither does are left out.
 
-Run: ``python -m benchmarks.trim_judge [--write-docs]`` (rule judge with the family presets).
+Run: ``python -m benchmarks.trim_judge [--write-docs]`` (rule judge with the family presets);
+``--llm MODEL=URL`` (repeatable) adds an LLM judge served by llama.cpp / vLLM on the labelled
+sample, ``--llm-cache FILE`` keeps its answers for the next run.
 """
 
 from __future__ import annotations
@@ -260,30 +262,52 @@ async def measure_llm(
     return out
 
 
-def llm_table(results: dict[str, Counts], model: str, size: int, *, cached: int = 0) -> str:
+@dataclass
+class LlmRun:
+    """One LLM judge measured on the sample: its model, the three rows, cache hits."""
+
+    model: str
+    results: dict[str, Counts]
+    cached: int = 0
+
+
+def llm_table(runs: Sequence[LlmRun], size: int) -> str:
+    cached = sum(r.cached for r in runs)
     reused = (
-        f" {cached} of the LLM's answers came from the run's on-disk cache (`--llm-cache`, "
+        f" {cached} of the LLM answers came from the run's on-disk cache (`--llm-cache`, "
         "keyed by model and prompt); each counts the wall time its call took when it was made."
         if cached
         else ""
     )
+    models = ", ".join(f"`{r.model}`" for r in runs)
     lines = [
         f"Existence on a balanced sample of {size} labelled units (half concluding, the units "
         "whose text hashes lowest, so a change elsewhere does not redraw the sample), all "
-        f"families; LLM judge: `{model}` on llama.cpp (xllamacpp), 2 CPU threads, raw "
-        "completion prompt `verifiers/prompts/reaches_answer.txt`, one token, Yes vs No "
-        "log-probabilities, the few-shot prefix served from the prompt cache." + reused,
+        f"families; LLM judges: {models} on llama.cpp (xllamacpp), one at a time, 2 CPU "
+        "threads, raw completion prompt `verifiers/prompts/reaches_answer.txt`, one token, Yes "
+        "vs No log-probabilities, the few-shot prefix served from the prompt cache." + reused,
         "",
         "| judge | checks | precision | recall | LLM calls | cost per check |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, c in results.items():
+    rows = [("rule", runs[0].results["rule"])] + [
+        (f"{name}, `{r.model}`", r.results[name]) for r in runs for name in ("llm", "hybrid")
+    ]
+    for name, c in rows:
         per = 1000 * c.seconds / c.checks if c.checks else 0.0
         lines.append(
             f"| {name} | {c.checks} | {100 * c.precision:.1f}% | {100 * c.recall:.1f}% | "
             f"{c.calls} | {per:.0f} ms |"
         )
     return "\n".join(lines)
+
+
+def llm_server(spec: str) -> tuple[str, str]:
+    """`MODEL=URL` of `--llm`, split."""
+    model, sep, url = spec.partition("=")
+    if not sep or not model or not url:
+        raise argparse.ArgumentTypeError(f"expected MODEL=URL, got {spec!r}")
+    return model, url
 
 
 def table(results: dict[str, FamilyCounts], judge: str) -> str:
@@ -310,20 +334,23 @@ async def _run(args: argparse.Namespace) -> None:
         for name, by_family in (("rule, presets", judge_configs()), ("rule, TARGET bar", {})):
             results = await measure(traces, RuleJudge(checker, by_family=by_family))
             tables.append(table(results, name))
-        items = await sample_units(traces, presets, size=args.llm_sample) if args.llm_url else []
+        items = await sample_units(traces, presets, size=args.llm_sample) if args.llm else []
     body = tables[0] + "\n" + "\n".join(tables[1].splitlines()[2:])
     llm_note = (
         "The LLM judge (TrimR's prefill-only Yes/No verifier, `verifiers.judges.LlmJudge`) was "
         "not measured in this run."
     )
-    if args.llm_url:
+    if args.llm:
+        runs = []
         async with httpx.AsyncClient(timeout=300.0) as client:
-            score: ScoreFn = http_score(client, args.llm_url)
-            cache = None
-            if args.llm_cache is not None:
-                score = cache = CachedScore(score, args.llm_cache, args.llm_model)
-            llm = await measure_llm(items, LlmJudge(score), cache)
-        llm_note = llm_table(llm, args.llm_model, len(items), cached=cache.hits if cache else 0)
+            for model, url in args.llm:
+                score: ScoreFn = http_score(client, url)
+                cache = None
+                if args.llm_cache is not None:
+                    score = cache = CachedScore(score, args.llm_cache, model)
+                rows = await measure_llm(items, LlmJudge(score), cache)
+                runs.append(LlmRun(model, rows, cache.hits if cache else 0))
+        llm_note = llm_table(runs, len(items))
     print(body + "\n\n" + llm_note)
     if args.write_docs:
         note = (
@@ -338,16 +365,24 @@ async def _run(args: argparse.Namespace) -> None:
             "processes; cached pairs are free).\n\n"
         )
         command = "python -m benchmarks.trim_judge --write-docs"
-        if args.llm_url:
-            command += f" --llm-url URL --llm-model {args.llm_model} --llm-sample {args.llm_sample}"
+        for model, _ in args.llm:
+            command += f" --llm {model}=URL"
+        if args.llm:
+            command += f" --llm-sample {args.llm_sample}"
         write_section(SECTION, note + body + "\n\n" + llm_note, command)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write-docs", action="store_true")
-    parser.add_argument("--llm-url", default=None, help="OpenAI-compatible server of the judge")
-    parser.add_argument("--llm-model", default="qwen2.5-coder-0.5b-instruct")
+    parser.add_argument(
+        "--llm",
+        type=llm_server,
+        action="append",
+        default=[],
+        metavar="MODEL=URL",
+        help="an LLM judge: the model's name and its OpenAI-compatible server (repeatable)",
+    )
     parser.add_argument("--llm-sample", type=int, default=300)
     parser.add_argument(
         "--llm-cache",

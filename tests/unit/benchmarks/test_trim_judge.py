@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,9 +14,12 @@ from benchmarks.trim_judge import (
     CachedScore,
     Counts,
     Item,
+    LlmRun,
     _stable_pick,
     concludes,
     http_score,
+    llm_server,
+    llm_table,
     measure_llm,
 )
 from verifiers.intermediate import AnswerStrength
@@ -141,3 +145,35 @@ def test_stable_pick_does_not_redraw_when_an_item_goes() -> None:
     assert {i.thought.text for i in _stable_pick(rest, 10)} == picked
     twice = _stable_pick(items + items, 40)
     assert len(twice) == 40  # duplicates of a text count once
+
+
+def test_llm_table_has_one_rule_row_and_two_rows_per_model() -> None:
+    def counts(tp: int, fp: int, calls: int) -> Counts:
+        c = Counts(tp=tp, fp=fp, fn=10 - tp, tn=10 - fp, calls=calls, seconds=float(calls))
+        c.checks = 20
+        return c
+
+    runs = [
+        LlmRun(
+            "small", {"rule": counts(2, 0, 0), "llm": counts(8, 6, 20), "hybrid": counts(5, 2, 6)}
+        ),
+        LlmRun(
+            "big", {"rule": counts(2, 0, 0), "llm": counts(9, 1, 20), "hybrid": counts(6, 1, 6)}, 3
+        ),
+    ]
+    rows = [r for r in llm_table(runs, 20).splitlines() if r.startswith("| ")][1:]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| rule",
+        "| llm, `small`",
+        "| hybrid, `small`",
+        "| llm, `big`",
+        "| hybrid, `big`",
+    ]
+    assert "| llm, `big` | 20 | 90.0% | 90.0% | 20 | 1000 ms |" in rows
+    assert "3 of the LLM answers came from the run's on-disk cache" in llm_table(runs, 20)
+
+
+def test_llm_server_splits_model_and_url() -> None:
+    assert llm_server("m=http://h:1") == ("m", "http://h:1")
+    with pytest.raises(argparse.ArgumentTypeError):
+        llm_server("http://h:1")
