@@ -14,7 +14,9 @@ Timing is the one simplification: running branches decode in lockstep, one token
 (equal decode rates; a real pool's rates differ a little). A pool has ``slots`` sequences at once
 (llama.cpp's ``n_parallel``): branches past them wait in the engine's queue, in index order, and
 start as slots free up, so the branches that finish first are the ones the gate warms up on, and
-a branch still queued when the request stops costs nothing. Only what a live service could know
+a branch still queued when the request stops costs nothing. Under ``warmup_first`` the branches
+past the warm-up join the queue only when the presenter starts them (`take_starts`), as the
+orchestrator does. Only what a live service could know
 steers a decision (token confidences, answers as they finish); ``correct`` (the grader's verdict
 of the winning branch's sample) only grades.
 """
@@ -141,15 +143,20 @@ async def replay(
     pruned = 0
     spent = [0] * n  # tokens streamed per branch
     while not presenter.all_done:
-        # The engine serves its queue in order: the first `slots` unfinished branches run.
-        running = [i for i in range(n) if not branches[i].done][: slots or n]
-        for i in running:
+        # The engine serves its queue in order: the first `slots` unfinished branches that
+        # were started (under `warmup_first` the others wait for the warm-up) run.
+        started = [i for i in range(n) if not branches[i].done and i not in presenter.waiting]
+        if not started:  # every started branch ended: the waiting ones start now or never
+            presenter.take_starts(force=True)
+            continue
+        for i in started[: slots or n]:
             if branches[i].done:  # stopped by an earlier branch of this step
                 continue
             await presenter.observe(BranchChunk(branch=i, chunk=_chunk(samples[i], spent[i])))
             spent[i] += 1
             pruned += len(presenter.take_prunes())  # the orchestrator aborts these streams
             presenter.take_aborts()  # ... and these (an early stop): they get no more chunks
+            presenter.take_starts()  # ... and starts these: they join the engine's queue
     await presenter.finish()
     vote = presenter.vote_detail() or {}
     winner = vote.get("winner_branch")
