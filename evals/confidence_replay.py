@@ -23,7 +23,7 @@ of the winning branch's sample) only grades.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +46,8 @@ __all__ = [
     "evaluate",
     "load_bank",
     "replay",
+    "replay_bank",
+    "summarize",
 ]
 
 
@@ -178,6 +180,34 @@ class Summary:
     stopped: int = 0
 
 
+async def replay_bank(
+    bank: dict[str, list[BankSample]],
+    method: Method,
+    *,
+    equivalent: EquivalenceFn,
+    family: ModelFamily | None = None,
+    slots: int | None = None,
+) -> dict[str, Outcome]:
+    """One method over every problem of the bank: each problem's outcome."""
+    family = family or get_family("generic")
+    return {
+        pid: await replay(s, method, equivalent=equivalent, family=family, slots=slots)
+        for pid, s in bank.items()
+    }
+
+
+def summarize(name: str, outcomes: Iterable[Outcome]) -> Summary:
+    out = list(outcomes)
+    return Summary(
+        name=name,
+        problems=len(out),
+        accuracy=sum(o.correct for o in out) / max(1, len(out)),
+        tokens=sum(o.tokens for o in out),
+        pruned=sum(o.pruned for o in out),
+        stopped=sum(o.stopped for o in out),
+    )
+
+
 async def evaluate(
     bank: dict[str, list[BankSample]],
     methods: Sequence[Method],
@@ -187,23 +217,10 @@ async def evaluate(
     slots: int | None = None,
 ) -> list[Summary]:
     """Every method over every problem of the bank, one summary per method."""
-    family = family or get_family("generic")
     out = []
     for m in methods:
-        outcomes = [
-            await replay(s, m, equivalent=equivalent, family=family, slots=slots)
-            for s in bank.values()
-        ]
-        out.append(
-            Summary(
-                name=m.name,
-                problems=len(outcomes),
-                accuracy=sum(o.correct for o in outcomes) / max(1, len(outcomes)),
-                tokens=sum(o.tokens for o in outcomes),
-                pruned=sum(o.pruned for o in outcomes),
-                stopped=sum(o.stopped for o in outcomes),
-            )
-        )
+        each = await replay_bank(bank, m, equivalent=equivalent, family=family, slots=slots)
+        out.append(summarize(m.name, each.values()))
     return out
 
 

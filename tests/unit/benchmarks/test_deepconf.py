@@ -1,10 +1,10 @@
-"""The DeepConf benchmark's own decisions: window scaling, the selection split, the verdicts."""
+"""The DeepConf benchmark's own decisions: window scaling and the verdicts."""
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks.deepconf import halves, scaled_config, verdicts
+from benchmarks.deepconf import scaled_config, verdicts
 from evals.confidence_replay import BankSample, Summary
 from verifiers.confidence import ConfidenceSource
 
@@ -23,12 +23,6 @@ def test_window_and_tail_are_an_eighth_of_the_median_length() -> None:
 
 def test_the_window_never_drops_below_eight_tokens() -> None:
     assert scaled_config(_bank({"a": [10]})).window == 8
-
-
-def test_halves_split_by_sorted_id_and_cover_the_bank() -> None:
-    bank = _bank({k: [5] for k in ("p3", "p1", "p2", "p0")})
-    selection, held_out = halves(bank)
-    assert (list(selection), list(held_out)) == (["p0", "p2"], ["p1", "p3"])
 
 
 def _rows(maj: tuple[float, int], weighted: float, stop: tuple[float, int]) -> list[Summary]:
