@@ -22,6 +22,7 @@ request.
 from __future__ import annotations
 
 import itertools
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -136,9 +137,12 @@ def choose(run: GridRun, ids: Sequence[str], *, slack_pt: float) -> int | None:
     return min(fits)[1] if fits else None
 
 
-def folds(ids: Sequence[str]) -> list[tuple[list[str], list[str]]]:
-    """(selection, held-out) per fold: even positions of the sorted ids, then odd ones."""
+def folds(ids: Sequence[str], *, seed: int | None = None) -> list[tuple[list[str], list[str]]]:
+    """(selection, held-out) per fold: even positions of the sorted ids, then odd ones (with
+    ``seed``: of the ids shuffled by it instead, for a repeated cross-validation)."""
     keys = sorted(ids)
+    if seed is not None:
+        random.Random(seed).shuffle(keys)
     even, odd = keys[0::2], keys[1::2]
     return [(even, odd), (odd, even)]
 
@@ -150,10 +154,10 @@ class FoldResult:
     chosen: int | None
 
 
-def cross_validate(run: GridRun, *, slack_pt: float) -> list[FoldResult]:
+def cross_validate(run: GridRun, *, slack_pt: float, seed: int | None = None) -> list[FoldResult]:
     return [
         FoldResult(selection, held, choose(run, selection, slack_pt=slack_pt))
-        for selection, held in folds(list(run.majority))
+        for selection, held in folds(list(run.majority), seed=seed)
     ]
 
 

@@ -91,3 +91,12 @@ def test_the_grid_lists_the_old_defaults_first() -> None:
     first = grid_configs(ConfidenceConfig(window=32, tail=32))[0]
     assert {k: getattr(first, k) for k in GRID} == {k: v[0] for k, v in GRID.items()}
     assert first.window == 32
+
+
+def test_a_seeded_split_is_a_fixed_shuffle_covering_every_problem_once() -> None:
+    ids = [f"p{i:02d}" for i in range(20)]
+    (sel, held), (sel2, held2) = folds(ids, seed=3)
+    assert (sel, held) == (held2, sel2)
+    assert sorted(sel + held) == ids
+    assert folds(ids, seed=3) == folds(list(reversed(ids)), seed=3)
+    assert sel != ids[0::2]
