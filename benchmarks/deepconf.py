@@ -51,16 +51,18 @@ def at_once(n: int) -> str:
 
 def _table(rows: list[Summary], base: Summary) -> str:
     lines = [
-        "| method | problems | accuracy | tokens | vs majority@N | pruned | stopped early |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| method | problems | accuracy | tokens | vs majority@N | pruned | stopped early "
+        "| latency (decode steps) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         saved = 1 - r.tokens / base.tokens if base.tokens else 0.0
         delta = 0.0 + 100 * (r.accuracy - base.accuracy)  # 0.0 +: no "-0.0"
+        latency = r.steps / base.steps if base.steps else 0.0
         lines.append(
             f"| {r.name} | {r.problems} | {100 * r.accuracy:.1f}% | {r.tokens:,} | "
             f"{0.0 - 100 * saved:+.1f}% tokens, {delta:+.1f} pt | "
-            f"{r.pruned} | {r.stopped} |"
+            f"{r.pruned} | {r.stopped} | {r.steps / max(1, r.problems):.0f} ({latency:.2f}×) |"
         )
     return "\n".join(lines)
 
@@ -327,7 +329,8 @@ def render(runs: list[Run], cv: CrossValidation | None, bank: Path, n: int) -> s
         "",
         "Each problem is one request replayed through the service's own `VotingPresenter`, "
         "`BranchConfidence` gate and equivalence check, token by token with the recorded "
-        "confidences (running branches decode one token per step: equal rates). Tokens are "
+        "confidences (running branches decode one token per step: equal rates; latency is the "
+        "mean number of such steps a request took, and its ratio to majority@N's). Tokens are "
         "those generated before a branch finished, was pruned or was stopped; a branch still "
         "queued for a slot, or waiting for the warm-up (warmup_first), when the request stops "
         "generated none. Correctness only grades, and selects on a fold's selection half; it "

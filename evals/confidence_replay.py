@@ -83,6 +83,8 @@ class Outcome:
     tokens: int
     pruned: int = 0
     stopped: bool = False
+    #: Decode steps until the request ended (its latency in token times, equal rates).
+    steps: int = 0
 
 
 def load_bank(path: Path) -> dict[str, list[BankSample]]:
@@ -142,7 +144,7 @@ async def replay(
         safe_lead=method.safe_lead,
     )
     branches = presenter.branches
-    pruned = 0
+    pruned = steps = 0
     spent = [0] * n  # tokens streamed per branch
     while not presenter.all_done:
         # The engine serves its queue in order: the first `slots` unfinished branches that
@@ -151,6 +153,7 @@ async def replay(
         if not started:  # every started branch ended: the waiting ones start now or never
             presenter.take_starts(force=True)
             continue
+        steps += 1
         for i in started[: slots or n]:
             if branches[i].done:  # stopped by an earlier branch of this step
                 continue
@@ -167,6 +170,7 @@ async def replay(
         tokens=presenter.tokens_detail()["generated"],
         pruned=pruned,
         stopped=presenter.consensus.decision is not None,
+        steps=steps,
     )
 
 
@@ -178,6 +182,7 @@ class Summary:
     tokens: int
     pruned: int = 0
     stopped: int = 0
+    steps: int = 0
 
 
 async def replay_bank(
@@ -205,6 +210,7 @@ def summarize(name: str, outcomes: Iterable[Outcome]) -> Summary:
         tokens=sum(o.tokens for o in out),
         pruned=sum(o.pruned for o in out),
         stopped=sum(o.stopped for o in out),
+        steps=sum(o.steps for o in out),
     )
 
 

@@ -99,6 +99,8 @@ async def test_warmup_first_starts_the_rest_once_the_threshold_exists() -> None:
     assert (out.pruned, out.stopped) == (1, False)
     assert out.tokens == 2 + 3 + 2 + 6
     assert out.correct
+    # The price is latency: 3 decode steps of warm-up, then 6 for branch 3 (6 all at once).
+    assert (out.steps, (await _replay(BANK, EARLY_STOP)).steps) == (3 + 6, 6)
 
 
 async def test_warmup_first_starts_nothing_once_the_warmup_agrees() -> None:
