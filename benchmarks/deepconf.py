@@ -4,14 +4,15 @@ service's own presenter, vote and DeepConf gate (see `evals.confidence_replay`).
 
 Run: `python -m benchmarks.deepconf --bank evals/data/deepconf/<bank>.jsonl` (add
 `--no-docs` to print only). The targets (≥ 30% fewer tokens at ≥ −1 pt accuracy; weighted ≥
-majority) are checked by the command, never typed.
+majority) are checked by the command, never typed. Settings are chosen by 2-fold
+cross-validation (`evals.confidence_selection`); its pooled held-out rows are the estimate.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
+from dataclasses import dataclass
 from pathlib import Path
 
 from evals.confidence_replay import (
@@ -22,10 +23,18 @@ from evals.confidence_replay import (
     evaluate,
     load_bank,
 )
+from evals.confidence_selection import (
+    GRID,
+    FoldResult,
+    GridRun,
+    cross_validate,
+    grid_configs,
+    held_out_rows,
+    run_grid,
+)
 from evals.docs import write_section
 from tts_orchestrator.config.pools import LaunchSpec
-from tts_orchestrator.protocol import TtsOptions
-from verifiers.confidence import ConfidenceConfig, ConfidenceMeasure
+from verifiers.confidence import ConfidenceConfig, ConfidenceVote
 from verifiers.equivalence import EquivalenceChecker
 
 SECTION = "DeepConf: confidence early stop and weighted vote (issue 17)"
@@ -33,25 +42,33 @@ TOKENS_SAVED_TARGET = 0.30
 ACCURACY_SLACK_PT = 1.0
 #: The slots of a default llama.cpp pool (`deploy/configs/cpu-default.yaml` too).
 POOL_SLOTS = LaunchSpec.model_fields["n_parallel"].default
+POOL = f"a pool of {POOL_SLOTS} slots (the default llama.cpp pool; the bank's server)"
+
+
+def at_once(n: int) -> str:
+    return f"all {n} branches at once"
 
 
 def _table(rows: list[Summary], base: Summary) -> str:
     lines = [
-        "| method | problems | accuracy | tokens | vs majority@N | pruned | stopped early |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| method | problems | accuracy | tokens | vs majority@N | pruned | stopped early "
+        "| latency (decode steps) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         saved = 1 - r.tokens / base.tokens if base.tokens else 0.0
         delta = 0.0 + 100 * (r.accuracy - base.accuracy)  # 0.0 +: no "-0.0"
+        latency = r.steps / base.steps if base.steps else 0.0
         lines.append(
             f"| {r.name} | {r.problems} | {100 * r.accuracy:.1f}% | {r.tokens:,} | "
             f"{0.0 - 100 * saved:+.1f}% tokens, {delta:+.1f} pt | "
-            f"{r.pruned} | {r.stopped} |"
+            f"{r.pruned} | {r.stopped} | {r.steps / max(1, r.problems):.0f} ({latency:.2f}×) |"
         )
     return "\n".join(lines)
 
 
-def verdicts(rows: list[Summary], *, label: str) -> list[str]:
+def _figures(rows: list[Summary]) -> tuple[float, float, float]:
+    """(tokens saved by early stop, its accuracy delta in pt, the weighted vote's delta)."""
     by = {r.name: r for r in rows}
     base, weighted, stop = (
         by["majority@N"],
@@ -59,29 +76,29 @@ def verdicts(rows: list[Summary], *, label: str) -> list[str]:
         by["confidence early stop"],
     )
     saved = 1 - stop.tokens / base.tokens if base.tokens else 0.0
-    delta = 100 * (stop.accuracy - base.accuracy)
-    met = saved >= TOKENS_SAVED_TARGET and delta >= -ACCURACY_SLACK_PT
+    return saved, 100 * (stop.accuracy - base.accuracy), 100 * (weighted.accuracy - base.accuracy)
+
+
+def targets_met(rows: list[Summary]) -> tuple[bool, bool]:
+    """(early stop ≥ 30% fewer tokens at ≥ −1 pt, weighted vote ≥ majority)."""
+    saved, delta, w = _figures(rows)
+    return saved >= TOKENS_SAVED_TARGET and delta >= -ACCURACY_SLACK_PT, w >= 0
+
+
+def verdicts(rows: list[Summary], *, label: str) -> list[str]:
+    saved, delta, w = _figures(rows)
+    stop_met, _ = targets_met(rows)
     out = [
         f"- {label}: early stop {100 * saved:.1f}% fewer tokens at {delta:+.1f} pt accuracy: "
         f"target (≥ {100 * TOKENS_SAVED_TARGET:.0f}% at ≥ −{ACCURACY_SLACK_PT:.0f} pt) "
-        f"**{'met' if met else 'not met'}**."
+        f"**{'met' if stop_met else 'not met'}**."
     ]
-    w = 100 * (weighted.accuracy - base.accuracy)
     verdict = "met" if w > 0 else ("met (a tie)" if w == 0 else "not met")
     out.append(f"- {label}: confidence-weighted vote vs majority: {w:+.1f} pt: **{verdict}**.")
     return out
 
 
 Bank = dict[str, list[BankSample]]
-#: The settings the held-out selection tries: the window (and tail) as a fraction of the median
-#: sample length, warm-up branches, η, τ and the voting measure (DeepConf's own among them).
-GRID: dict[str, tuple[float | str, ...]] = {
-    "span": (1 / 16, 1 / 8, 1 / 4),
-    "warmup": (2, 3, 4),
-    "keep": (0.9, 0.5, 0.1),
-    "tau": (0.8, 0.9, 0.95),
-    "measure": (ConfidenceMeasure.LOWEST_GROUP.value, ConfidenceMeasure.TAIL.value),
-}
 
 
 def scaled_config(bank: Bank, *, span: float = 1 / 8, **overrides: object) -> ConfidenceConfig:
@@ -94,83 +111,230 @@ def scaled_config(bank: Bank, *, span: float = 1 / 8, **overrides: object) -> Co
     return ConfidenceConfig.model_validate({"window": window, "tail": window, **overrides})
 
 
-def halves(bank: Bank) -> tuple[Bank, Bank]:
-    """Problems split by position in id order: even ones select settings, odd ones report."""
-    keys = sorted(bank)
-    return {k: bank[k] for k in keys[0::2]}, {k: bank[k] for k in keys[1::2]}
-
-
-async def select(bank: Bank, lengths_from: Bank, n: int, slots: int | None) -> ConfidenceConfig:
-    """The grid's setting with the most tokens saved at accuracy ≥ majority@N − the slack on
-    ``bank`` (the selection half; ties: the earlier grid point), else the service defaults."""
-    grid = [dict(zip(GRID, values, strict=True)) for values in itertools.product(*GRID.values())]
-    configs = [scaled_config(lengths_from, span=float(p.pop("span")), **p) for p in grid]
-    stop = TtsOptions(n_branches=n, aggregation="confidence", early_stop="confidence")
-    methods = [deepconf_methods(configs[0], n=n)[0]] + [
-        Method(str(i), stop, confidence=c) for i, c in enumerate(configs)
-    ]
-    with EquivalenceChecker() as checker:
-        base, *rows = await evaluate(bank, methods, equivalent=checker.equivalent, slots=slots)
-    floor = base.accuracy - ACCURACY_SLACK_PT / 100 - 1e-9
-    fit = [(r.tokens, i) for i, r in enumerate(rows) if r.accuracy >= floor]
-    return configs[min(fit)[1]] if fit else scaled_config(lengths_from)
+#: DeepConf's two reference settings, shown next to the service's (never chosen from here).
+REFERENCES: dict[str, dict[str, object]] = {
+    "DeepConf-low, η=0.1": {"keep": 0.1},
+    "DeepConf-online: η=0.1, warm-up first, threshold vote": {
+        "keep": 0.1,
+        "warmup_first": True,
+        "vote": ConfidenceVote.THRESHOLD,
+    },
+}
 
 
 async def measure(bank: Bank, config: ConfidenceConfig, n: int, slots: int | None) -> list[Summary]:
-    low = config.model_copy(update={"keep": 0.1})
-    methods = [
-        *deepconf_methods(config, n=n),
-        *(
-            Method(f"{m.name} (DeepConf-low, η=0.1)", m.tts, confidence=low)
-            for m in deepconf_methods(low, n=n)
-            if m.confidence is not None and config.keep != low.keep
-        ),
-    ]
+    methods = list(deepconf_methods(config, n=n))
+    for label, update in REFERENCES.items():
+        ref = config.model_copy(update=update)
+        if ref != config:
+            methods += [
+                Method(f"{m.name} ({label})", m.tts, confidence=ref)
+                for m in deepconf_methods(ref, n=n)
+                if m.confidence is not None
+            ]
     with EquivalenceChecker() as checker:
         return await evaluate(bank, methods, equivalent=checker.equivalent, slots=slots)
 
 
-def _settings(config: ConfidenceConfig) -> str:
-    used = config.model_dump(mode="json", exclude={"top_logprobs"})  # k is the bank's
+def _settings(config: ConfidenceConfig, *, window: bool = True) -> str:
+    skip = {"top_logprobs"} | (set() if window else {"window", "tail"})  # k is the bank's
+    used = config.model_dump(mode="json", exclude=skip)
     return ", ".join(f"{k}={v}" for k, v in used.items())
+
+
+def _same_choice(a: ConfidenceConfig, b: ConfidenceConfig) -> bool:
+    """Equal but for the window and tail (a share of the bank's lengths, not a default)."""
+    skip = {"window", "tail", "top_logprobs"}
+    return a.model_dump(exclude=skip) == b.model_dump(exclude=skip)
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    grid: GridRun
+    folds: list[FoldResult]
+    #: Each fold's choice replayed with all N branches at once, on its held-out problems.
+    at_once: GridRun
+
+    @property
+    def stable(self) -> bool:
+        chosen = [f.chosen for f in self.folds]
+        return chosen[0] is not None and len(set(chosen)) == 1
+
+    def choice(self) -> ConfidenceConfig | None:
+        index = self.folds[0].chosen
+        return self.grid.configs[index] if self.stable and index is not None else None
+
+
+async def cross_validate_bank(bank: Bank, base: ConfidenceConfig, n: int) -> CrossValidation:
+    with EquivalenceChecker() as checker:
+        grid = await run_grid(
+            bank, grid_configs(base), n=n, slots=POOL_SLOTS, equivalent=checker.equivalent
+        )
+        results = cross_validate(grid, slack_pt=ACCURACY_SLACK_PT)
+        chosen = [grid.configs[f.chosen if f.chosen is not None else 0] for f in results]
+        at_once = await run_grid(bank, chosen, n=n, slots=None, equivalent=checker.equivalent)
+    return CrossValidation(grid, results, at_once)
 
 
 Run = tuple[str, ConfidenceConfig, list[Summary]]
 
 
-def render(runs: list[Run], bank: Path, n: int) -> str:
+def _block(label: str, config: ConfidenceConfig | None, rows: list[Summary]) -> list[str]:
+    base = next(r for r in rows if r.name == "majority@N")
+    title = f"**{label}**" + (f" ({_settings(config)})" if config is not None else "")
+    return ["", title, "", _table(rows, base), "", *verdicts(rows, label=label)]
+
+
+def render_cv(cv: CrossValidation, pool: str, every: str) -> list[str]:
+    grid = cv.grid
+    parts = [
+        "",
+        "### Choosing the defaults: 2-fold cross-validation",
+        "",
+        "Protocol (`evals/confidence_selection.py`): problems sorted by id; fold 1 selects on "
+        "the even positions and reports on the odd ones, fold 2 the reverse. Rule on the "
+        "selection half: among the grid points whose early stop keeps accuracy ≥ majority@N − "
+        f"{ACCURACY_SLACK_PT:.0f} pt and whose weighted vote is ≥ majority@N, the fewest "
+        f"early-stop tokens, on {pool}. Grid ({len(grid.configs)} points): "
+        + "; ".join(f"{k} ∈ {{{', '.join(_grid_value(v) for v in vs)}}}" for k, vs in GRID.items())
+        + f"; window and tail {grid.configs[0].window} (an eighth of the median sample).",
+        "",
+        "| fold | selected on | chosen | held-out: early stop | held-out: weighted vote |",
+        "|---|---|---|---:|---:|",
+    ]
+    for k, f in enumerate(cv.folds, 1):
+        index = f.chosen if f.chosen is not None else 0
+        base, weighted, stop = grid.rows(index, f.held_out)
+        chosen = (
+            _settings(grid.configs[index], window=False)
+            if f.chosen is not None
+            else ("nothing fits: the old defaults")
+        )
+        parts.append(
+            f"| {k} | {len(f.selected_on)} ({'even' if k == 1 else 'odd'}) | {chosen} | "
+            f"{_delta(stop, base)} | {_delta(weighted, base)} |"
+        )
+    n_all = sum(len(f.held_out) for f in cv.folds)
+    at_once_folds = [FoldResult(f.selected_on, f.held_out, k) for k, f in enumerate(cv.folds)]
+    pooled = held_out_rows(grid, cv.folds)
+    parts += _block(
+        f"Cross-validated (pooled held-out, all {n_all} problems), {pool}", None, pooled
+    )
+    parts += _block(
+        f"Cross-validated (pooled held-out, all {n_all} problems), {every}",
+        None,
+        held_out_rows(cv.at_once, at_once_folds),
+    )
+    estimate_met = all(targets_met(pooled))
+    backed = cv.stable and estimate_met
+    parts += [
+        "",
+        f"- Both folds chose the same setting: **{'yes' if cv.stable else 'no'}**.",
+        f"- The cross-validated estimate ({pool}) meets both targets: "
+        f"**{'yes' if estimate_met else 'no'}**.",
+        f"- A setting backed as the service's default (both of the above): "
+        f"**{'yes' if backed else 'no'}**"
+        + ("." if backed else "; the service's defaults stay as they were."),
+    ]
+    parts += _repeated(grid, pool)
+    choice = cv.choice()
+    if choice is None or not backed:
+        return parts
+    parts += _block(
+        f"The folds' common choice, all {n_all} problems, {pool} (in-sample: shown, not the "
+        "estimate)",
+        choice,
+        grid.rows(grid.configs.index(choice), sorted(grid.majority)),
+    )
+    adopted = _same_choice(choice, ConfidenceConfig())
+    parts.append(
+        f"- The service's defaults (`ConfidenceConfig`, window and tail aside) are this choice: "
+        f"**{'yes' if adopted else 'no'}**."
+    )
+    return parts
+
+
+#: Seeds of the repeated cross-validation (a robustness check, not the decision rule).
+REPEATS = range(10)
+
+
+def _repeated(grid: GridRun, pool: str) -> list[str]:
+    """The same rule over random 2-fold splits of the same problems: how often the folds agree,
+    what each fold chose, and how the pooled held-out estimate varies with the split."""
+    chosen: list[ConfidenceConfig] = []
+    agree = met = 0
+    saved, weighted = [], []
+    for seed in REPEATS:
+        results = cross_validate(grid, slack_pt=ACCURACY_SLACK_PT, seed=seed)
+        picks = [f.chosen if f.chosen is not None else 0 for f in results]
+        chosen += [grid.configs[i] for i in picks]
+        agree += results[0].chosen is not None and len(set(picks)) == 1
+        rows = held_out_rows(grid, results)
+        met += all(targets_met(rows))
+        s, _, w = _figures(rows)
+        saved.append(100 * s)
+        weighted.append(w)
+    counts = "; ".join(
+        f"{k}: "
+        + ", ".join(
+            f"{_grid_value(v)} ×{n}"
+            for v in values
+            if (n := sum(getattr(c, k) == v for c in chosen))
+        )
+        for k, values in GRID.items()
+    )
+    return [
+        "",
+        f"Robustness check (added after the protocol above gave its answer; not the decision "
+        f"rule): the same rule over {len(REPEATS)} random 2-fold splits (seeds "
+        f"{REPEATS.start}–{REPEATS.stop - 1}), {pool}. The two folds chose the same setting in "
+        f"{agree} of {len(REPEATS)} splits; the pooled held-out estimate saved "
+        f"{min(saved):.1f}–{max(saved):.1f}% tokens with a weighted vote "
+        f"{min(weighted):+.1f} to {max(weighted):+.1f} pt, meeting both targets in {met} of "
+        f"{len(REPEATS)}. Choices over the {len(chosen)} folds: {counts}.",
+    ]
+
+
+def _grid_value(v: object) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _delta(row: Summary, base: Summary) -> str:
+    saved = 1 - row.tokens / base.tokens if base.tokens else 0.0
+    delta = 0.0 + 100 * (row.accuracy - base.accuracy)
+    return f"{0.0 - 100 * saved:+.1f}% tokens, {delta:+.1f} pt"
+
+
+def render(runs: list[Run], cv: CrossValidation | None, bank: Path, n: int) -> str:
     parts = [
         f"Bank: `{bank}` (N = {n} samples per problem; see `evals/data/deepconf/README.md`).",
-        "Window and tail are a fraction of the bank's median sample length (DeepConf's 2048 is "
-        "about an eighth of its traces); the other settings are the service's defaults unless "
-        "selected. *Selected* settings: the grid point with the most tokens saved at accuracy "
-        f"≥ majority@N − {ACCURACY_SLACK_PT:.0f} pt on the even-numbered problems (ids sorted), "
-        "reported on the odd-numbered ones only; grid: "
-        + "; ".join(
-            f"{k} ∈ {{{', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in vs)}}}"
-            for k, vs in GRID.items()
-        )
-        + ".",
+        "Window and tail are an eighth of the bank's median sample length (DeepConf's 2048 is "
+        "about an eighth of its traces); the other settings are the service's defaults "
+        "(`ConfidenceConfig`). Rows marked DeepConf-low / DeepConf-online are the paper's "
+        "reference settings, shown, not chosen.",
     ]
     for label, config, rows in runs:
-        base = next(r for r in rows if r.name == "majority@N")
-        parts += [
-            "",
-            f"**{label}** ({_settings(config)})",
-            "",
-            _table(rows, base),
-            "",
-            *verdicts(rows, label=label),
-        ]
+        parts += _block(label, config, rows)
+    if cv is not None:
+        choice = cv.choice()
+        if choice is not None and _same_choice(choice, ConfidenceConfig()):
+            parts += [
+                "",
+                "Note: the service's defaults are the setting the cross-validation below chose "
+                "on this bank, so the all-problem rows above are in-sample for them; the "
+                "cross-validated rows are the estimate.",
+            ]
+        parts += render_cv(cv, POOL, at_once(n))
     parts += [
         "",
         "Each problem is one request replayed through the service's own `VotingPresenter`, "
         "`BranchConfidence` gate and equivalence check, token by token with the recorded "
-        "confidences (running branches decode one token per step: equal rates). Tokens are "
+        "confidences (running branches decode one token per step: equal rates; latency is the "
+        "mean number of such steps a request took, and its ratio to majority@N's). Tokens are "
         "those generated before a branch finished, was pruned or was stopped; a branch still "
-        "queued for a slot when the request stops generated none. The DeepConf-low rows are "
-        "the paper's other setting, shown, not chosen. Correctness only grades and selects "
-        "on the selection half; it never steers a request.",
+        "queued for a slot, or waiting for the warm-up (warmup_first), when the request stops "
+        "generated none. Correctness only grades, and selects on a fold's selection half; it "
+        "never steers a request.",
     ]
     return "\n".join(parts)
 
@@ -178,47 +342,31 @@ def render(runs: list[Run], bank: Path, n: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bank", type=Path, required=True)
-    ap.add_argument("--window", type=int, default=None)
-    ap.add_argument("--tail", type=int, default=None)
-    ap.add_argument("--warmup", type=int, default=None)
-    ap.add_argument("--keep", type=float, default=None)
-    ap.add_argument("--tau", type=float, default=None)
-    ap.add_argument("--measure", type=ConfidenceMeasure, default=None)
     ap.add_argument(
         "--select",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="Also select settings on half the problems and report them on the other half.",
+        help="Also choose settings by 2-fold cross-validation (evals/confidence_selection.py).",
     )
     ap.add_argument("--docs", action=argparse.BooleanOptionalAction, default=True)
     args = ap.parse_args()
-    names = ("window", "tail", "warmup", "keep", "tau", "measure")
-    overrides = {k: v for k in names if (v := getattr(args, k)) is not None}
     bank = load_bank(args.bank)
     n = max((len(s) for s in bank.values()), default=0)
     bank = {k: v for k, v in bank.items() if len(v) == n}  # complete problems only
-    config = scaled_config(bank, **overrides)
-    pool = f"a pool of {POOL_SLOTS} slots (the default llama.cpp pool; the bank's server)"
-    every = f"all {n} branches at once"
+    config = scaled_config(bank)
     runs: list[Run] = [
         (
-            f"All {len(bank)} problems, {pool}",
+            f"Service defaults, all {len(bank)} problems, {label}",
             config,
-            asyncio.run(measure(bank, config, n, POOL_SLOTS)),
-        ),
-        (f"All {len(bank)} problems, {every}", config, asyncio.run(measure(bank, config, n, None))),
+            asyncio.run(measure(bank, config, n, slots)),
+        )
+        for label, slots in ((POOL, POOL_SLOTS), (at_once(n), None))
     ]
-    if args.select:
-        selection, held_out = halves(bank)
-        chosen = asyncio.run(select(selection, bank, n, POOL_SLOTS))
-        for label, slots in ((pool, POOL_SLOTS), (every, None)):
-            rows = asyncio.run(measure(held_out, chosen, n, slots))
-            runs.append((f"Selected, {len(held_out)} held-out problems, {label}", chosen, rows))
-    body = render(runs, args.bank, n)
+    cv = asyncio.run(cross_validate_bank(bank, config, n)) if args.select else None
+    body = render(runs, cv, args.bank, n)
     print(body)
     if args.docs:
-        flags = "".join(f" --{k} {v}" for k, v in overrides.items())
-        flags += "" if args.select else " --no-select"
+        flags = "" if args.select else " --no-select"
         write_section(SECTION, body, f"python -m benchmarks.deepconf --bank {args.bank}{flags}")
 
 

@@ -14,14 +14,16 @@ Timing is the one simplification: running branches decode in lockstep, one token
 (equal decode rates; a real pool's rates differ a little). A pool has ``slots`` sequences at once
 (llama.cpp's ``n_parallel``): branches past them wait in the engine's queue, in index order, and
 start as slots free up, so the branches that finish first are the ones the gate warms up on, and
-a branch still queued when the request stops costs nothing. Only what a live service could know
+a branch still queued when the request stops costs nothing. Under ``warmup_first`` the branches
+past the warm-up join the queue only when the presenter starts them (`take_starts`), as the
+orchestrator does. Only what a live service could know
 steers a decision (token confidences, answers as they finish); ``correct`` (the grader's verdict
 of the winning branch's sample) only grades.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,8 @@ __all__ = [
     "evaluate",
     "load_bank",
     "replay",
+    "replay_bank",
+    "summarize",
 ]
 
 
@@ -79,6 +83,8 @@ class Outcome:
     tokens: int
     pruned: int = 0
     stopped: bool = False
+    #: Decode steps until the request ended (its latency in token times, equal rates).
+    steps: int = 0
 
 
 def load_bank(path: Path) -> dict[str, list[BankSample]]:
@@ -138,18 +144,24 @@ async def replay(
         safe_lead=method.safe_lead,
     )
     branches = presenter.branches
-    pruned = 0
+    pruned = steps = 0
     spent = [0] * n  # tokens streamed per branch
     while not presenter.all_done:
-        # The engine serves its queue in order: the first `slots` unfinished branches run.
-        running = [i for i in range(n) if not branches[i].done][: slots or n]
-        for i in running:
+        # The engine serves its queue in order: the first `slots` unfinished branches that
+        # were started (under `warmup_first` the others wait for the warm-up) run.
+        started = [i for i in range(n) if not branches[i].done and i not in presenter.waiting]
+        if not started:  # every started branch ended: the waiting ones start now or never
+            presenter.take_starts(force=True)
+            continue
+        steps += 1
+        for i in started[: slots or n]:
             if branches[i].done:  # stopped by an earlier branch of this step
                 continue
             await presenter.observe(BranchChunk(branch=i, chunk=_chunk(samples[i], spent[i])))
             spent[i] += 1
             pruned += len(presenter.take_prunes())  # the orchestrator aborts these streams
             presenter.take_aborts()  # ... and these (an early stop): they get no more chunks
+            presenter.take_starts()  # ... and starts these: they join the engine's queue
     await presenter.finish()
     vote = presenter.vote_detail() or {}
     winner = vote.get("winner_branch")
@@ -158,6 +170,7 @@ async def replay(
         tokens=presenter.tokens_detail()["generated"],
         pruned=pruned,
         stopped=presenter.consensus.decision is not None,
+        steps=steps,
     )
 
 
@@ -169,6 +182,36 @@ class Summary:
     tokens: int
     pruned: int = 0
     stopped: int = 0
+    steps: int = 0
+
+
+async def replay_bank(
+    bank: dict[str, list[BankSample]],
+    method: Method,
+    *,
+    equivalent: EquivalenceFn,
+    family: ModelFamily | None = None,
+    slots: int | None = None,
+) -> dict[str, Outcome]:
+    """One method over every problem of the bank: each problem's outcome."""
+    family = family or get_family("generic")
+    return {
+        pid: await replay(s, method, equivalent=equivalent, family=family, slots=slots)
+        for pid, s in bank.items()
+    }
+
+
+def summarize(name: str, outcomes: Iterable[Outcome]) -> Summary:
+    out = list(outcomes)
+    return Summary(
+        name=name,
+        problems=len(out),
+        accuracy=sum(o.correct for o in out) / max(1, len(out)),
+        tokens=sum(o.tokens for o in out),
+        pruned=sum(o.pruned for o in out),
+        stopped=sum(o.stopped for o in out),
+        steps=sum(o.steps for o in out),
+    )
 
 
 async def evaluate(
@@ -180,23 +223,10 @@ async def evaluate(
     slots: int | None = None,
 ) -> list[Summary]:
     """Every method over every problem of the bank, one summary per method."""
-    family = family or get_family("generic")
     out = []
     for m in methods:
-        outcomes = [
-            await replay(s, m, equivalent=equivalent, family=family, slots=slots)
-            for s in bank.values()
-        ]
-        out.append(
-            Summary(
-                name=m.name,
-                problems=len(outcomes),
-                accuracy=sum(o.correct for o in outcomes) / max(1, len(outcomes)),
-                tokens=sum(o.tokens for o in outcomes),
-                pruned=sum(o.pruned for o in outcomes),
-                stopped=sum(o.stopped for o in outcomes),
-            )
-        )
+        each = await replay_bank(bank, m, equivalent=equivalent, family=family, slots=slots)
+        out.append(summarize(m.name, each.values()))
     return out
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from policies.modes import ThinkingMode
 from tts_orchestrator.backends.base import SamplingParams
-from verifiers.confidence import ConfidenceConfig, ConfidenceMeasure
+from verifiers.confidence import ConfidenceConfig, ConfidenceMeasure, ConfidenceVote
 
 
 class ConfidenceOptions(BaseModel):
@@ -29,6 +29,10 @@ class ConfidenceOptions(BaseModel):
     warmup: int | None = Field(None, ge=1, le=64, description="Branches setting the threshold.")
     tau: float | None = Field(None, gt=0.5, le=1.0, description="Weighted share that stops.")
     measure: ConfidenceMeasure | None = Field(None, description="lowest_group | tail | mean.")
+    vote: ConfidenceVote | None = Field(None, description="most_confident | threshold.")
+    warmup_first: StrictBool | None = Field(
+        None, description="Start the other branches once the warm-up set the threshold."
+    )
 
 
 # Seeds are 64-bit signed integers (what engines and OpenAI accept); larger ones are a 400.

@@ -16,9 +16,12 @@ it carries.
 Online (DeepConf-online, adapted to parallel branches): the first ``warmup`` branches to finish
 set a threshold, the ``100 * (1 - keep)``-th percentile of their lowest group confidences; a
 running branch whose current group confidence falls below it is pruned; the request stops when
-the confidence-weighted leader holds at least ``tau`` of the weight. Offline (and in the final
-vote): only the ``keep`` most confident fraction of the branches vote, each weighted by its
-confidence.
+the confidence-weighted leader holds at least ``tau`` of the weight. With ``warmup_first`` the
+other branches start only once the warm-up ones have finished (DeepConf-online's order), so the
+threshold exists before any of them decodes. The final vote weights each branch by its
+confidence and keeps either the ``keep`` most confident fraction (``ConfidenceVote.
+MOST_CONFIDENT``, DeepConf-offline's filter) or the branches whose lowest group confidence
+reaches the threshold (``ConfidenceVote.THRESHOLD``, DeepConf-online's vote).
 
 :class:`ConfidenceTracker` folds a stream into running statistics with O(window + tail) memory;
 the batch functions compute the same numbers from a whole trace (tests, offline analysis).
@@ -44,6 +47,7 @@ __all__ = [
     "ConfidenceSource",
     "ConfidenceSummary",
     "ConfidenceTracker",
+    "ConfidenceVote",
     "group_confidences",
     "lowest_group_confidence",
     "prune_threshold",
@@ -68,6 +72,16 @@ class ConfidenceMeasure(StrEnum):
     LOWEST_GROUP = "lowest_group"
     TAIL = "tail"
     MEAN = "mean"
+
+
+class ConfidenceVote(StrEnum):
+    """Which finished branches the confidence-weighted vote hears."""
+
+    #: The ``keep`` most confident fraction (DeepConf-offline's top-η filter).
+    MOST_CONFIDENT = "most_confident"
+    #: Those whose lowest group confidence reaches the warm-up threshold (DeepConf-online's
+    #: vote: the threshold is the filter); every branch before a threshold exists.
+    THRESHOLD = "threshold"
 
 
 class ConfidenceConfig(BaseModel):
@@ -97,6 +111,17 @@ class ConfidenceConfig(BaseModel):
     )
     measure: ConfidenceMeasure = Field(
         ConfidenceMeasure.LOWEST_GROUP, description="The trace confidence that votes."
+    )
+    vote: ConfidenceVote = Field(
+        ConfidenceVote.MOST_CONFIDENT,
+        description="most_confident: the η most confident branches vote; threshold: those whose "
+        "lowest group confidence reaches the warm-up threshold (DeepConf-online).",
+    )
+    warmup_first: bool = Field(
+        False,
+        description="With early_stop 'confidence': start the branches past the warm-up only "
+        "once the warm-up branches finished and set the threshold (DeepConf-online's order), "
+        "so pruning reaches every later branch whatever the pool's slots; costs latency.",
     )
 
 
@@ -233,6 +258,11 @@ class ConfidenceGate:
         self.warmup.append(summary.lowest_group)
         if len(self.warmup) >= self.config.warmup:
             self.threshold = prune_threshold(self.warmup, self.config.keep)
+
+    def admits(self, summary: ConfidenceSummary) -> bool:
+        """May this finished branch vote under ``ConfidenceVote.THRESHOLD``? (Every branch
+        may while no threshold exists.)"""
+        return self.threshold is None or summary.lowest_group >= self.threshold
 
     def prune(self, tracker: ConfidenceTracker) -> float | None:
         """The group confidence that condemns this running branch, or None to keep it."""

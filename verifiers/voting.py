@@ -14,7 +14,8 @@ Votes (`Aggregation`):
   mean weight of those that have them (1.0 if none has), i.e. it counts as an average branch;
 * `first_finish` — the cluster of the earliest-finished parseable answer;
 * `confidence` — DeepConf's vote: only the ``keep`` most confident fraction of the parseable
-  branches vote, each with its confidence as weight (`BranchAnswer.confidence`, positive; see
+  branches vote (or, for DeepConf-online's vote, those not ``left_out`` by the caller's
+  threshold), each with its confidence as weight (`BranchAnswer.confidence`, positive; see
   `verifiers.confidence`). A branch without one gets the mean of those that have one.
 
 Ties go to the cluster whose first answer finished earliest (equivalently, the one created
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -159,14 +160,25 @@ class AnswerClusterer:
         )
 
     def vote(
-        self, aggregation: Aggregation = Aggregation.MAJORITY, *, keep: float = 1.0
+        self,
+        aggregation: Aggregation = Aggregation.MAJORITY,
+        *,
+        keep: float = 1.0,
+        left_out: Collection[str] = (),
     ) -> VoteResult:
-        """The vote; with `confidence` only the ``keep`` most confident fraction votes."""
-        if aggregation is not Aggregation.CONFIDENCE or keep >= 1.0:
+        """The vote; with `confidence` only the ``keep`` most confident fraction of the
+        branches not ``left_out`` votes (``left_out`` is ignored when it would silence every
+        parseable answer)."""
+        if aggregation is not Aggregation.CONFIDENCE or (keep >= 1.0 and not left_out):
             return vote(
                 self.tallies(aggregation), aggregation=aggregation, unparseable=self._unparseable
             )
-        kept, dropped = most_confident(self._clusters, keep)
+        heard = [[b for b in c if b.branch_id not in left_out] for c in self._clusters]
+        silenced = [b.branch_id for c in self._clusters for b in c if b.branch_id in left_out]
+        if not any(heard):
+            heard, silenced = self._clusters, []
+        kept, dropped = most_confident([c for c in heard if c], keep)
+        dropped = silenced + dropped
         return vote(
             tally(kept, aggregation=aggregation),
             aggregation=aggregation,

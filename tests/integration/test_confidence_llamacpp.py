@@ -31,7 +31,12 @@ def _slots_within(url: str, at_most: int, within_s: float) -> float:
     raise AssertionError(f"{busy_slots(url)} slots busy > {at_most} after {within_s}s")
 
 
-def test_a_pruned_branch_frees_its_slot_at_once(cpu_service: RunningService) -> None:
+@pytest.mark.parametrize("warmup_first", [False, True], ids=["all-at-once", "warmup-first"])
+def test_a_pruned_branch_frees_its_slot_at_once(
+    cpu_service: RunningService, warmup_first: bool
+) -> None:
+    """Also with DeepConf-online's order: the branches past the warm-up go to the engine as a
+    job of their own once the warm-up has set the threshold (through the Ray pool actor)."""
     url = worker_url(cpu_service)
     client = OpenAI(base_url=f"{cpu_service.url}/v1", api_key="unused", max_retries=0)
     for seed in (1, 101, 201):
@@ -40,7 +45,7 @@ def test_a_pruned_branch_frees_its_slot_at_once(cpu_service: RunningService) -> 
             "seed": seed,
             "aggregation": "confidence",
             "early_stop": "confidence",
-            "confidence": CONFIDENCE,
+            "confidence": {**CONFIDENCE, "warmup_first": warmup_first},
         }
         stream = client.chat.completions.create(
             model=MODEL,
@@ -68,6 +73,9 @@ def test_a_pruned_branch_frees_its_slot_at_once(cpu_service: RunningService) -> 
         assert all(b["abort_reason"].startswith("pruned:") for b in pruned)
         assert all(b["confidence"]["source"] == "top_k" for b in final["branches"])
         assert final["tokens"]["pruned"] == sum(b["tokens"] for b in pruned)
+        assert final["confidence"]["warmup_first"] is warmup_first
+        if warmup_first:  # only branches started after the threshold existed are pruned
+            assert all(b["index"] >= CONFIDENCE["warmup"] for b in pruned)
         assert usage is not None
         assert usage.completion_tokens_details is not None
         assert freed_s < 1.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from pydantic import BaseModel, Field
 
 from tts_orchestrator.backends.base import CompletionChunk, SamplingParams
@@ -21,6 +23,13 @@ class BranchSpec(BaseModel):
 class GenerationJob(BaseModel):
     request_id: str
     branches: list[BranchSpec] = Field(min_length=1)
+
+    def part(self, indices: Collection[int], *, suffix: str = "") -> GenerationJob:
+        """The job of only these branches (a request's later start gets its own ``suffix``)."""
+        return GenerationJob(
+            request_id=self.request_id + suffix,
+            branches=[b for b in self.branches if b.index in indices],
+        )
 
 
 class BranchChunk(BaseModel):

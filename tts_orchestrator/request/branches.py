@@ -2,7 +2,9 @@
 
 `SinglePresenter` streams one branch's deltas as they come. `VotingPresenter` streams the
 reasoning of the branch it follows live, votes as branches finish, asks for the losers to be
-aborted once the vote is safe, and then streams the winning answer as `content`.
+aborted once the vote is safe, and then streams the winning answer as `content`. Under
+DeepConf's ``warmup_first`` it also holds the branches past the warm-up (``waiting``) until the
+warm-up has set the pruning threshold; the orchestrator starts them when `take_starts` says.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class Presenter(abc.ABC):
         self.max_tokens = max_tokens
         self.confidence = confidence
         self._prunes: list[int] = []
+        #: Branches not started yet: they wait for the warm-up's threshold (``warmup_first``).
+        self.waiting: list[int] = []
         self._interventions: list[Intervention] = []
         self.trimmers: dict[int, BranchTrimmer] = {}
         #: Tokens an earlier phase of the request spent (the fast probes of ``auto``).
@@ -149,6 +153,20 @@ class Presenter(abc.ABC):
     def take_aborts(self) -> tuple[list[int], str] | None:
         """Branches to abort now (and why), if the presenter decided so."""
         return None
+
+    def take_starts(self, *, force: bool = False) -> list[int]:
+        """The waiting branches to start now: once the warm-up has set the threshold, or has
+        ended without setting one (a failed or answerless warm-up branch), or ``force`` (every
+        started stream ended). Branches an early stop already ended never start."""
+        if not self.waiting:
+            return []
+        assert self.confidence is not None
+        started_done = all(b.done for b in self.branches if b.index not in self.waiting)
+        if not (force or started_done or self.confidence.threshold is not None):
+            return []
+        starts = [i for i in self.waiting if not self.branches[i].done]
+        self.waiting = []
+        return starts
 
     def take_prunes(self) -> list[int]:
         """Branches DeepConf's gate pruned since the last call (abort them now)."""
@@ -302,7 +320,10 @@ class VotingPresenter(Presenter):
             equivalent=equivalent,
             safe_lead=safe_lead,
             confidence=confidence.config if confidence is not None else None,
+            left_out=confidence.left_out if confidence is not None else None,
         )
+        if confidence is not None and confidence.prune and confidence.config.warmup_first:
+            self.waiting = list(range(confidence.config.warmup, len(seeds)))
         self._follow: int | None = None
         self._aborts: tuple[list[int], str] | None = None
         self._start = time.monotonic()
@@ -325,6 +346,8 @@ class VotingPresenter(Presenter):
         events: list[OutputEvent] = []
         if self._follow is None and (r or c):
             self._follow = b.index
+            if any(x.done for x in self.branches):  # a branch started after the warm-up
+                events.append(OutputEvent(reasoning=f"\n\n[branch {b.index}]\n"))
         events += self._shown(b.index, r, c)
         self._check_budget(b)
         self._check_trim(b, r)
@@ -382,8 +405,9 @@ class VotingPresenter(Presenter):
     def _switch_follow(self) -> list[OutputEvent]:
         if self._follow is None or not self.branches[self._follow].done:
             return []
-        running = [b for b in self.branches if not b.done]
+        running = [b for b in self.branches if not b.done and b.index not in self.waiting]
         if not running:
+            self._follow = None  # the next branch to stream (a waiting one, once started)
             return []
         nxt = max(running, key=lambda b: b.tokens)
         self._follow = nxt.index

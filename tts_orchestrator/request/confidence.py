@@ -3,7 +3,9 @@
 Wires the pure pieces of `verifiers.confidence` to a request's branches: every chunk's
 per-token confidence (or, from an engine that sends no top logprobs, its sampled logprobs) is
 folded into that branch's :class:`ConfidenceTracker`; finished branches warm the
-:class:`ConfidenceGate` up; a running branch that falls below the gate's threshold is pruned.
+:class:`ConfidenceGate` up; a running branch that falls below the gate's threshold is pruned
+(with ``prune``), and under ``ConfidenceVote.THRESHOLD`` a finished branch below it is left out
+of the vote.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from verifiers.confidence import (
     ConfidenceSource,
     ConfidenceSummary,
     ConfidenceTracker,
+    ConfidenceVote,
 )
 
 
@@ -25,8 +28,11 @@ class BranchConfidence:
 
     def __init__(self, config: ConfidenceConfig, n_branches: int, *, prune: bool) -> None:
         self.config = config
-        self.gate = ConfidenceGate(config) if prune else None
+        self.prune = prune
+        #: The warm-up threshold: pruning (``prune``) and the threshold vote both read it.
+        self.gate = ConfidenceGate(config)
         self._trackers: list[ConfidenceTracker | None] = [None] * n_branches
+        self._finished: list[int] = []
 
     def feed(self, branch: int, chunk: CompletionChunk) -> None:
         if chunk.token_confidence:
@@ -52,15 +58,30 @@ class BranchConfidence:
         s = self.summary(branch)
         return s.weight(self.config.measure) if s is not None else None
 
+    @property
+    def threshold(self) -> float | None:
+        return self.gate.threshold
+
     def finished(self, branch: int) -> None:
         """A branch finished with an answer: it may warm the gate up."""
-        if self.gate is not None:
-            self.gate.finished(self.summary(branch))
+        self._finished.append(branch)
+        self.gate.finished(self.summary(branch))
+
+    def left_out(self) -> list[int]:
+        """Finished branches the vote does not hear under ``ConfidenceVote.THRESHOLD``: those
+        whose lowest group confidence is below the threshold (none before it exists)."""
+        if self.config.vote is not ConfidenceVote.THRESHOLD:
+            return []
+        return [
+            i
+            for i in self._finished
+            if (s := self.summary(i)) is not None and not self.gate.admits(s)
+        ]
 
     def prune_reason(self, branch: int) -> str | None:
         """Why this running branch should be pruned now (None: keep it)."""
         tracker = self._trackers[branch]
-        if self.gate is None or tracker is None:
+        if not self.prune or tracker is None:
             return None
         low = self.gate.prune(tracker)
         if low is None:
@@ -85,7 +106,7 @@ class BranchConfidence:
 
     def gate_detail(self) -> dict[str, Any]:
         out: dict[str, Any] = self.config.model_dump(mode="json")
-        if self.gate is not None:
+        if self.prune or self.config.vote is ConfidenceVote.THRESHOLD:
             threshold = self.gate.threshold
             out["threshold"] = None if threshold is None else round(threshold, 6)
             out["warmup_lowest_groups"] = [round(x, 6) for x in self.gate.warmup]

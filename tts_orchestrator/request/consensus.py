@@ -8,10 +8,11 @@ early-stop rules) to one request. Equivalence runs in the process pool of an
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Collection
 
 from tts_orchestrator.protocol import TtsOptions
 from verifiers.answers import extract_final_answer
-from verifiers.confidence import ConfidenceConfig, ConfidenceConsensus
+from verifiers.confidence import ConfidenceConfig, ConfidenceConsensus, ConfidenceVote
 from verifiers.voting import (
     Aggregation,
     AnswerClusterer,
@@ -72,7 +73,10 @@ def branch_answer_text(content: str, reasoning: str) -> str | None:
 
 
 class Consensus:
-    """Incremental vote of one request."""
+    """Incremental vote of one request. ``left_out`` names the finished branches a confidence
+    vote does not hear (DeepConf-online's threshold vote). The early-stop rules still see every
+    finished branch: DeepConf's consensus counts all the traces generated, and only the final
+    vote is filtered (as in its reference online run)."""
 
     def __init__(
         self,
@@ -82,10 +86,13 @@ class Consensus:
         equivalent: EquivalenceFn,
         safe_lead: bool = True,
         confidence: ConfidenceConfig | None = None,
+        left_out: Callable[[], Collection[int]] | None = None,
     ) -> None:
         self.aggregation = Aggregation(tts.aggregation)
         self.rule = build_rule(tts, safe_lead=safe_lead, confidence=confidence)
-        self.keep = confidence.keep if confidence is not None else 1.0
+        top_share = confidence is not None and confidence.vote is ConfidenceVote.MOST_CONFIDENT
+        self.keep = confidence.keep if confidence is not None and top_share else 1.0
+        self._left_out = left_out
         self.n_branches = n_branches
         self._clusterer = AnswerClusterer(equivalent)
         self._start = time.monotonic()
@@ -122,13 +129,18 @@ class Consensus:
         """A branch was pruned: it will never vote, so it no longer counts as unfinished."""
         self.n_branches -= 1
 
+    def left_out(self) -> set[str]:
+        if self._left_out is None or self.aggregation is not Aggregation.CONFIDENCE:
+            return set()
+        return {str(i) for i in self._left_out()}
+
     def vote(self) -> VoteResult:
-        return self._clusterer.vote(self.aggregation, keep=self.keep)
+        return self._clusterer.vote(self.aggregation, keep=self.keep, left_out=self.left_out())
 
     def standing(self) -> tuple[str, float] | None:
         """The current leader and its share of the votes (of the weight for a weighted or
         confidence vote); None before any parseable answer."""
-        result = self._clusterer.vote(self.aggregation)
+        result = self._clusterer.vote(self.aggregation, left_out=self.left_out())
         if result.winner_index is None:
             return None
         leader = result.clusters[result.winner_index]

@@ -455,7 +455,7 @@ class Orchestrator:
             soft_at = loop.time() + max(0.0, p.started_at + budget - time.monotonic())
         cancel_wait = asyncio.ensure_future(p.cancel.wait())
         streams = BranchStreams(p.pool, p.id)
-        streams.start(job)
+        streams.start(job.part({b.index for b in job.branches} - set(presenter.waiting)))
         p.start_record(self.store)  # after the branches: they reach the engine first
         budget_reached = False
         nxt: asyncio.Future[BranchChunk | None] | None = None
@@ -483,13 +483,17 @@ class Orchestrator:
                     break
                 item = nxt.result()
                 if item is None:
-                    break
+                    # Every started stream ended: waiting branches start now or never.
+                    if not self._start_waiting(p, job, presenter, streams, force=True):
+                        break
+                    continue
                 if p.first_chunk_at is None:
                     p.first_chunk_at = time.monotonic()
                 for event in await presenter.observe(item):
                     yield event
                 for event in await self._act(p, presenter, streams):
                     yield event
+                self._start_waiting(p, job, presenter, streams)
                 if presenter.all_done:
                     break
         finally:
@@ -504,6 +508,23 @@ class Orchestrator:
         await self._fill_usage(p, presenter)
         for event in await presenter.finish(budget_reached=budget_reached):
             yield event
+
+    def _start_waiting(
+        self,
+        p: PreparedRequest,
+        job: GenerationJob,
+        presenter: Presenter,
+        streams: BranchStreams,
+        *,
+        force: bool = False,
+    ) -> bool:
+        """Start the branches that waited for the warm-up's threshold, once the presenter
+        releases them (DeepConf-online's order); True if any started."""
+        starts = presenter.take_starts(force=force)
+        if starts:
+            log.debug("%s: starting branches %s after the warm-up", p.id, starts)
+            streams.start(job.part(starts, suffix=".w"))
+        return bool(starts)
 
     async def _act(
         self, p: PreparedRequest, presenter: Presenter, streams: BranchStreams

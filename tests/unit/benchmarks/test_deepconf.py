@@ -1,12 +1,13 @@
-"""The DeepConf benchmark's own decisions: window scaling, the selection split, the verdicts."""
+"""The DeepConf benchmark's own decisions: window scaling, the verdicts, a backed default."""
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks.deepconf import halves, scaled_config, verdicts
-from evals.confidence_replay import BankSample, Summary
-from verifiers.confidence import ConfidenceSource
+from benchmarks.deepconf import CrossValidation, render_cv, scaled_config, verdicts
+from evals.confidence_replay import BankSample, Outcome, Summary
+from evals.confidence_selection import FoldResult, GridRun
+from verifiers.confidence import ConfidenceConfig, ConfidenceSource
 
 
 def _bank(lengths: dict[str, list[int]]) -> dict[str, list[BankSample]]:
@@ -23,12 +24,6 @@ def test_window_and_tail_are_an_eighth_of_the_median_length() -> None:
 
 def test_the_window_never_drops_below_eight_tokens() -> None:
     assert scaled_config(_bank({"a": [10]})).window == 8
-
-
-def test_halves_split_by_sorted_id_and_cover_the_bank() -> None:
-    bank = _bank({k: [5] for k in ("p3", "p1", "p2", "p0")})
-    selection, held_out = halves(bank)
-    assert (list(selection), list(held_out)) == (["p0", "p2"], ["p1", "p3"])
 
 
 def _rows(maj: tuple[float, int], weighted: float, stop: tuple[float, int]) -> list[Summary]:
@@ -55,3 +50,40 @@ def test_verdicts_are_computed(rows: list[Summary], stop_verdict: str, vote_verd
     stop, vote = verdicts(rows, label="x")
     assert stop.endswith(stop_verdict + ".")
     assert vote.endswith(vote_verdict + ".")
+
+
+def _grid(stop_tokens: list[int]) -> GridRun:
+    """Two problems; majority right on p0 only; grid point k's early stop spends
+    ``stop_tokens[k]`` a problem with majority's grades, its weighted vote the same grades."""
+    grades = {"p0": True, "p1": False}
+
+    def out(tokens: int) -> dict[str, Outcome]:
+        return {i: Outcome(correct=c, tokens=tokens) for i, c in grades.items()}
+
+    return GridRun(
+        configs=[ConfidenceConfig(warmup=k + 2) for k in range(len(stop_tokens))],
+        majority=out(100),
+        stop=[out(t) for t in stop_tokens],
+        weighted=[out(100) for _ in stop_tokens],
+    )
+
+
+@pytest.mark.parametrize(
+    ("chosen", "stop_tokens", "backed"),
+    [
+        pytest.param((1, 1), [90, 50], True, id="stable-and-met"),
+        pytest.param((0, 1), [90, 50], False, id="unstable"),
+        pytest.param((0, 0), [90, 50], False, id="stable-not-met"),
+    ],
+)
+def test_a_default_is_backed_only_when_stable_and_the_estimate_meets_the_targets(
+    chosen: tuple[int, int], stop_tokens: list[int], backed: bool
+) -> None:
+    grid = _grid(stop_tokens)
+    fold_results = [
+        FoldResult(["p0"], ["p1"], chosen[0]),
+        FoldResult(["p1"], ["p0"], chosen[1]),
+    ]
+    text = "\n".join(render_cv(CrossValidation(grid, fold_results, grid), "pool", "every"))
+    assert f"default (both of the above): **{'yes' if backed else 'no'}**" in text
+    assert ("(in-sample: shown, not the estimate)" in text) == backed

@@ -18,7 +18,11 @@ from evals.confidence_replay import (
     load_bank,
     replay,
 )
+from tts_orchestrator.actors.jobs import BranchChunk
+from tts_orchestrator.backends.base import CompletionChunk
 from tts_orchestrator.protocol import TtsOptions
+from tts_orchestrator.request.branches import VotingPresenter
+from tts_orchestrator.request.confidence import BranchConfidence
 from verifiers.confidence import ConfidenceConfig, ConfidenceSource
 from verifiers.families import get_family
 
@@ -81,6 +85,60 @@ async def test_a_branch_queued_for_a_slot_costs_nothing_once_the_request_stops()
     out = await _replay(AGREE, EARLY_STOP, slots=2)
     assert out.stopped
     assert out.tokens == 2 + 3
+
+
+ONLINE_ORDER = dataclasses.replace(
+    EARLY_STOP, confidence=CONFIG.model_copy(update={"warmup_first": True})
+)
+
+
+async def test_warmup_first_starts_the_rest_once_the_threshold_exists() -> None:
+    out = await _replay(BANK, ONLINE_ORDER)
+    # Branches 2 and 3 start after the warm-up (0 and 1) ended: branch 2 is pruned at its
+    # first full window (2 tokens, not 3 as when it ran alongside the warm-up).
+    assert (out.pruned, out.stopped) == (1, False)
+    assert out.tokens == 2 + 3 + 2 + 6
+    assert out.correct
+    # The price is latency: 3 decode steps of warm-up, then 6 for branch 3 (6 all at once).
+    assert (out.steps, (await _replay(BANK, EARLY_STOP)).steps) == (3 + 6, 6)
+
+
+async def test_warmup_first_starts_nothing_once_the_warmup_agrees() -> None:
+    out = await _replay(AGREE, ONLINE_ORDER)
+    assert out.stopped
+    assert out.tokens == 2 + 3  # branch 2 never started, even with a slot for it
+
+
+def _presenter(config: ConfidenceConfig, n: int) -> VotingPresenter:
+    confidence = BranchConfidence(config, n, prune=True)
+    tts = TtsOptions(n_branches=n, aggregation="confidence", early_stop="confidence")
+    return VotingPresenter(
+        [None] * n, family=GENERIC, tts=tts, equivalent=_same, confidence=confidence
+    )
+
+
+async def _finish(presenter: VotingPresenter, branch: int, sample: BankSample) -> None:
+    chunk = CompletionChunk(
+        text=sample.text, n_tokens=1, token_confidence=sample.confidence, finish_reason="stop"
+    )
+    await presenter.observe(BranchChunk(branch=branch, chunk=chunk))
+
+
+async def test_the_presenter_releases_waiting_branches_only_after_the_warmup() -> None:
+    online = CONFIG.model_copy(update={"warmup_first": True})
+    p = _presenter(online, 4)
+    assert p.waiting == [2, 3]
+    await _finish(p, 0, BANK[0])
+    assert p.take_starts() == []  # one warm-up branch still runs: no threshold yet
+    await _finish(p, 1, BANK[1])
+    assert p.take_starts() == [2, 3]
+    assert (p.waiting, p.take_starts()) == ([], [])
+    # A warm-up whose answers agree stops the request: the waiting branch never starts.
+    agreed = _presenter(online, 3)
+    await _finish(agreed, 0, AGREE[0])
+    await _finish(agreed, 1, AGREE[1])
+    assert agreed.take_starts() == []
+    assert agreed.branches[2].aborted
 
 
 async def test_grades_steer_nothing() -> None:

@@ -7,6 +7,7 @@ it through ``httpx.ASGITransport``: no Redis, no Ray, no sockets, milliseconds p
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -49,6 +50,13 @@ def settings(
     }
     data.update(sections)
     return Settings(**data)
+
+
+async def until(cond: Callable[[], bool], timeout_s: float = 2.0) -> None:
+    """Poll the scripted engine's state (it has no event to wait on) for up to ``timeout_s``."""
+    async with asyncio.timeout(timeout_s):
+        while not cond():  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
 
 
 @dataclass(frozen=True)
@@ -167,6 +175,47 @@ class Service:
             ]
         return events
 
+    def streaming_call(
+        self, content: str = "hi", **body: Any
+    ) -> tuple[asyncio.Task[None], asyncio.Event, list[dict[str, Any]]]:
+        """A streamed chat request sent straight to the ASGI app, whose client goes away when
+        the returned event is set: (the app's call, the event, the messages it sent)."""
+        payload = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": content}],
+            "stream": True,
+            **body,
+        }
+        requests = [{"type": "http.request", "body": json.dumps(payload).encode()}]
+        gone = asyncio.Event()
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            if requests:
+                return requests.pop(0)
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/chat/completions",
+            "raw_path": b"/v1/chat/completions",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
+            "client": ("127.0.0.1", 1),
+            "server": ("test", 80),
+        }
+        app = self.client._transport.app  # type: ignore[attr-defined]
+        return asyncio.create_task(app(scope, receive, send)), gone, sent
+
     async def record(self, request_id: str) -> dict[str, Any]:
         r = await self.client.get(f"/v1/requests/{request_id}")
         assert r.status_code == 200, r.text
@@ -191,4 +240,4 @@ def service(
     )
 
 
-__all__ = ["MODEL", "Branch", "Service", "branches", "by_seed", "service", "settings"]
+__all__ = ["MODEL", "Branch", "Service", "branches", "by_seed", "service", "settings", "until"]

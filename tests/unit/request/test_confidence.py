@@ -3,10 +3,16 @@ stream progress and the `tts.tokens` block."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from unit.request.harness import Branch, branches, service, settings
+from unit.request.harness import Branch, branches, service, settings, until
+
+from tts_orchestrator.backends.base import SamplingParams
+from tts_orchestrator.backends.scripted import Script
 
 FIVE = "So the answer is \\boxed{5}."
 SEVEN = "So the answer is \\boxed{7}."
@@ -137,6 +143,119 @@ async def test_the_stream_reports_progress_and_the_stock_fields_stay() -> None:
         assert content == FIVE
 
 
+ONLINE = {**PRUNING, "warmup_first": True}
+WARMUP_S = 0.01  # per token of the warm-up branches: 6 tokens take 60 ms
+
+
+def _timed(
+    play: Callable[[str, SamplingParams], Script],
+) -> tuple[Callable[[str, SamplingParams], Script], dict[int, float]]:
+    """The script, and when the engine was first asked for each branch (by seed)."""
+    asked: dict[int, float] = {}
+
+    def timed(prompt: str, params: SamplingParams) -> Script:
+        asked.setdefault(params.seed or 0, time.monotonic())
+        return play(prompt, params)
+
+    return timed, asked
+
+
+def _online_run() -> Callable[[str, SamplingParams], Script]:
+    """Branches 0 and 1 (sure, disagreeing, slow) are the warm-up and set the threshold at 5;
+    branch 2 is fast and unsure, branch 3 fast and sure."""
+    return branches(
+        Branch(FIVE, confidence=5.0, delay_s=WARMUP_S),
+        Branch(SEVEN, confidence=5.0, delay_s=WARMUP_S),
+        Branch(SEVEN, confidence=1.0),
+        Branch(FIVE, confidence=5.0),
+    )
+
+
+@pytest.mark.parametrize("warmup_first", [True, False], ids=["warmup-first", "all-at-once"])
+async def test_warmup_first_starts_the_rest_once_the_threshold_exists(warmup_first: bool) -> None:
+    play, asked = _timed(_online_run())
+    async with service(play).run() as svc:
+        conf = {**PRUNING, "warmup_first": warmup_first}
+        body = (
+            await svc.chat(tts=_tts(n_branches=4, early_stop="confidence", confidence=conf))
+        ).json()
+        ids = [request_id for request_id, _, _ in svc.worker.requests]
+        detail = body["tts"]
+        started_late = asked[2] - asked[0] >= 5 * WARMUP_S and asked[3] - asked[0] >= 5 * WARMUP_S
+        if not warmup_first:  # branch 2 finishes first, warms the gate up and is never pruned
+            assert not started_late
+            assert not any(b["pruned"] for b in detail["branches"])
+            return
+        # Branches 2 and 3 were asked of the engine only after the warm-up finished, in a job
+        # of their own; branch 2 was pruned at its first full window (4 tokens).
+        assert started_late, asked
+        assert [i.rsplit("/", 1)[0].endswith(".w") for i in ids] == [False, False, True, True]
+        assert [b["pruned"] for b in detail["branches"]] == [False, False, True, False]
+        assert detail["branches"][2]["tokens"] == PRUNING["window"]
+        assert detail["confidence"]["warmup_first"] is True
+        assert detail["confidence"]["threshold"] == 5.0
+        assert body["choices"][0]["message"]["content"] == FIVE
+        assert svc.worker.busy == 0
+
+
+async def test_warmup_first_starts_nothing_once_the_warmup_agrees() -> None:
+    sure = Branch(FIVE, confidence=5.0)
+    play = branches(sure, sure, Branch(LONG, confidence=5.0))
+    async with service(play).run() as svc:
+        tts = _tts(n_branches=3, early_stop="confidence", confidence=ONLINE)
+        body = (await svc.chat(tts=tts)).json()
+        assert body["tts"]["early_stop"]["fired"]
+        assert len(svc.worker.requests) == 2  # branch 2 never reached the engine
+        third = body["tts"]["branches"][2]
+        assert (third["aborted"], third["tokens"]) == (True, 0)
+        assert body["usage"]["completion_tokens"] == 2 * len(FIVE.split())
+
+
+ENDLESS = Branch("word " * 5000, confidence=5.0, delay_s=0.01)
+
+
+@pytest.mark.parametrize("during", ["warmup", "after"])
+async def test_a_disconnect_cancels_waiting_and_started_branches(during: str) -> None:
+    sure = Branch(FIVE, confidence=5.0)
+    warmup = [ENDLESS, ENDLESS] if during == "warmup" else [sure, Branch(SEVEN, confidence=5.0)]
+    async with service(branches(*warmup, ENDLESS, ENDLESS)).run() as svc:
+        tts = _tts(n_branches=4, early_stop="confidence", confidence=ONLINE)
+        call, gone, sent = svc.streaming_call(tts=tts)
+        asked = 2 if during == "warmup" else 4
+        await until(lambda: len(svc.worker.requests) == asked and svc.worker.busy == 2)
+        gone.set()
+        await asyncio.wait_for(call, 2.0)
+        await until(lambda: svc.worker.busy == 0)
+        assert sent[0]["status"] == 200
+        await asyncio.sleep(0.05)  # nothing starts after the client left
+        assert len(svc.worker.requests) == asked
+        running = [i for i, _, _ in svc.worker.requests][asked - 2 :]
+        assert sorted(svc.worker.aborted) == sorted(running)
+        request_id = svc.worker.requests[0][0].rsplit("/", 1)[0]
+        record = await svc.record(request_id)
+        assert record["status"] == "cancelled"
+
+
+async def test_the_threshold_vote_hears_the_branches_at_or_above_the_threshold() -> None:
+    specs = [
+        Branch(FIVE, confidence=3.0),
+        Branch(SEVEN, confidence=5.0, delay_s=0.001),
+        Branch(FIVE, confidence=4.5, delay_s=0.004),
+        Branch(FIVE, confidence=4.5, delay_s=0.004),
+    ]
+    async with service(branches(*specs)).run() as svc:
+        conf = {"warmup": 2, "keep": 0.5}
+        tts = _tts(n_branches=4, aggregation="confidence", confidence=conf)
+        # The η most confident half: 7 (5.0) beats one 5 (4.5).
+        assert (await svc.chat(tts=tts)).json()["tts"]["vote"]["winner"] == "7"
+        # The warm-up (3.0, 5.0) sets the threshold at 4: branch 0 is left out, the later
+        # branches at 4.5 all vote, 5 wins 9.0 to 5.0.
+        body = (await svc.chat(tts={**tts, "confidence": {**conf, "vote": "threshold"}})).json()
+        vote = body["tts"]["vote"]
+        assert (vote["winner"], vote["filtered"]) == ("5", [0])
+        assert body["tts"]["confidence"]["threshold"] == 4.0
+
+
 @pytest.mark.parametrize(
     ("tts", "param"),
     [
@@ -154,6 +273,16 @@ async def test_the_stream_reports_progress_and_the_stock_fields_stay() -> None:
             {"early_stop": "confidence", "confidence": {"tau": 0.4}}, "tts.confidence.tau", id="tau"
         ),
         pytest.param({"confidence": {"window": 8}}, "tts.confidence", id="unused-settings"),
+        pytest.param(
+            {"aggregation": "confidence", "confidence": {"vote": "best"}},
+            "tts.confidence.vote",
+            id="vote",
+        ),
+        pytest.param(
+            {"early_stop": "confidence", "confidence": {"warmup_first": "yes"}},
+            "tts.confidence.warmup_first",
+            id="warmup-first-not-a-bool",
+        ),
     ],
 )
 async def test_bad_confidence_settings_are_400_naming_the_field(

@@ -4,21 +4,12 @@ cancel, client disconnect, failing workers, and every engine slot freed at the e
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
 
-from unit.request.harness import MODEL, Branch, branches, service
+from unit.request.harness import MODEL, Branch, branches, service, until
 
 FIVE = "So the answer is \\boxed{5}."
 SEVEN = "So the answer is \\boxed{7}."
 ENDLESS = Branch("word " * 5000, delay_s=0.01)
-
-
-async def _until(cond: Any) -> None:
-    """Poll the scripted engine's state (it has no event to wait on) for up to 2 s."""
-    async with asyncio.timeout(2.0):
-        while not cond():  # noqa: ASYNC110
-            await asyncio.sleep(0.002)
 
 
 async def test_the_server_deadline_fails_the_request_with_504_and_frees_slots() -> None:
@@ -60,7 +51,7 @@ async def test_delete_cancels_a_running_request_from_the_api() -> None:
     async with service(branches(ENDLESS, ENDLESS)).run() as svc:
         task = asyncio.create_task(svc.chat(tts={"seed": 0, "n_branches": 2}))
         orchestrator = svc.services.orchestrator
-        await _until(lambda: svc.worker.busy == 2)
+        await until(lambda: svc.worker.busy == 2)
         [request_id] = list(orchestrator._running)
         r = await svc.client.delete(f"/v1/requests/{request_id}")
         assert r.status_code == 200
@@ -68,55 +59,17 @@ async def test_delete_cancels_a_running_request_from_the_api() -> None:
         response = await task
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "cancelled"
-        await _until(lambda: svc.worker.busy == 0)
+        await until(lambda: svc.worker.busy == 0)
         assert (await svc.record(request_id))["status"] == "cancelled"
 
 
 async def test_a_client_disconnect_aborts_every_branch() -> None:
     async with service(branches(ENDLESS, ENDLESS, ENDLESS)).run() as svc:
-        body = json.dumps(
-            {
-                "model": MODEL,
-                "messages": [{"role": "user", "content": "hi"}],
-                "stream": True,
-                "tts": {"seed": 0, "n_branches": 3},
-            }
-        ).encode()
-        gone = asyncio.Event()
-        sent: list[dict[str, Any]] = []
-        requests = [
-            {"type": "http.request", "body": body, "more_body": False},
-        ]
-
-        async def receive() -> dict[str, Any]:
-            if requests:
-                return requests.pop(0)
-            await gone.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/v1/chat/completions",
-            "raw_path": b"/v1/chat/completions",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"content-type", b"application/json"), (b"host", b"test")],
-            "client": ("127.0.0.1", 1),
-            "server": ("test", 80),
-        }
-        app = svc.client._transport.app  # type: ignore[attr-defined]
-        call = asyncio.create_task(app(scope, receive, send))
-        await _until(lambda: svc.worker.busy == 3)
+        call, gone, sent = svc.streaming_call(tts={"seed": 0, "n_branches": 3})
+        await until(lambda: svc.worker.busy == 3)
         gone.set()
         await asyncio.wait_for(call, 2.0)
-        await _until(lambda: svc.worker.busy == 0)
+        await until(lambda: svc.worker.busy == 0)
         assert len(svc.worker.aborted) == 3
         assert sent[0]["status"] == 200
 
@@ -172,7 +125,7 @@ async def test_completions_endpoint_runs_the_same_path() -> None:
 async def test_shutdown_cancels_what_still_runs() -> None:
     async with service(branches(ENDLESS)).run() as svc:
         task = asyncio.create_task(svc.chat())
-        await _until(lambda: svc.worker.busy == 1)
+        await until(lambda: svc.worker.busy == 1)
         await svc.services.orchestrator.shutdown(grace_s=0.0)
         r = await task
         assert r.status_code == 400
