@@ -375,6 +375,12 @@ async def test_server_defaults_apply_and_a_request_overrides_them() -> None:
         body = (await svc.chat(tts=tts)).json()
         assert body["tts"]["vote"]["winner"] == "7"  # the server's keep=0.34
         assert body["tts"]["confidence"]["keep"] == 0.34
+        # The rest are the service's defaults: DeepConf's online settings.
+        assert (body["tts"]["confidence"]["prune_keep"], body["tts"]["confidence"]["tau"]) == (
+            0.1,
+            0.95,
+        )
+        assert body["tts"]["confidence"]["warmup_first"] is True
         assert {p.logprobs for _, _, p in svc.worker.requests} == {5}
         body = (await svc.chat(tts={**tts, "confidence": {"keep": 1.0}})).json()
         assert body["tts"]["vote"]["winner"] == "5"
