@@ -158,10 +158,19 @@ def _settings(config: ConfidenceConfig, *, window: bool = True) -> str:
     return ", ".join(f"{k}={v}" for k, v in used.items())
 
 
-def _same_choice(a: ConfidenceConfig, b: ConfidenceConfig) -> bool:
-    """Equal but for the window and tail (a share of the bank's lengths, not a default)."""
+def _differences(chosen: ConfidenceConfig, defaults: ConfidenceConfig) -> list[str]:
+    """Where a choice differs from the defaults, the window and tail aside (a share of the
+    bank's lengths, not a default)."""
     skip = {"window", "tail", "top_logprobs"}
-    return a.model_dump(exclude=skip) == b.model_dump(exclude=skip)
+    a, b = (
+        chosen.model_dump(mode="json", exclude=skip),
+        defaults.model_dump(mode="json", exclude=skip),
+    )
+    return [f"{k}: {a[k]} chosen, {b[k]} by default" for k in a if a[k] != b[k]]
+
+
+def _same_choice(a: ConfidenceConfig, b: ConfidenceConfig) -> bool:
+    return not _differences(a, b)
 
 
 @dataclass(frozen=True)
@@ -266,10 +275,14 @@ def render_cv(cv: CrossValidation, pool: str, every: str) -> list[str]:
         choice,
         grid.rows(grid.configs.index(choice), sorted(grid.majority)),
     )
-    adopted = _same_choice(choice, ConfidenceConfig())
+    differ = _differences(choice, ConfidenceConfig())
     parts.append(
-        f"- The service's defaults (`ConfidenceConfig`, window and tail aside) are this choice: "
-        f"**{'yes' if adopted else 'no'}**."
+        "- The service's defaults (`ConfidenceConfig`, window and tail aside) are this choice: "
+        + (
+            f"**no** ({'; '.join(differ)})."
+            if differ
+            else "**yes** (chosen independently of them: the defaults are DeepConf's)."
+        )
     )
     return parts
 
@@ -356,11 +369,14 @@ def render(runs: list[Run], cv: CrossValidation | None, bank: Path, n: int) -> s
         f"Bank: `{bank}` (N = {n} samples per problem; see `evals/data/deepconf/README.md`).",
         "Window and tail are an eighth of the bank's median sample length (DeepConf's 2048 is "
         "about an eighth of its traces); the other settings are the service's defaults "
-        "(`ConfidenceConfig`): DeepConf's published online settings, not tuned on this bank — "
-        "the pruning threshold at the warm-up's 90th percentile (`prune_keep` 0.1, "
-        "DeepConf-low), the warm-up before the other branches (`warmup_first`, "
-        "DeepConf-online's order), the top-90% vote (`keep` 0.9, DeepConf-high's filter), "
-        "τ 0.95, lowest group confidence. DeepConf has one η for the threshold and the vote; "
+        "(`ConfidenceConfig`): DeepConf's published settings, not tuned on this bank — the "
+        "pruning threshold at the warm-up's 90th percentile (`prune_keep` 0.1: the paper's "
+        "DeepConf-low, `CONFIDENCE_PERCENTILE = 90` in its reference `deepconf-online.py`), "
+        "the warm-up before the other branches (`warmup_first`: the reference's order), the "
+        "top-90% vote (`keep` 0.9: the paper's DeepConf-high filter; the reference's online "
+        "run votes with the threshold instead, its row below), the paper's τ 0.95, lowest "
+        "group confidence; `warmup` 3 is the service's (the reference warms up on 16 of 256 "
+        "traces). DeepConf has one η for the threshold and the vote; "
         "the service split it into `prune_keep` and `keep` after the first results here (one "
         "η: a low η saved tokens in the threshold and cost accuracy in the vote), so the "
         "defaults' rows below are not blind to this bank. Rows in parentheses are reference "

@@ -90,13 +90,16 @@ class ConfidenceVote(StrEnum):
 class ConfidenceConfig(BaseModel):
     """DeepConf's knobs (the service's defaults; a request may override each one).
 
-    The defaults are DeepConf's published online settings (arXiv 2508.15260 and its reference
-    code), not values tuned on the project's bank: the pruning threshold at the 90th percentile
-    of the warm-up (DeepConf-low, ``prune_keep`` 0.1), the warm-up before the other branches
-    (DeepConf-online's order), the top-90% vote (DeepConf-high's filter, ``keep`` 0.9), τ 0.95
-    and the lowest group confidence. DeepConf has one η for the threshold and the vote; the two
-    were split after the project's first offline results (a low η saved tokens in the threshold
-    but cost accuracy in the vote). The window is the service's (DeepConf: 2048 tokens).
+    The defaults are DeepConf's published settings (arXiv 2508.15260; its reference
+    `deepconf-online.py`), not values tuned on the project's bank: the pruning threshold at the
+    warm-up's 90th percentile (the reference's ``CONFIDENCE_PERCENTILE = 90``, the paper's
+    DeepConf-low: ``prune_keep`` 0.1), the warm-up before the other branches (the reference's
+    order), the top-90% vote (the paper's DeepConf-high filter, ``keep`` 0.9; the reference's
+    online run instead votes with the threshold, ``vote: threshold``), the paper's consensus
+    τ 0.95 and the lowest group confidence. DeepConf has one η for the threshold and the vote;
+    the two were split after the project's first offline results (one low η saved tokens as a
+    threshold but cost accuracy as a vote), so the split itself is not blind to that bank. The
+    window and warm-up are the service's own (the reference: 2048 tokens, 16 of 256 traces).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -129,14 +132,14 @@ class ConfidenceConfig(BaseModel):
         3,
         ge=1,
         le=64,
-        description="Branches that finish before the threshold is set (DeepConf warms up on 16 "
-        "of 512 traces; with 8 branches, 3).",
+        description="Branches that finish before the threshold is set (DeepConf's reference "
+        "warms up on 16 of 256 traces; the service's 3 suits about 8 branches).",
     )
     tau: float = Field(
         0.95,
         gt=0.5,
         le=1.0,
-        description="Stop once the weighted leader holds this share (DeepConf: 0.95).",
+        description="Stop once the weighted leader holds this share (the paper's 0.95).",
     )
     measure: ConfidenceMeasure = Field(
         ConfidenceMeasure.LOWEST_GROUP,
