@@ -24,6 +24,7 @@ from evals.confidence_replay import (
     load_bank,
 )
 from evals.confidence_selection import (
+    FIXED,
     GRID,
     FoldResult,
     GridRun,
@@ -31,6 +32,7 @@ from evals.confidence_selection import (
     grid_configs,
     held_out_rows,
     run_grid,
+    vote_key,
 )
 from evals.docs import write_section
 from tts_orchestrator.config.pools import LaunchSpec
@@ -111,27 +113,41 @@ def scaled_config(bank: Bank, *, span: float = 1 / 8, **overrides: object) -> Co
     return ConfidenceConfig.model_validate({"window": window, "tail": window, **overrides})
 
 
-#: DeepConf's two reference settings, shown next to the service's (never chosen from here).
+#: Reference settings shown next to the service's defaults (never chosen from here): DeepConf
+#: with one η for the threshold and the vote, as the paper runs it, and the service's defaults
+#: before η was split, with and without the warm-up first.
 REFERENCES: dict[str, dict[str, object]] = {
-    "DeepConf-low, η=0.1": {"keep": 0.1},
-    "DeepConf-online: η=0.1, warm-up first, threshold vote": {
+    "defaults, warmup_first: false": {"warmup_first": False},
+    "DeepConf-online, one η=0.1, threshold vote": {
         "keep": 0.1,
-        "warmup_first": True,
+        "prune_keep": 0.1,
         "vote": ConfidenceVote.THRESHOLD,
+    },
+    "DeepConf-low, one η=0.1, all started at once": {
+        "keep": 0.1,
+        "prune_keep": 0.1,
+        "warmup_first": False,
+    },
+    "pre-split defaults, one η=0.9, all started at once": {
+        "keep": 0.9,
+        "prune_keep": 0.9,
+        "warmup_first": False,
     },
 }
 
 
 async def measure(bank: Bank, config: ConfidenceConfig, n: int, slots: int | None) -> list[Summary]:
+    """The defaults' rows, then each reference's (its weighted vote only where the vote's own
+    settings differ from the defaults': otherwise the row would repeat the defaults')."""
     methods = list(deepconf_methods(config, n=n))
     for label, update in REFERENCES.items():
         ref = config.model_copy(update=update)
-        if ref != config:
-            methods += [
-                Method(f"{m.name} ({label})", m.tts, confidence=ref)
-                for m in deepconf_methods(ref, n=n)
-                if m.confidence is not None
-            ]
+        methods += [
+            Method(f"{m.name} ({label})", m.tts, confidence=ref)
+            for m in deepconf_methods(ref, n=n)
+            if m.confidence is not None
+            and (m.tts.early_stop == "confidence" or vote_key(ref) != vote_key(config))
+        ]
     with EquivalenceChecker() as checker:
         return await evaluate(bank, methods, equivalent=checker.equivalent, slots=slots)
 
@@ -142,10 +158,19 @@ def _settings(config: ConfidenceConfig, *, window: bool = True) -> str:
     return ", ".join(f"{k}={v}" for k, v in used.items())
 
 
-def _same_choice(a: ConfidenceConfig, b: ConfidenceConfig) -> bool:
-    """Equal but for the window and tail (a share of the bank's lengths, not a default)."""
+def _differences(chosen: ConfidenceConfig, defaults: ConfidenceConfig) -> list[str]:
+    """Where a choice differs from the defaults, the window and tail aside (a share of the
+    bank's lengths, not a default)."""
     skip = {"window", "tail", "top_logprobs"}
-    return a.model_dump(exclude=skip) == b.model_dump(exclude=skip)
+    a, b = (
+        chosen.model_dump(mode="json", exclude=skip),
+        defaults.model_dump(mode="json", exclude=skip),
+    )
+    return [f"{k}: {a[k]} chosen, {b[k]} by default" for k in a if a[k] != b[k]]
+
+
+def _same_choice(a: ConfidenceConfig, b: ConfidenceConfig) -> bool:
+    return not _differences(a, b)
 
 
 @dataclass(frozen=True)
@@ -197,7 +222,10 @@ def render_cv(cv: CrossValidation, pool: str, every: str) -> list[str]:
         f"{ACCURACY_SLACK_PT:.0f} pt and whose weighted vote is ≥ majority@N, the fewest "
         f"early-stop tokens, on {pool}. Grid ({len(grid.configs)} points): "
         + "; ".join(f"{k} ∈ {{{', '.join(_grid_value(v) for v in vs)}}}" for k, vs in GRID.items())
-        + f"; window and tail {grid.configs[0].window} (an eighth of the median sample).",
+        + f"; window and tail {grid.configs[0].window} (an eighth of the median sample). "
+        "Fixed at the defaults to keep the run short: "
+        + "; ".join(f"{k} (not varied: {why})" for k, why in FIXED.items())
+        + ".",
         "",
         "| fold | selected on | chosen | held-out: early stop | held-out: weighted vote |",
         "|---|---|---|---:|---:|",
@@ -234,7 +262,8 @@ def render_cv(cv: CrossValidation, pool: str, every: str) -> list[str]:
         f"**{'yes' if estimate_met else 'no'}**.",
         f"- A setting backed as the service's default (both of the above): "
         f"**{'yes' if backed else 'no'}**"
-        + ("." if backed else "; the service's defaults stay as they were."),
+        + "; either way the service's defaults stay DeepConf's published settings (never "
+        "chosen from this bank).",
     ]
     parts += _repeated(grid, pool)
     choice = cv.choice()
@@ -246,10 +275,14 @@ def render_cv(cv: CrossValidation, pool: str, every: str) -> list[str]:
         choice,
         grid.rows(grid.configs.index(choice), sorted(grid.majority)),
     )
-    adopted = _same_choice(choice, ConfidenceConfig())
+    differ = _differences(choice, ConfidenceConfig())
     parts.append(
-        f"- The service's defaults (`ConfidenceConfig`, window and tail aside) are this choice: "
-        f"**{'yes' if adopted else 'no'}**."
+        "- The service's defaults (`ConfidenceConfig`, window and tail aside) are this choice: "
+        + (
+            f"**no** ({'; '.join(differ)})."
+            if differ
+            else "**yes** (chosen independently of them: the defaults are DeepConf's)."
+        )
     )
     return parts
 
@@ -305,16 +338,54 @@ def _delta(row: Summary, base: Summary) -> str:
     return f"{0.0 - 100 * saved:+.1f}% tokens, {delta:+.1f} pt"
 
 
+LATE_START = "confidence early stop (defaults, warmup_first: false)"
+
+
+def latency_note(runs: list[Run]) -> list[str]:
+    """What the warm-up first costs in latency (decode steps vs majority@N's) on each pool."""
+    ratios = []
+    for label, _, rows in runs:
+        by = {r.name: r for r in rows}
+        base, first, late = by["majority@N"], by["confidence early stop"], by.get(LATE_START)
+        if late is None or not base.steps:
+            continue
+        where = label.rsplit(", ", 1)[-1] if ", " in label else label
+        ratios.append(
+            f"{first.steps / base.steps:.2f}× majority's decode steps with warmup_first "
+            f"(default), {late.steps / base.steps:.2f}× without, on {where}"
+        )
+    if not ratios:
+        return []
+    return [
+        "",
+        "- Latency of the defaults' early stop: " + "; ".join(ratios) + ". A pool with a slot "
+        "for every branch pays for the warm-up first in latency; a user there who prefers "
+        "latency sets `warmup_first: false` (it prunes less: its row above).",
+    ]
+
+
 def render(runs: list[Run], cv: CrossValidation | None, bank: Path, n: int) -> str:
     parts = [
         f"Bank: `{bank}` (N = {n} samples per problem; see `evals/data/deepconf/README.md`).",
         "Window and tail are an eighth of the bank's median sample length (DeepConf's 2048 is "
         "about an eighth of its traces); the other settings are the service's defaults "
-        "(`ConfidenceConfig`). Rows marked DeepConf-low / DeepConf-online are the paper's "
-        "reference settings, shown, not chosen.",
+        "(`ConfidenceConfig`): DeepConf's published settings, not tuned on this bank — the "
+        "pruning threshold at the warm-up's 90th percentile (`prune_keep` 0.1: the paper's "
+        "DeepConf-low, `CONFIDENCE_PERCENTILE = 90` in its reference `deepconf-online.py`), "
+        "the warm-up before the other branches (`warmup_first`: the reference's order), the "
+        "top-90% vote (`keep` 0.9: the paper's DeepConf-high filter; the reference's online "
+        "run votes with the threshold instead, its row below), the paper's τ 0.95, lowest "
+        "group confidence; `warmup` 3 is the service's (the reference warms up on 16 of 256 "
+        "traces). DeepConf has one η for the threshold and the vote; "
+        "the service split it into `prune_keep` and `keep` after the first results here (one "
+        "η: a low η saved tokens in the threshold and cost accuracy in the vote), so the "
+        "defaults' rows below are not blind to this bank. Rows in parentheses are reference "
+        "settings, shown, not chosen: DeepConf with one η as the paper runs it, and the "
+        "service's pre-split defaults.",
     ]
     for label, config, rows in runs:
         parts += _block(label, config, rows)
+    parts += latency_note(runs)
     if cv is not None:
         choice = cv.choice()
         if choice is not None and _same_choice(choice, ConfidenceConfig()):

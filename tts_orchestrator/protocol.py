@@ -26,6 +26,9 @@ class ConfidenceOptions(BaseModel):
     tail: int | None = Field(None, ge=1, le=32768, description="Tokens of tail confidence.")
     top_logprobs: int | None = Field(None, ge=1, le=20, description="Top-k logprobs per token.")
     keep: float | None = Field(None, gt=0.0, le=1.0, description="η: confident share voting.")
+    prune_keep: float | None = Field(
+        None, gt=0.0, le=1.0, description="η of the threshold: its (1 - η) warm-up quantile."
+    )
     warmup: int | None = Field(None, ge=1, le=64, description="Branches setting the threshold.")
     tau: float | None = Field(None, gt=0.5, le=1.0, description="Weighted share that stops.")
     measure: ConfidenceMeasure | None = Field(None, description="lowest_group | tail | mean.")

@@ -16,10 +16,11 @@ pytestmark = pytest.mark.integration
 
 HAIKU = [{"role": "user", "content": "Write a haiku about rain."}]
 # Two finished branches set the threshold near the higher of their lowest 4-token confidences
-# (keep 0.01); the others are pruned once a window falls below it. Haikus (~20 tokens, lengths
-# differ by branch) carry no boxed answer, so the weighted-consensus stop never ends the request
-# first.
-CONFIDENCE = {"window": 4, "tail": 16, "warmup": 2, "keep": 0.01, "tau": 1.0}
+# (prune_keep 0.01; the default 0.1 puts it at their 90th percentile); the others are pruned
+# once a window falls below it. Haikus (~20 tokens, lengths differ by branch) carry no boxed
+# answer, so the weighted-consensus stop never ends the request first.
+CONFIDENCE = {"window": 4, "tail": 16, "warmup": 2, "tau": 1.0}
+ALL_AT_ONCE = {**CONFIDENCE, "prune_keep": 0.01, "warmup_first": False}
 
 
 def _slots_within(url: str, at_most: int, within_s: float) -> float:
@@ -31,12 +32,16 @@ def _slots_within(url: str, at_most: int, within_s: float) -> float:
     raise AssertionError(f"{busy_slots(url)} slots busy > {at_most} after {within_s}s")
 
 
-@pytest.mark.parametrize("warmup_first", [False, True], ids=["all-at-once", "warmup-first"])
+@pytest.mark.parametrize(
+    "confidence", [ALL_AT_ONCE, CONFIDENCE], ids=["all-at-once", "defaults-warmup-first"]
+)
 def test_a_pruned_branch_frees_its_slot_at_once(
-    cpu_service: RunningService, warmup_first: bool
+    cpu_service: RunningService, confidence: dict[str, Any]
 ) -> None:
-    """Also with DeepConf-online's order: the branches past the warm-up go to the engine as a
-    job of their own once the warm-up has set the threshold (through the Ray pool actor)."""
+    """Also with the defaults (DeepConf-online's order, the 90th-percentile threshold): the
+    branches past the warm-up go to the engine as a job of their own once the warm-up has set
+    the threshold (through the Ray pool actor)."""
+    warmup_first = confidence.get("warmup_first", True)
     url = worker_url(cpu_service)
     client = OpenAI(base_url=f"{cpu_service.url}/v1", api_key="unused", max_retries=0)
     for seed in (1, 101, 201):
@@ -45,7 +50,7 @@ def test_a_pruned_branch_frees_its_slot_at_once(
             "seed": seed,
             "aggregation": "confidence",
             "early_stop": "confidence",
-            "confidence": {**CONFIDENCE, "warmup_first": warmup_first},
+            "confidence": confidence,
         }
         stream = client.chat.completions.create(
             model=MODEL,
@@ -74,6 +79,7 @@ def test_a_pruned_branch_frees_its_slot_at_once(
         assert all(b["confidence"]["source"] == "top_k" for b in final["branches"])
         assert final["tokens"]["pruned"] == sum(b["tokens"] for b in pruned)
         assert final["confidence"]["warmup_first"] is warmup_first
+        assert final["confidence"]["prune_keep"] == confidence.get("prune_keep", 0.1)
         if warmup_first:  # only branches started after the threshold existed are pruned
             assert all(b["index"] >= CONFIDENCE["warmup"] for b in pruned)
         assert usage is not None

@@ -87,3 +87,11 @@ def test_a_default_is_backed_only_when_stable_and_the_estimate_meets_the_targets
     text = "\n".join(render_cv(CrossValidation(grid, fold_results, grid), "pool", "every"))
     assert f"default (both of the above): **{'yes' if backed else 'no'}**" in text
     assert ("(in-sample: shown, not the estimate)" in text) == backed
+
+
+def test_a_choice_that_differs_from_the_defaults_says_where() -> None:
+    grid = _grid([50, 50])  # point 0: warmup 2, point 1: warmup 3 (the default)
+    for index, says in [(0, "**no** (warmup: 2 chosen, 3 by default)"), (1, "**yes**")]:
+        fold_results = [FoldResult(["p0"], ["p1"], index), FoldResult(["p1"], ["p0"], index)]
+        text = "\n".join(render_cv(CrossValidation(grid, fold_results, grid), "pool", "every"))
+        assert f"are this choice: {says}" in text

@@ -26,7 +26,9 @@ from tts_orchestrator.request.confidence import BranchConfidence
 from verifiers.confidence import ConfidenceConfig, ConfidenceSource
 from verifiers.families import get_family
 
-CONFIG = ConfidenceConfig(window=2, tail=2, warmup=2, keep=0.5, tau=0.95)
+CONFIG = ConfidenceConfig(
+    window=2, tail=2, warmup=2, keep=0.5, prune_keep=0.5, tau=0.95, warmup_first=False
+)
 GENERIC = get_family("generic")
 EARLY_STOP = Method(
     "es", TtsOptions(aggregation="confidence", early_stop="confidence"), confidence=CONFIG
@@ -107,6 +109,32 @@ async def test_warmup_first_starts_nothing_once_the_warmup_agrees() -> None:
     out = await _replay(AGREE, ONLINE_ORDER)
     assert out.stopped
     assert out.tokens == 2 + 3  # branch 2 never started, even with a slot for it
+
+
+# The warm-up's lowest groups are 5 and 3; the later branch runs at 4.2, the last at 5.
+SPREAD = [
+    _s("5", True, [5, 5]),
+    _s("7", False, [3, 3, 3]),
+    _s("7", False, [4.2] * 8),
+    _s("5", True, [5] * 10),
+]
+
+
+@pytest.mark.parametrize(
+    ("prune_keep", "pruned"),
+    [
+        pytest.param(0.1, 1, id="90th-percentile-4.8-prunes-4.2"),
+        pytest.param(0.5, 0, id="median-4.0-keeps-4.2"),
+    ],
+)
+async def test_prune_keep_sets_the_replayed_threshold_whatever_keep(
+    prune_keep: float, pruned: int
+) -> None:
+    for keep in (0.1, 1.0):  # the vote's share never moves the threshold
+        config = CONFIG.model_copy(update={"prune_keep": prune_keep, "keep": keep})
+        out = await _replay(SPREAD, dataclasses.replace(EARLY_STOP, confidence=config))
+        assert out.pruned == pruned, keep
+        assert out.tokens == 2 + 3 + (3 if pruned else 8) + 10
 
 
 def _presenter(config: ConfidenceConfig, n: int) -> VotingPresenter:

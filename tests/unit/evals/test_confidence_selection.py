@@ -14,8 +14,9 @@ from evals.confidence_selection import (
     folds,
     grid_configs,
     held_out_rows,
+    vote_key,
 )
-from verifiers.confidence import ConfidenceConfig
+from verifiers.confidence import ConfidenceConfig, ConfidenceVote
 
 IDS = ["p0", "p1", "p2", "p3"]
 
@@ -87,10 +88,24 @@ def test_a_fold_that_chose_nothing_reports_the_first_grid_point() -> None:
     assert held_out_rows(run, results)[2].tokens == 90 * 2 + 40 * 2
 
 
-def test_the_grid_lists_the_old_defaults_first() -> None:
-    first = grid_configs(ConfidenceConfig(window=32, tail=32))[0]
-    assert {k: getattr(first, k) for k in GRID} == {k: v[0] for k, v in GRID.items()}
-    assert first.window == 32
+def test_the_grid_lists_the_defaults_first_and_varies_prune_keep() -> None:
+    configs = grid_configs(ConfidenceConfig(window=32, tail=32))
+    assert configs[0] == ConfidenceConfig(window=32, tail=32)
+    assert {k: getattr(configs[0], k) for k in GRID} == {k: v[0] for k, v in GRID.items()}
+    assert {c.prune_keep for c in configs} == {0.1, 0.5, 0.9}
+    assert {c.keep for c in configs} == {0.1, 0.5, 0.9}
+    assert len(configs) == 162  # the run stays within about ten minutes
+
+
+def test_the_weighted_vote_is_shared_by_points_that_differ_only_in_pruning() -> None:
+    base = ConfidenceConfig()
+    pruning = base.model_copy(update={"prune_keep": 0.9, "tau": 0.8, "warmup": 2})
+    assert vote_key(pruning) == vote_key(base)
+    assert vote_key(base.model_copy(update={"keep": 0.5})) != vote_key(base)
+    # The threshold vote hears what the threshold admits: prune_keep matters, keep does not.
+    threshold = base.model_copy(update={"vote": ConfidenceVote.THRESHOLD})
+    assert vote_key(threshold.model_copy(update={"prune_keep": 0.9})) != vote_key(threshold)
+    assert vote_key(threshold.model_copy(update={"keep": 0.1})) == vote_key(threshold)
 
 
 def test_a_seeded_split_is_a_fixed_shuffle_covering_every_problem_once() -> None:

@@ -72,7 +72,7 @@ def _pruning_run() -> Any:
     )
 
 
-PRUNING = {"window": 4, "warmup": 2, "keep": 0.5, "tau": 0.95}
+PRUNING = {"window": 4, "warmup": 2, "prune_keep": 0.5, "tau": 0.95}
 
 
 async def test_a_low_confidence_branch_is_pruned_and_its_slot_freed() -> None:
@@ -244,7 +244,7 @@ async def test_the_threshold_vote_hears_the_branches_at_or_above_the_threshold()
         Branch(FIVE, confidence=4.5, delay_s=0.004),
     ]
     async with service(branches(*specs)).run() as svc:
-        conf = {"warmup": 2, "keep": 0.5}
+        conf = {"warmup": 2, "keep": 0.5, "prune_keep": 0.5}
         tts = _tts(n_branches=4, aggregation="confidence", confidence=conf)
         # The η most confident half: 7 (5.0) beats one 5 (4.5).
         assert (await svc.chat(tts=tts)).json()["tts"]["vote"]["winner"] == "7"
@@ -254,6 +254,42 @@ async def test_the_threshold_vote_hears_the_branches_at_or_above_the_threshold()
         vote = body["tts"]["vote"]
         assert (vote["winner"], vote["filtered"]) == ("5", [0])
         assert body["tts"]["confidence"]["threshold"] == 4.0
+        # The default prune_keep (0.1) puts the threshold at the warm-up's 90th percentile,
+        # 4.8: the branches at 4.5 are left out too, whatever `keep` says.
+        for keep in (0.5, 1.0):
+            conf = {"warmup": 2, "keep": keep, "vote": "threshold"}
+            body = (await svc.chat(tts={**tts, "confidence": conf})).json()
+            assert body["tts"]["vote"]["filtered"] == [0, 2, 3]
+            assert body["tts"]["vote"]["winner"] == "7"
+            assert body["tts"]["confidence"]["threshold"] == 4.8
+
+
+async def test_prune_keep_prunes_and_keep_still_filters_the_vote() -> None:
+    """Two roles, two settings: prune_keep puts the threshold (here between the warm-up's 3.0
+    and 5.0), keep the share of finished branches that votes."""
+    specs = [
+        Branch(FIVE, confidence=3.0),
+        Branch(SEVEN, confidence=5.0, delay_s=0.001),
+        Branch(LONG, confidence=4.5, delay_s=0.004),
+        Branch(FIVE, confidence=3.2, delay_s=0.004),
+    ]
+    async with service(branches(*specs)).run() as svc:
+        base = {"window": 4, "warmup": 2, "warmup_first": True}
+        tts = _tts(n_branches=4, aggregation="confidence", early_stop="confidence")
+        for prune_keep, keep, pruned, winner in [
+            (0.1, 1.0, [False, False, True, True], "7"),  # threshold 4.8: 4.5 and 3.2 pruned
+            (0.5, 1.0, [False, False, False, True], "5"),  # threshold 4.0: 5 wins 3+4.5 to 5
+            (0.5, 0.25, [False, False, False, True], "7"),  # the top quarter alone votes: 7
+        ]:
+            conf = {**base, "prune_keep": prune_keep, "keep": keep}
+            body = (await svc.chat(tts={**tts, "confidence": conf})).json()
+            detail = body["tts"]
+            assert [b["pruned"] for b in detail["branches"]] == pruned, (prune_keep, keep)
+            assert detail["vote"]["winner"] == winner, (prune_keep, keep)
+            assert (detail["confidence"]["prune_keep"], detail["confidence"]["keep"]) == (
+                prune_keep,
+                keep,
+            )
 
 
 @pytest.mark.parametrize(
@@ -268,6 +304,21 @@ async def test_the_threshold_vote_hears_the_branches_at_or_above_the_threshold()
             {"aggregation": "confidence", "confidence": {"keep": 0}},
             "tts.confidence.keep",
             id="keep-0",
+        ),
+        pytest.param(
+            {"early_stop": "confidence", "confidence": {"prune_keep": 0}},
+            "tts.confidence.prune_keep",
+            id="prune-keep-0",
+        ),
+        pytest.param(
+            {"early_stop": "confidence", "confidence": {"prune_keep": 1.5}},
+            "tts.confidence.prune_keep",
+            id="prune-keep-above-1",
+        ),
+        pytest.param(
+            {"early_stop": "confidence", "confidence": {"prune_keep": "most"}},
+            "tts.confidence.prune_keep",
+            id="prune-keep-not-a-number",
         ),
         pytest.param(
             {"early_stop": "confidence", "confidence": {"tau": 0.4}}, "tts.confidence.tau", id="tau"
@@ -324,6 +375,12 @@ async def test_server_defaults_apply_and_a_request_overrides_them() -> None:
         body = (await svc.chat(tts=tts)).json()
         assert body["tts"]["vote"]["winner"] == "7"  # the server's keep=0.34
         assert body["tts"]["confidence"]["keep"] == 0.34
+        # The rest are the service's defaults: DeepConf's online settings.
+        assert (body["tts"]["confidence"]["prune_keep"], body["tts"]["confidence"]["tau"]) == (
+            0.1,
+            0.95,
+        )
+        assert body["tts"]["confidence"]["warmup_first"] is True
         assert {p.logprobs for _, _, p in svc.worker.requests} == {5}
         body = (await svc.chat(tts={**tts, "confidence": {"keep": 1.0}})).json()
         assert body["tts"]["vote"]["winner"] == "5"

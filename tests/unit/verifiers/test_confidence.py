@@ -13,6 +13,7 @@ from verifiers.confidence import (
     ConfidenceMeasure,
     ConfidenceSource,
     ConfidenceTracker,
+    ConfidenceVote,
     group_confidences,
     lowest_group_confidence,
     prune_threshold,
@@ -94,7 +95,7 @@ def _tracker(values: list[float], window: int = 2) -> ConfidenceTracker:
 
 
 def test_the_gate_prunes_only_after_warmup_and_below_the_threshold() -> None:
-    gate = ConfidenceGate(ConfidenceConfig(warmup=2, keep=0.5, window=2))
+    gate = ConfidenceGate(ConfidenceConfig(warmup=2, prune_keep=0.5, window=2))
     low = _tracker([2.0, 3.0])  # current group 2.5
     assert gate.prune(low) is None  # no threshold before the warm-up
     gate.finished(_tracker([2.0, 2.0]).summary())
@@ -106,6 +107,36 @@ def test_the_gate_prunes_only_after_warmup_and_below_the_threshold() -> None:
     assert gate.prune(_tracker([1.0])) is None  # no full window yet
     gate.finished(_tracker([0.0, 0.0]).summary())  # later finishers do not move it
     assert gate.threshold == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(
+    ("prune_keep", "keep", "threshold"),
+    [
+        pytest.param(0.5, 0.1, 3.0, id="median-whatever-the-vote-keeps"),
+        pytest.param(0.5, 1.0, 3.0, id="median-with-every-branch-voting"),
+        pytest.param(0.1, 0.5, 3.8, id="90th-percentile"),
+        pytest.param(1.0, 0.5, 2.0, id="lowest"),
+    ],
+)
+def test_prune_keep_alone_sets_the_threshold(
+    prune_keep: float, keep: float, threshold: float
+) -> None:
+    gate = ConfidenceGate(ConfidenceConfig(warmup=2, prune_keep=prune_keep, keep=keep, window=2))
+    gate.finished(_tracker([2.0, 2.0]).summary())
+    gate.finished(_tracker([4.0, 4.0]).summary())
+    assert gate.threshold == pytest.approx(threshold)
+
+
+def test_the_defaults_are_deepconf_online() -> None:
+    """DeepConf's published online settings: the 90th-percentile threshold (DeepConf-low), the
+    top-90% vote (DeepConf-high), warm-up first, τ 0.95, lowest group confidence."""
+    c = ConfidenceConfig()
+    assert (c.prune_keep, c.keep, c.warmup_first, c.tau) == (0.1, 0.9, True, 0.95)
+    assert (c.measure, c.vote, c.warmup) == (
+        ConfidenceMeasure.LOWEST_GROUP,
+        ConfidenceVote.MOST_CONFIDENT,
+        3,
+    )
 
 
 @pytest.mark.parametrize(
