@@ -100,6 +100,12 @@ class AllocationRequest(BaseModel):
     difficulty: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     pool_loads: dict[str, int] = Field(default_factory=dict, description="Running sequences.")
+    warmup_first: int | None = Field(
+        default=None,
+        ge=1,
+        description="Branches that run alone before the others start (a confidence early stop "
+        "in DeepConf-online's order).",
+    )
 
     @model_validator(mode="after")
     def _has_objective(self) -> AllocationRequest:
@@ -229,6 +235,7 @@ class Allocator:
             thinking_budget=budget,
             max_tokens=request.max_tokens,
             pool_load=request.pool_loads.get(pool, 0),
+            warmup_first=request.warmup_first,
         )
         accuracy = self.accuracy.accuracy(
             n,

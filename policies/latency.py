@@ -169,6 +169,12 @@ BranchLengths = Annotated[
 ]
 
 
+def _waves(n: int, free: int) -> list[int]:
+    """Rounds of at most ``free`` concurrent branches that run ``n`` branches."""
+    full, rest = divmod(n, free)
+    return [free] * full + ([rest] if rest else [])
+
+
 class LatencyEstimate(BaseModel):
     """One prediction with its parts (seconds and tokens)."""
 
@@ -241,16 +247,23 @@ class LatencyModel(BaseModel):
         thinking_budget: int | None = None,
         max_tokens: int | None = None,
         pool_load: int = 0,
+        warmup_first: int | None = None,
     ) -> LatencyEstimate:
-        """Predicted wall time of ``n_branches`` branches of one prompt on ``profile``'s pool."""
+        """Predicted wall time of ``n_branches`` branches of one prompt on ``profile``'s pool.
+
+        ``warmup_first``: that many branches run alone, and the rest start only once they have
+        finished (a confidence early stop in DeepConf-online's order). The rest are priced as if
+        none were pruned: an upper bound of the second phase."""
         if n_branches < 1:
             raise ValueError(f"n_branches must be >= 1, got {n_branches}")
         if prompt_tokens < 0 or pool_load < 0:
             raise ValueError("prompt_tokens and pool_load must be >= 0")
+        if warmup_first is not None and warmup_first < 1:
+            raise ValueError(f"warmup_first must be >= 1, got {warmup_first}")
         cap = self.branch_cap(thinking_budget, max_tokens)
         free = max(profile.max_concurrency - pool_load, 1)
-        full_waves, rest = divmod(n_branches, free) if n_branches > free else (0, n_branches)
-        wave_sizes = [free] * full_waves + ([rest] if rest else [])
+        first = min(warmup_first or n_branches, n_branches)
+        wave_sizes = _waves(first, free) + _waves(n_branches - first, free)
         decode_s = slowest = generated = 0.0
         for size in wave_sizes:
             seconds, last, tokens = self._wave(profile, n=size, load=pool_load, cap=cap)

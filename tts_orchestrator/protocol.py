@@ -78,6 +78,14 @@ class TtsOptions(BaseModel):
             return defaults
         return defaults.model_copy(update=self.confidence.model_dump(exclude_none=True))
 
+    def warmup_held(self, defaults: ConfidenceConfig) -> int | None:
+        """Warm-up branches that run before the others start (a confidence early stop in
+        DeepConf-online's order, ``warmup_first``); None when every branch starts at once."""
+        if self.early_stop != "confidence":
+            return None
+        config = self.confidence_config(defaults)
+        return config.warmup if config.warmup_first else None
+
 
 class _OpenAIRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")

@@ -56,6 +56,9 @@ class PlanRequest(BaseModel):
     mode: ThinkingMode = ThinkingMode.SLOW
     dataset: str | None = None
     difficulty: str | None = None
+    warmup_first: int | None = Field(
+        None, ge=1, description="Warm-up branches that run before the others start."
+    )
 
 
 class Plan(BaseModel):
@@ -187,6 +190,7 @@ class Planner:
                 difficulty=request.difficulty,
                 max_tokens=request.max_tokens,
                 pool_loads={p: request.pool_loads.get(p, 0) for p in pools},
+                warmup_first=request.warmup_first,
             )
         )
         chosen = decision.chosen

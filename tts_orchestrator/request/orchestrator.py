@@ -247,6 +247,7 @@ class Orchestrator:
             pool=tts.pool,
             pool_loads=loads,
             mode=setup.thinking,
+            warmup_first=tts.warmup_held(self.settings.tts.confidence),
         )
         return planner.plan(request)
 

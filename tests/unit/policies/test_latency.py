@@ -145,6 +145,38 @@ def test_branches_beyond_free_slots_run_in_waves() -> None:
     assert est.decode_s == pytest.approx(3 * 100 * 0.1)
 
 
+@pytest.mark.parametrize(
+    ("n", "warmup", "slots", "waves"),
+    [
+        pytest.param(8, 3, 8, [3, 5], id="warm-up-then-the-rest"),
+        pytest.param(8, 3, 4, [3, 4, 1], id="the-rest-in-waves-of-free-slots"),
+        pytest.param(8, 6, 4, [4, 2, 2], id="a-warm-up-wider-than-the-slots"),
+        pytest.param(3, 3, 8, [3], id="no-branch-past-the-warm-up"),
+        pytest.param(2, 3, 8, [2], id="fewer-branches-than-the-warm-up"),
+    ],
+)
+def test_warmup_first_runs_the_rest_after_the_warm_up(
+    n: int, warmup: int, slots: int, waves: list[int]
+) -> None:
+    model = LatencyModel(lengths=EmpiricalBranchLengths(samples=(100,)))
+    profile = _profile(slots=slots)
+    est = model.predict(profile, n_branches=n, prompt_tokens=0, warmup_first=warmup)
+    assert est.waves == len(waves)
+    assert est.decode_s == pytest.approx(len(waves) * 100 * 0.1)
+    assert est.expected_generated_tokens == pytest.approx(100 * n)
+
+
+def test_warmup_first_is_never_faster_than_all_at_once() -> None:
+    model = LatencyModel(lengths=LognormalBranchLengths(mu=math.log(800), sigma=0.7))
+    profile = _profile(step={1: 0.05, 8: 0.1})
+    for n in (1, 2, 4, 8):
+        at_once = model.predict(profile, n_branches=n, prompt_tokens=0)
+        held = model.predict(profile, n_branches=n, prompt_tokens=0, warmup_first=3)
+        assert held.decode_s >= at_once.decode_s - 1e-9
+    with pytest.raises(ValueError, match="warmup_first"):
+        model.predict(profile, n_branches=4, prompt_tokens=0, warmup_first=0)
+
+
 def test_prefill_once_with_a_shared_prefix_cache_else_per_branch() -> None:
     model = LatencyModel(lengths=EmpiricalBranchLengths(samples=(1,)))
     shared = model.predict(_profile(), n_branches=4, prompt_tokens=1000)

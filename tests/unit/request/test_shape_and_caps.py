@@ -12,6 +12,7 @@ from unit.request.harness import MODEL, Service, branches, service
 from policies.profile import PoolProfile, ProfileSet, SpeculativeMethod, StepTimePoint
 from policies.router import RouterThresholds
 from tts_orchestrator.config import KeyLimits, SecurityConfig
+from tts_orchestrator.planning.planner import Plan, Planner, PlanRequest
 from tts_orchestrator.planning.store import MemoryProfileStore
 from tts_orchestrator.security.auth import AuthContext, Gatekeeper
 from tts_orchestrator.security.keys import ApiKeyRecord
@@ -173,3 +174,38 @@ async def test_auto_with_a_budget_plans_within_the_key_cap() -> None:
         assert all((p.seed or 0) < 1 for _, _, p in svc.worker.requests)
         record = await svc.record(body["id"])
         assert record["plan"] is None or record["plan"]["n_branches"] == 1
+
+
+@pytest.mark.parametrize(
+    ("tts", "held"),
+    [
+        pytest.param({"early_stop": "confidence"}, 3, id="confidence-stop-holds-the-warm-up"),
+        pytest.param(
+            {"early_stop": "confidence", "confidence": {"warmup": 2}}, 2, id="its-own-warm-up"
+        ),
+        pytest.param(
+            {"early_stop": "confidence", "confidence": {"warmup_first": False}},
+            None,
+            id="all-at-once",
+        ),
+        pytest.param({"aggregation": "confidence"}, None, id="vote-only"),
+        pytest.param({}, None, id="majority"),
+    ],
+)
+async def test_the_planner_prices_a_warm_up_first_early_stop(
+    tts: dict[str, Any], held: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The latency policy is told which branches run before the others, so it prices the
+    second phase after the warm-up rather than every branch at once."""
+    seen: list[PlanRequest] = []
+    plan = Planner.plan
+
+    def spy(self: Planner, request: PlanRequest) -> Plan:
+        seen.append(request)
+        return plan(self, request)
+
+    monkeypatch.setattr(Planner, "plan", spy)
+    async with _planned().run() as svc:
+        r = await svc.chat(tts={"seed": 0, "latency_budget_s": 5.0, **tts})
+        assert r.status_code == 200, r.text
+    assert [s.warmup_first for s in seen] == [held]

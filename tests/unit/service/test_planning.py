@@ -286,3 +286,17 @@ def test_profile_command_rejects_an_unknown_pool(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "no pool 'nope'" in result.output
     assert "plain" in result.output
+
+
+def test_a_warm_up_first_early_stop_is_priced_in_two_phases() -> None:
+    """Four slots, four branches: all at once is one wave; with a warm-up of 2 run first, the
+    other 2 start after it: two waves of 2, each at a cheaper step but each as long as its
+    slowest branch, so the same N takes longer (73 s -> 82 s here)."""
+    planner = Planner(ProfileSet.of([PLAIN]))
+    at_once = planner.plan(_request(1000.0, n_branches=4)).decision.chosen
+    held = planner.plan(_request(1000.0, n_branches=4, warmup_first=2)).decision.chosen
+    assert held.predicted_latency_s > 1.1 * at_once.predicted_latency_s
+    # A warm-up that covers every branch changes nothing.
+    same = planner.plan(_request(1000.0, n_branches=2, warmup_first=2)).decision.chosen
+    alone = planner.plan(_request(1000.0, n_branches=2)).decision.chosen
+    assert same.predicted_latency_s == pytest.approx(alone.predicted_latency_s)
